@@ -242,3 +242,16 @@ def test_bad_sigma():
 def test_non_square_gram():
     with pytest.raises(ValueError, match="square"):
         renyi_entropy(torch.ones(3, 4))
+
+
+@pytest.mark.parametrize("alpha", [1.0, 1.01, 3.0])
+def test_low_rank_option_is_close_to_exact_and_tightens_with_tolerance(alpha):
+    X = _data(n=60, d=8)
+    exact = pairwise_mutual_information(X, 1.5, alpha)
+    loose = pairwise_mutual_information(X, 1.5, alpha, rank_tol=1e-6)
+    tight = pairwise_mutual_information(X, 1.5, alpha, rank_tol=1e-12)
+    torch.testing.assert_close(loose.diagonal(), exact.diagonal(), atol=1e-12, rtol=0)  # marginals stay exact
+    err_loose, err_tight = (loose - exact).abs().max().item(), (tight - exact).abs().max().item()
+    assert err_tight < 1e-8 and err_tight <= err_loose < 1e-3
+    with pytest.raises(ValueError, match="rank_tol"):
+        pairwise_mutual_information(X, 1.5, alpha, rank_tol=0.0)
