@@ -56,6 +56,9 @@ def execute(notebook: Path, profile: str = "quick", out_dir: Path = DEFAULT_OUT,
         )
         nb = nbformat.read(tmp, as_version=4)
         nb.metadata["minilib"] = {"stamp": stamp, "profile": profile}
+        for cell in nb.cells:  # the book shows the parameters cell once, not papermill's copy too
+            if "injected-parameters" in cell.metadata.get("tags", []):
+                cell.metadata["tags"].append("remove-cell")
         nbformat.write(nb, tmp)
         os.replace(tmp, target)
     finally:
