@@ -91,6 +91,14 @@ def positive(value: float, name: str) -> float:
     return v
 
 
+def unit_interval(value: float, name: str) -> float:
+    """A number in [0, 1]."""
+    v = float(value)
+    if not 0.0 <= v <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+    return v
+
+
 def alpha_order(alpha: float) -> float:
     """Rényi order: finite and > 0 (α = 1 is the von Neumann limit)."""
     return positive(alpha, "alpha (the Rényi order)")

@@ -31,6 +31,7 @@ from minilib._checks import ArrayLike
 __all__ = [
     "gram_matrix",
     "gram_matrices",
+    "squared_distances",
     "renyi_entropy",
     "joint_entropy",
     "mutual_information",
@@ -39,7 +40,7 @@ __all__ = [
 ]
 
 
-def _squared_distances(x: torch.Tensor) -> torch.Tensor:
+def squared_distances(x: torch.Tensor) -> torch.Tensor:
     """‖x_a − x_b‖² for samples in rows; exact zeros on the diagonal."""
     if x.ndim == 1:
         return (x[:, None] - x[None, :]) ** 2
@@ -64,7 +65,7 @@ def gram_matrix(x: ArrayLike, sigma: float) -> torch.Tensor:
     x = _checks.samples(x, "x")
     _checks.not_constant(x, "x")
     sigma = _checks.positive(sigma, "sigma (the kernel width)")
-    return torch.exp(_squared_distances(x) / (-2.0 * sigma**2))
+    return torch.exp(squared_distances(x) / (-2.0 * sigma**2))
 
 
 def gram_matrices(X: ArrayLike, sigma: ArrayLike) -> torch.Tensor:

@@ -32,7 +32,7 @@ import torch
 
 from minilib import _checks
 from minilib._checks import ArrayLike
-from minilib.entropy import pairwise_mutual_information
+from minilib.entropy import pairwise_mutual_information, squared_distances
 
 Normalization = Literal["zscore", "none"]
 NORMALIZATIONS: tuple[str, ...] = ("zscore", "none")
@@ -99,9 +99,7 @@ def layer_gram(X: ArrayLike, sigma: float, normalization: Normalization = "zscor
     _check_normalization(normalization)
     X = _checks.sample_matrix(X, "X")
     sigma = _checks.positive(sigma, "sigma (the layer's kernel width)")
-    sq = (X * X).sum(1)
-    d2 = (sq[:, None] + sq[None, :] - 2.0 * X @ X.T).clamp_(min=0.0)
-    d2.fill_diagonal_(0.0)
+    d2 = squared_distances(X)
     if normalization == "zscore":
         d2 /= X.shape[1]
     return torch.exp(d2 / (-2.0 * sigma**2))
@@ -184,8 +182,7 @@ def ema(previous: ArrayLike | None, current: ArrayLike, beta: float = 0.9) -> to
 
     ``previous=None`` starts the average: ``σ_1 = σ*_1``.
     """
-    if not 0.0 <= float(beta) <= 1.0:
-        raise ValueError(f"beta must be in [0, 1], got {beta!r}")
+    beta = _checks.unit_interval(beta, "beta")
     cur = _checks.as_float64(current, "current")
     if previous is None:
         return cur.clone()
@@ -230,9 +227,7 @@ class NeuronKernelWidth:
         _check_normalization(normalization)
         self.normalization = normalization
         self.gamma = _checks.positive(gamma, "gamma")
-        if not 0.0 <= beta <= 1.0:
-            raise ValueError(f"beta must be in [0, 1], got {beta!r}")
-        self.beta = beta
+        self.beta = _checks.unit_interval(beta, "beta")
         self.layer_sigma = None if layer_sigma is None else _checks.positive(layer_sigma, "layer_sigma")
         self.grid = grid
         self.refine_steps = refine_steps
