@@ -41,11 +41,11 @@ def reduce_tokens(hidden: torch.Tensor, attention_mask: torch.Tensor, reduction:
     """Turn per-token activations (B, T, D) into samples: (B, D), or (non-padding tokens, D)."""
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    mask = attention_mask.to(hidden.dtype)
     if reduction == "cls":
         return hidden[:, 0]
     if reduction == "tokens":
         return hidden[attention_mask.bool()]
+    mask = attention_mask.to(hidden.dtype)
     return (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)
 
 

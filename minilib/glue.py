@@ -62,8 +62,13 @@ TASKS: dict[str, Task] = {
 }
 
 
-def get_task(name: str) -> Task:
-    """Look a task up by Hub name or GLUE folder name, case-insensitively (``"SST-2"``, ``"sst2"``)."""
+def get_task(name: str | Task) -> Task:
+    """Look a task up by Hub name or GLUE folder name, case-insensitively (``"SST-2"``, ``"sst2"``).
+
+    A ``Task`` is returned as it is, so every function here takes either.
+    """
+    if isinstance(name, Task):
+        return name
     key = str(name).lower().replace("-", "").replace("_", "")
     if key not in TASKS:
         raise ValueError(f"unknown GLUE task {name!r}; choose one of {', '.join(TASKS)}")
@@ -108,7 +113,7 @@ def read_tsv(path: str | os.PathLike, task: Task | str) -> Dataset:
     they are split on tabs with quoting off and read as ``utf-8-sig``. A row with the
     wrong number of fields or a bad label is an error naming the file and line.
     """
-    task = get_task(task) if isinstance(task, str) else task
+    task = get_task(task)
     path = Path(path)
     with path.open(encoding="utf-8-sig", newline="") as f:
         rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
@@ -134,7 +139,7 @@ def read_tsv(path: str | os.PathLike, task: Task | str) -> Dataset:
 
 def load_split(task: Task | str, split: str = "train", data_dir: str | os.PathLike | None = None) -> Dataset:
     """One split (``"train"`` or ``"validation"``) of a GLUE task, local first, then the Hub."""
-    task = get_task(task) if isinstance(task, str) else task
+    task = get_task(task)
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; use one of {SPLITS} (GLUE test labels are not public)")
     local = glue_dir(data_dir)
@@ -169,7 +174,7 @@ def compute_metrics(task: Task | str, predictions: np.ndarray, labels: np.ndarra
     accuracy, and binary F1 of class 1 for MRPC/QQP. Regression (STS-B): Pearson and
     Spearman correlation of the scores.
     """
-    task = get_task(task) if isinstance(task, str) else task
+    task = get_task(task)
     preds, labels = np.asarray(predictions), np.asarray(labels)
     if not task.is_regression and preds.ndim == 2:
         preds = preds.argmax(-1)
