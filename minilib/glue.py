@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from datasets import Dataset
 from scipy import stats
+from torch import nn
 
 HUB_DATASET = "nyu-mll/glue"
 DEFAULT_GLUE_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "glue"
@@ -196,3 +199,79 @@ def compute_metrics(task: Task | str, predictions: np.ndarray, labels: np.ndarra
         elif m == "spearman":
             out[m] = 100.0 * float(stats.spearmanr(preds, labels).statistic)
     return out
+
+
+def encode(task: Task | str, dataset: Dataset, tokenizer, max_length: int = 128) -> Dataset:
+    """Tokenise a split with a BERT tokenizer: ``input_ids``, ``token_type_ids``, ``label``; no padding.
+
+    Padding is left to :class:`Batches`, which pads each batch to its own longest
+    sequence. ``max_length`` 128 is the usual GLUE choice (the paper does not say; decision 11).
+    """
+    task = get_task(task)
+    if max_length < 8:
+        raise ValueError(f"max_length={max_length} is too short for [CLS] text [SEP]; use e.g. 128")
+    pair = "text_b" in dataset.column_names
+
+    def tok(rows: dict) -> dict:
+        args = (rows["text_a"], rows["text_b"]) if pair else (rows["text_a"],)
+        return tokenizer(*args, truncation=True, max_length=max_length, return_attention_mask=False)
+
+    remove = [c for c in dataset.column_names if c != "label"]
+    return dataset.map(tok, batched=True, remove_columns=remove, desc=f"tokenise {task.name}")
+
+
+class Batches:
+    """Padded mini-batches of an encoded split, grouped by length so little compute goes to padding.
+
+    Training order (``shuffle=True``): the examples are shuffled, cut into windows of
+    ``group * batch_size``, sorted by length inside each window, split into batches,
+    and the batches are shuffled; the order depends only on ``seed`` and the epoch
+    (:meth:`set_epoch`). Evaluation order (``shuffle=False``): sorted by length,
+    with ``order`` mapping the batched examples back to dataset rows.
+    """
+
+    def __init__(self, encoded: Dataset, batch_size: int, shuffle: bool = False, seed: int = 0, group: int = 50,
+                 pad_token_id: int = 0):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+        if len(encoded) == 0:
+            raise ValueError("the dataset is empty; nothing to batch")
+        self.ids = [torch.tensor(x) for x in encoded["input_ids"]]
+        self.types = [torch.tensor(x) for x in encoded["token_type_ids"]]
+        self.labels = torch.tensor(encoded["label"])
+        self.lengths = np.array([len(x) for x in self.ids])
+        self.batch_size, self.shuffle, self.seed, self.group = batch_size, shuffle, seed, group
+        self.pad_token_id = pad_token_id
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def order(self) -> list[np.ndarray]:
+        """The row indices of each batch, in the order they are yielded."""
+        n, bs = len(self.ids), self.batch_size
+        if not self.shuffle:
+            idx = np.argsort(self.lengths, kind="stable")
+            return [idx[i:i + bs] for i in range(0, n, bs)]
+        rng = np.random.default_rng([self.seed, self.epoch])
+        idx = rng.permutation(n)
+        window = bs * self.group
+        batches = []
+        for start in range(0, n, window):
+            chunk = idx[start:start + window]
+            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
+            batches += [chunk[i:i + bs] for i in range(0, len(chunk), bs)]
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def __len__(self) -> int:
+        return -(-len(self.ids) // self.batch_size)
+
+    def collate(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
+        ids = nn.utils.rnn.pad_sequence([self.ids[i] for i in rows], batch_first=True, padding_value=self.pad_token_id)
+        types = nn.utils.rnn.pad_sequence([self.types[i] for i in rows], batch_first=True)
+        mask = (torch.arange(ids.shape[1])[None] < torch.as_tensor(self.lengths[rows])[:, None]).long()
+        return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask, "labels": self.labels[rows]}
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        for rows in self.order():
+            yield self.collate(rows)

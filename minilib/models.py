@@ -1,0 +1,94 @@
+"""BERT-tiny and where its weights come from.
+
+The paper prunes ``prajjwal1/bert-tiny`` (2 layers, hidden 128, 2 heads, 512 FFN
+neurons, uncased 30,522-token vocabulary). A model is named by an ``init`` string:
+
+* ``"hub"``: the real BERT-tiny from the Hugging Face Hub (needs a network);
+* ``"offline"``: the offline pretrained encoder of the same architecture that
+  :mod:`minilib.pretrain` builds from what this environment has (no BERT-tiny weights here);
+* ``"random"``: BERT-tiny's architecture, randomly initialised (the lower reference);
+* a path: any local folder that ``from_pretrained`` reads (e.g. a downloaded BERT-tiny).
+
+The config and tokenizer come from ``$MINILIB_BERT_TINY_DIR``, else ``../shared/data/models/bert-tiny``,
+else the Hub.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, PreTrainedTokenizerBase
+
+from .cache import REPO, cache_dir
+from .glue import Task, _offline, get_task
+
+HUB_BERT_TINY = "prajjwal1/bert-tiny"
+DEFAULT_BERT_TINY_DIR = REPO.parent / "shared" / "data" / "models" / "bert-tiny"
+INITS = ("hub", "offline", "random")
+
+__all__ = ["bert_tiny_dir", "load_tokenizer", "load_classifier", "offline_encoder_dir", "describe"]
+
+
+def bert_tiny_dir() -> str:
+    """The folder (or Hub id) that holds BERT-tiny's config and tokenizer."""
+    if env := os.environ.get("MINILIB_BERT_TINY_DIR"):
+        if not Path(env).is_dir():
+            raise FileNotFoundError(f"MINILIB_BERT_TINY_DIR={env} does not exist; unset it or point it at a folder")
+        return env
+    return str(DEFAULT_BERT_TINY_DIR) if DEFAULT_BERT_TINY_DIR.is_dir() else HUB_BERT_TINY
+
+
+def _from_hub(source: str) -> str:
+    if source == HUB_BERT_TINY and _offline():
+        raise FileNotFoundError(
+            f"{HUB_BERT_TINY} is not available offline; unset HF_HUB_OFFLINE to download it, pass a local "
+            "folder, or use init='offline' (python -m minilib.pretrain builds it)")
+    return source
+
+
+def load_tokenizer() -> PreTrainedTokenizerBase:
+    """BERT's uncased WordPiece tokenizer (the fast one; it gives the same ids as the slow one)."""
+    return AutoTokenizer.from_pretrained(_from_hub(bert_tiny_dir()))
+
+
+def offline_encoder_dir(recipe: str = "full", cache: str | os.PathLike | None = None) -> Path:
+    """Where :func:`minilib.pretrain.build_offline_encoder` keeps the encoder of a recipe."""
+    return cache_dir(cache) / "encoders" / f"offline-bert-tiny-{recipe}"
+
+
+def _resolve(init: str, recipe: str, cache: str | os.PathLike | None) -> str | None:
+    """The folder or Hub id to load ``init`` from (None: random initialisation)."""
+    if init == "random":
+        return None
+    if init == "hub":
+        return _from_hub(HUB_BERT_TINY)
+    if init == "offline":
+        path = offline_encoder_dir(recipe, cache)
+        if not (path / "manifest.json").is_file():
+            raise FileNotFoundError(f"the offline encoder ({recipe} recipe) is not built at {path}; build it with "
+                                    f"`python -m minilib.pretrain --recipe {recipe}`")
+        return str(path)
+    if Path(init).is_dir():
+        return init
+    raise ValueError(f"unknown init {init!r}; use one of {INITS} or an existing model folder")
+
+
+def load_classifier(init: str, task: Task | str, seed: int = 0, recipe: str = "full",
+                    cache: str | os.PathLike | None = None) -> BertForSequenceClassification:
+    """A BERT-tiny sequence classifier for ``task``; the head (and, for ``"random"``, everything) seeded."""
+    task = get_task(task)
+    source = _resolve(init, recipe, cache)
+    extra = {"num_labels": task.num_labels, "problem_type": "regression" if task.is_regression else None}
+    torch.manual_seed(seed)
+    if source is None:
+        config = BertConfig.from_pretrained(_from_hub(bert_tiny_dir()), **extra)
+        return BertForSequenceClassification(config)
+    return BertForSequenceClassification.from_pretrained(source, **extra)
+
+
+def describe(init: str, recipe: str = "full") -> str:
+    """A short, human-readable name of a model for figure captions and tables."""
+    return {"hub": f"BERT-tiny ({HUB_BERT_TINY})", "random": "BERT-tiny architecture, random init",
+            "offline": f"offline pretrained BERT-tiny ({recipe} recipe)"}.get(init, f"model at {init}")

