@@ -16,9 +16,12 @@ else the Hub.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from transformers import logging as hf_logging
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, PreTrainedTokenizerBase
 
 from .cache import REPO, cache_dir
@@ -28,7 +31,21 @@ HUB_BERT_TINY = "prajjwal1/bert-tiny"
 DEFAULT_BERT_TINY_DIR = REPO.parent / "shared" / "data" / "models" / "bert-tiny"
 INITS = ("hub", "offline", "random")
 
-__all__ = ["bert_tiny_dir", "load_tokenizer", "load_classifier", "offline_encoder_dir", "describe"]
+__all__ = ["bert_tiny_dir", "load_tokenizer", "load_classifier", "offline_encoder_dir", "describe", "quiet"]
+
+
+@contextmanager
+def quiet() -> Iterator[None]:
+    """Silence transformers' loading reports and progress bars (expected here: a new classifier head)."""
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def bert_tiny_dir() -> str:
@@ -82,10 +99,10 @@ def load_classifier(init: str, task: Task | str, seed: int = 0, recipe: str = "f
     source = _resolve(init, recipe, cache)
     extra = {"num_labels": task.num_labels, "problem_type": "regression" if task.is_regression else None}
     torch.manual_seed(seed)
-    if source is None:
-        config = BertConfig.from_pretrained(_from_hub(bert_tiny_dir()), **extra)
-        return BertForSequenceClassification(config)
-    return BertForSequenceClassification.from_pretrained(source, **extra)
+    with quiet():
+        if source is None:
+            return BertForSequenceClassification(BertConfig.from_pretrained(_from_hub(bert_tiny_dir()), **extra))
+        return BertForSequenceClassification.from_pretrained(source, **extra)
 
 
 def describe(init: str, recipe: str = "full") -> str:

@@ -45,7 +45,7 @@ from transformers.models.bert.modeling_bert import BertOnlyMLMHead
 
 from . import glue
 from .cache import REPO, atomic_dir, code_revision, sha256, write_json
-from .models import bert_tiny_dir, load_tokenizer, offline_encoder_dir
+from .models import bert_tiny_dir, load_tokenizer, offline_encoder_dir, quiet
 
 DEFAULT_LM_DIR = REPO.parent / "shared" / "data" / "lm"
 WIKI_FILES = ("wikitext-2-raw/wiki.test.raw", "wikitext-2-tokenized/wiki.valid.tokens")
@@ -229,7 +229,7 @@ def build_offline_encoder(recipe: str | Recipe = "full", out: str | os.PathLike 
     if (out / "manifest.json").is_file():
         return out
     torch.manual_seed(recipe.seed)
-    start = time.perf_counter()
+    start, revision = time.perf_counter(), code_revision()
 
     tokenizer = load_tokenizer()
     units, hashes = corpus()
@@ -312,14 +312,14 @@ def build_offline_encoder(recipe: str | Recipe = "full", out: str | os.PathLike 
         epoch += 1
     bar.close()
 
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out) as tmp, quiet():
         student.bert.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         write_json(tmp / "manifest.json", {
             "what": "offline pretrained encoder with BERT-tiny's architecture (minilib.pretrain)",
             "recipe_name": name, "recipe": dataclasses.asdict(recipe), "data_sha256": hashes,
             "units": len(units), "tokens": n_tokens, "log": log, "seconds": round(time.perf_counter() - start, 1),
-            "torch": torch.__version__, "transformers": transformers.__version__, "code": code_revision(),
+            "torch": torch.__version__, "transformers": transformers.__version__, "code": revision,
         })
     if partial.exists():
         for f in partial.iterdir():

@@ -1,0 +1,207 @@
+"""Fine-tune BERT-tiny on a GLUE task with the paper's hyperparameters (§4.1), fast on a CPU.
+
+AdamW (β = 0.9, 0.999, ε = 1e-8, no weight decay), the task's batch size and learning rate
+from :data:`minilib.glue.TASKS`, 4 epochs, linear decay to 0 without warm-up (the
+``transformers.Trainer`` default; the paper does not state a schedule), max length 128.
+Speed comes from what does not change the maths: length-grouped batches padded only to
+their own longest sentence, PyTorch's fused AdamW, and no framework overhead.
+
+Checkpoints are cached under ``<cache>/finetuned/<init>/<task>/<run>`` with a ``result.json``
+(dev metrics, wall time, throughput, provenance). A run checkpoints after every epoch and
+resumes from there; the same seed gives the same weights on CPU. Command line::
+
+    python -m minilib.finetune --task sst2 --init offline            # one fine-tune
+    python -m minilib.finetune --table results/finetune_scores.csv   # the book's table
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import transformers
+from tqdm.auto import tqdm
+from transformers import BertForSequenceClassification
+
+from . import glue
+from .cache import atomic_dir, atomic_file, cache_dir, code_revision, read_json, write_json
+from .models import INITS, describe, load_classifier, load_tokenizer, quiet
+
+BETAS, EPS = (0.9, 0.999), 1e-8
+
+__all__ = ["run_dir", "finetune", "evaluate", "load_finetuned", "score_table"]
+
+
+def _init_tag(init: str, recipe: str) -> str:
+    if init == "offline":
+        return f"offline-{recipe}"
+    if init in INITS:
+        return init
+    return "local-" + hashlib.sha256(str(Path(init).resolve()).encode()).hexdigest()[:10]
+
+
+def run_dir(task: glue.Task | str, init: str, seed: int = 0, epochs: int = 4, max_train: int | None = None,
+            recipe: str = "full", cache: str | os.PathLike | None = None) -> Path:
+    """The cache folder of one fine-tuning run."""
+    task = glue.get_task(task)
+    run = f"seed{seed}-ep{epochs}" + (f"-n{max_train}" if max_train else "")
+    return cache_dir(cache) / "finetuned" / _init_tag(init, recipe) / task.name / run
+
+
+@torch.no_grad()
+def evaluate(model: BertForSequenceClassification, task: glue.Task | str, encoded, batch_size: int = 128
+             ) -> dict[str, float]:
+    """The task's official metrics (percent) of ``model`` on an encoded split."""
+    task = glue.get_task(task)
+    was_training = model.training
+    model.eval()
+    batches = glue.Batches(encoded, batch_size)
+    preds, labels = [], []
+    for b in batches:
+        logits = model(**{k: v for k, v in b.items() if k != "labels"}).logits
+        preds.append(logits.squeeze(-1) if task.is_regression else logits.argmax(-1))
+        labels.append(b["labels"])
+    model.train(was_training)
+    return glue.compute_metrics(task, torch.cat(preds).numpy(), torch.cat(labels).numpy())
+
+
+def _subset(encoded, max_train: int | None, seed: int):
+    if not max_train or max_train >= len(encoded):
+        return encoded
+    return encoded.select(np.sort(np.random.default_rng(seed).choice(len(encoded), max_train, replace=False)))
+
+
+def finetune(task: glue.Task | str, init: str = "offline", seed: int = 0, epochs: int = 4,
+             max_train: int | None = None, recipe: str = "full", data_dir: str | os.PathLike | None = None,
+             cache: str | os.PathLike | None = None, progress: bool = True) -> Path:
+    """Fine-tune (or return the cached run) and return the run folder.
+
+    Parameters
+    ----------
+    task : GLUE task name or :class:`~minilib.glue.Task`.
+    init : ``"offline"``, ``"hub"``, ``"random"`` or a model folder (see :mod:`minilib.models`).
+    seed : seeds the classifier head (all weights for ``"random"``), batch order and dropout.
+    epochs : the paper uses 4.
+    max_train : fine-tune on a random subset of this many training examples (quick runs).
+    recipe : which offline encoder (``"full"`` or ``"quick"``) when ``init="offline"``.
+    """
+    task = glue.get_task(task)
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}")
+    out = run_dir(task, init, seed, epochs, max_train, recipe, cache)
+    if (out / "result.json").is_file():
+        return out
+    tokenizer = load_tokenizer()
+    train = _subset(glue.encode(task, glue.load_split(task, "train", data_dir), tokenizer), max_train, seed)
+    dev = glue.encode(task, glue.load_split(task, "validation", data_dir), tokenizer)
+    model = load_classifier(init, task, seed, recipe, cache)
+    opt = torch.optim.AdamW(model.parameters(), lr=task.learning_rate, betas=BETAS, eps=EPS, weight_decay=0.0,
+                            fused=True)
+    batches = glue.Batches(train, task.batch_size, shuffle=True, seed=seed)
+    total = epochs * len(batches)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1 - s / total))
+
+    partial = out.with_name(out.name + ".partial")
+    state_file, start_epoch, seconds = partial / "state.pt", 0, 0.0
+    if state_file.is_file():  # resume after the last finished epoch
+        state = torch.load(state_file, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        start_epoch, seconds = state["epoch"], state["seconds"]
+
+    model.train()
+    bar = tqdm(total=total, initial=start_epoch * len(batches), desc=f"fine-tune {task.name}", unit="step",
+               disable=not progress)
+    for epoch in range(start_epoch, epochs):
+        t0 = time.perf_counter()
+        batches.set_epoch(epoch)
+        for i, b in enumerate(batches):
+            torch.manual_seed(hash((seed, epoch, i)) % 2**63)  # dropout per step (int-tuple hashes are stable)
+            loss = model(**b).loss
+            loss.backward()
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            bar.update()
+            if i % 200 == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+        seconds += time.perf_counter() - t0
+        if epoch + 1 < epochs:
+            partial.mkdir(parents=True, exist_ok=True)
+            atomic_file(state_file, lambda p: torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
+                                                          "sched": sched.state_dict(), "epoch": epoch + 1,
+                                                          "seconds": seconds}, p))
+    bar.close()
+
+    metrics = evaluate(model, task, dev)
+    with atomic_dir(out) as tmp:
+        with quiet():
+            model.save_pretrained(tmp)
+        write_json(tmp / "result.json", {
+            "task": task.name, "init": init, "model": describe(init, recipe), "seed": seed, "epochs": epochs,
+            "train_examples": len(train), "dev_examples": len(dev), "batch_size": task.batch_size,
+            "learning_rate": task.learning_rate, "dev": metrics, "train_seconds": round(seconds, 1),
+            "examples_per_second": round(epochs * len(train) / seconds, 1), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "transformers": transformers.__version__, "code": code_revision(),
+        })
+    if state_file.exists():
+        state_file.unlink()
+        partial.rmdir()
+    return out
+
+
+def load_finetuned(path: str | os.PathLike) -> BertForSequenceClassification:
+    """A fine-tuned run's model (from :func:`finetune`'s folder), in eval mode."""
+    path = Path(path)
+    if not (path / "result.json").is_file():
+        raise FileNotFoundError(f"{path} is not a finished fine-tuning run; run minilib.finetune.finetune first")
+    with quiet():
+        return BertForSequenceClassification.from_pretrained(path).eval()
+
+
+def score_table(tasks: list[str], inits: list[str], seed: int = 0, recipe: str = "full",
+                progress: bool = True) -> pd.DataFrame:
+    """Fine-tune every (init, task) pair (cached) and collect the dev metrics as a tidy table."""
+    rows = []
+    for init in inits:
+        for task in tasks:
+            res = read_json(finetune(task, init, seed, recipe=recipe, progress=progress) / "result.json")
+            for metric, value in res["dev"].items():
+                rows.append({"task": res["task"], "init": init, "model": res["model"], "metric": metric,
+                             "value": round(value, 2), "seed": seed, "train_seconds": res["train_seconds"],
+                             "examples_per_second": res["examples_per_second"], "code": res["code"]})
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Fine-tune BERT-tiny on GLUE with the paper's hyperparameters.")
+    parser.add_argument("--task", help="one GLUE task (sst2, stsb, mrpc, qqp, qnli)")
+    parser.add_argument("--init", default="offline", help=f"{', '.join(INITS)} or a model folder")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--max-train", type=int, help="fine-tune on a random subset of this size")
+    parser.add_argument("--recipe", default="full", help="offline encoder recipe (full or quick)")
+    parser.add_argument("--table", help="write the dev-score table (tasks × inits) to this CSV instead")
+    parser.add_argument("--tasks", nargs="+", default=["sst2", "stsb", "mrpc"])
+    parser.add_argument("--inits", nargs="+", default=["random", "offline"])
+    args = parser.parse_args(argv)
+    if args.table:
+        table = score_table(args.tasks, args.inits, args.seed, args.recipe)
+        atomic_file(Path(args.table), lambda p: table.to_csv(p, index=False))
+        print(table.to_string(index=False))
+    elif args.task:
+        out = finetune(args.task, args.init, args.seed, args.epochs, args.max_train, args.recipe)
+        print(out, read_json(out / "result.json")["dev"])
+    else:
+        parser.error("give --task (one run) or --table (the score table)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Fine-tuning: determinism, resuming after an interruption, caching, clear errors (tiny runs on fixtures)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from minilib import finetune
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "glue"
+
+
+@pytest.fixture(autouse=True)
+def glue_fixtures(monkeypatch):
+    monkeypatch.setenv("MINILIB_GLUE_DIR", str(FIXTURES))
+
+
+def _weights(run):
+    return finetune.load_finetuned(run).state_dict()
+
+
+def test_same_seed_same_model_and_scores(tmp_path):
+    a = finetune.finetune("mrpc", "random", seed=0, epochs=2, cache=tmp_path / "a", progress=False)
+    b = finetune.finetune("mrpc", "random", seed=0, epochs=2, cache=tmp_path / "b", progress=False)
+    wa, wb = _weights(a), _weights(b)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    ra, rb = (json.loads((r / "result.json").read_text()) for r in (a, b))
+    assert ra["dev"] == rb["dev"] and set(ra["dev"]) == {"f1", "accuracy"}
+    assert ra["train_examples"] == 12 and ra["dev_examples"] == 8 and ra["batch_size"] == 8
+    c = finetune.finetune("mrpc", "random", seed=1, epochs=2, cache=tmp_path / "a", progress=False)
+    assert not torch.equal(wa["classifier.weight"], _weights(c)["classifier.weight"])
+
+
+def test_training_moves_the_weights_and_the_result_is_cached(tmp_path):
+    run = finetune.finetune("stsb", "random", seed=0, epochs=1, cache=tmp_path, progress=False)
+    res = json.loads((run / "result.json").read_text())
+    assert set(res["dev"]) == {"pearson", "spearman"} and res["learning_rate"] == 5e-4
+    stamp = (run / "result.json").stat().st_mtime_ns
+    assert finetune.finetune("stsb", "random", seed=0, epochs=1, cache=tmp_path, progress=False) == run
+    assert (run / "result.json").stat().st_mtime_ns == stamp  # not re-run
+    from minilib.models import load_classifier
+    before = load_classifier("random", "stsb", seed=0, cache=tmp_path).state_dict()
+    after = _weights(run)
+    assert not torch.equal(before["bert.encoder.layer.0.intermediate.dense.weight"],
+                           after["bert.encoder.layer.0.intermediate.dense.weight"])
+
+
+def test_interrupted_run_resumes_to_the_same_model(tmp_path, monkeypatch):
+    whole = finetune.finetune("sst2", "random", seed=0, epochs=2, cache=tmp_path / "whole", progress=False)
+    calls = {"n": 0}
+    real_step = torch.optim.AdamW.step
+
+    def crash_in_epoch_two(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:  # 12 examples / batch 8 = 2 steps per epoch
+            raise KeyboardInterrupt
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", crash_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        finetune.finetune("sst2", "random", seed=0, epochs=2, cache=tmp_path / "cut", progress=False)
+    out = finetune.run_dir("sst2", "random", 0, 2, cache=tmp_path / "cut")
+    assert not out.exists() and (out.parent / (out.name + ".partial") / "state.pt").is_file()  # nothing final
+    monkeypatch.setattr(torch.optim.AdamW, "step", real_step)
+    resumed = finetune.finetune("sst2", "random", seed=0, epochs=2, cache=tmp_path / "cut", progress=False)
+    ww, wr = _weights(whole), _weights(resumed)
+    assert all(torch.equal(ww[k], wr[k]) for k in ww)
+    assert not (out.parent / (out.name + ".partial")).exists()
+
+
+def test_errors(tmp_path):
+    with pytest.raises(ValueError, match="epochs must be at least 1"):
+        finetune.finetune("sst2", "random", epochs=0, cache=tmp_path)
+    with pytest.raises(FileNotFoundError, match="QNLI train is not available offline"):
+        finetune.finetune("qnli", "random", cache=tmp_path)
+    with pytest.raises(FileNotFoundError, match="is not a finished fine-tuning run"):
+        finetune.load_finetuned(tmp_path)

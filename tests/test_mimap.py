@@ -1,0 +1,66 @@
+"""MI maps: planted duplicates rank first, dead neurons explicit (no NaN), Pearson beside, caching."""
+
+import numpy as np
+import pytest
+import torch
+
+from minilib import mimap
+
+
+def _layer(n=200, d=24, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, d, generator=g, dtype=torch.float64)
+    X[:, 1] = X[:, 0] + 0.05 * torch.randn(n, generator=g, dtype=torch.float64)  # near-copy of neuron 0
+    X[:, 5] = 0.3  # dead neuron
+    return torch.nn.functional.gelu(X)
+
+
+def test_duplicates_rank_first_and_dead_neurons_are_explicit():
+    m = mimap.compute_mi_map([_layer(), _layer(seed=1)], batch_size=100)
+    assert m.mi.shape == (2, 24, 24) and m.pearson.shape == (2, 24, 24)
+    assert not np.isnan(m.mi).any() and not np.isnan(m.pearson).any()
+    assert m.alive[:, 5].tolist() == [False, False] and m.alive.sum() == 2 * 23
+    assert (m.mi[:, 5] == 0).all() and (m.mi[:, :, 5] == 0).all() and (m.sigma[:, 5] == 0).all()
+    for layer in range(2):
+        i, j, _ = m.top_pairs(layer, 1)[0]
+        assert (i, j) == (0, 1)
+        assert m.top_pairs(layer, 1, by="pearson")[0][:2] == (0, 1)
+    assert np.allclose(m.mi, m.mi.transpose(0, 2, 1))
+    assert m.meta["batches"] == 2 and m.meta["samples"] == 200
+
+
+def test_pearson_is_the_sample_correlation_and_mi_is_averaged_over_batches():
+    X = _layer(n=200, d=8)
+    m = mimap.compute_mi_map([X], batch_size=100)
+    alive = np.flatnonzero(m.alive[0])
+    assert np.allclose(m.pearson[0][np.ix_(alive, alive)], np.corrcoef(X[:, alive].numpy(), rowvar=False))
+    one = mimap.compute_mi_map([X], batch_size=100, max_batches=1)
+    assert one.meta["batches"] == 1 and not np.allclose(one.mi, m.mi)
+
+
+def test_calibration_sample_and_batches():
+    rows = mimap.calibration_indices(67349, 0.01, seed=0)
+    assert len(rows) == 673 and len(set(rows.tolist())) == 673
+    assert (rows == mimap.calibration_indices(67349, 0.01, seed=0)).all()
+    assert [s.stop - s.start for s in mimap.split_batches(673, 100)] == [100] * 6  # remainder dropped
+    assert mimap.split_batches(37, 100) == [slice(0, 37)]  # MRPC's 1%: one smaller batch
+    with pytest.raises(ValueError, match="fraction must be in"):
+        mimap.calibration_indices(100, 0.0)
+
+
+def test_bad_activations_fail_fast():
+    X = _layer(n=100, d=8)
+    X[3, 2] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        mimap.compute_mi_map([X])
+    with pytest.raises(ValueError, match="live neurons"):
+        mimap.compute_mi_map([torch.ones(50, 4, dtype=torch.float64)])
+    with pytest.raises(ValueError, match="same"):
+        mimap.compute_mi_map([_layer(n=100, d=8), _layer(n=100, d=9)])
+
+
+def test_save_load_round_trip(tmp_path):
+    m = mimap.compute_mi_map([_layer(n=100, d=8)], batch_size=100)
+    m.meta["task"] = "toy"
+    back = mimap.MIMap.load(m.save(tmp_path / "map.npz"))
+    assert np.array_equal(back.mi, m.mi) and np.array_equal(back.alive, m.alive) and back.meta["task"] == "toy"
