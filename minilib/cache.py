@@ -21,7 +21,8 @@ from typing import Any, Iterator
 
 REPO = Path(__file__).resolve().parent.parent
 
-__all__ = ["cache_dir", "atomic_dir", "atomic_file", "write_json", "read_json", "sha256", "code_revision"]
+__all__ = ["cache_dir", "atomic_dir", "atomic_file", "write_json", "read_json", "sha256", "short_hash", "results_dir",
+           "code_revision"]
 
 
 def cache_dir(cache: str | os.PathLike | None = None) -> Path:
@@ -74,6 +75,16 @@ def sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def short_hash(text: str) -> str:
+    """A 12-character name for a path or setting that is too long to be a folder name."""
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def results_dir() -> Path:
+    """The committed result tables of the full profile (``<repo>/results``)."""
+    return REPO / "results"
 
 
 def code_revision() -> str:

@@ -17,7 +17,6 @@ resumes from there; the same seed gives the same weights on CPU. Command line::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import time
 from pathlib import Path
@@ -29,13 +28,14 @@ import transformers
 from tqdm.auto import tqdm
 from transformers import BertForSequenceClassification
 
-from . import glue
-from .cache import atomic_dir, atomic_file, cache_dir, code_revision, read_json, write_json
+from . import glue, paper
+from .cache import atomic_dir, atomic_file, cache_dir, code_revision, read_json, short_hash, write_json
 from .models import INITS, describe, load_classifier, load_tokenizer, quiet
 
 BETAS, EPS = (0.9, 0.999), 1e-8
 
-__all__ = ["run_dir", "finetune", "evaluate", "load_finetuned", "score_table"]
+__all__ = ["run_dir", "finetune", "subset", "train_epoch", "make_optimizer", "evaluate", "read_result",
+           "load_finetuned", "score_table", "compare_with_paper"]
 
 
 def _init_tag(init: str, recipe: str) -> str:
@@ -43,7 +43,7 @@ def _init_tag(init: str, recipe: str) -> str:
         return f"offline-{recipe}"
     if init in INITS:
         return init
-    return "local-" + hashlib.sha256(str(Path(init).resolve()).encode()).hexdigest()[:10]
+    return "local-" + short_hash(str(Path(init).resolve()))
 
 
 def run_dir(task: glue.Task | str, init: str, seed: int = 0, epochs: int = 4, max_train: int | None = None,
@@ -71,10 +71,36 @@ def evaluate(model: BertForSequenceClassification, task: glue.Task | str, encode
     return glue.compute_metrics(task, torch.cat(preds).numpy(), torch.cat(labels).numpy())
 
 
-def _subset(encoded, max_train: int | None, seed: int):
-    if not max_train or max_train >= len(encoded):
-        return encoded
-    return encoded.select(np.sort(np.random.default_rng(seed).choice(len(encoded), max_train, replace=False)))
+def train_epoch(model: BertForSequenceClassification, batches: glue.Batches, opt: torch.optim.Optimizer,
+                sched: torch.optim.lr_scheduler.LRScheduler, seed: int, epoch: int, bar: tqdm | None = None) -> None:
+    """One pass over ``batches`` (set to ``epoch``); dropout is seeded per step so a resumed run matches."""
+    batches.set_epoch(epoch)
+    for i, b in enumerate(batches):
+        torch.manual_seed(hash((seed, epoch, i)) % 2**63)  # int-tuple hashes are stable across runs
+        loss = model(**b).loss
+        loss.backward()
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if bar is not None:
+            bar.update()
+            if i % 200 == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+
+
+def make_optimizer(model: BertForSequenceClassification, task: glue.Task, total_steps: int
+                   ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """The paper's AdamW (fused) with linear decay to 0 over ``total_steps``."""
+    opt = torch.optim.AdamW(model.parameters(), lr=task.learning_rate, betas=BETAS, eps=EPS, weight_decay=0.0,
+                            fused=True)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1 - s / total_steps))
+
+
+def subset(dataset, max_train: int | None, seed: int):
+    """A seeded random subset of ``max_train`` rows (in dataset order), or all rows."""
+    if not max_train or max_train >= len(dataset):
+        return dataset
+    return dataset.select(np.sort(np.random.default_rng(seed).choice(len(dataset), max_train, replace=False)))
 
 
 def finetune(task: glue.Task | str, init: str = "offline", seed: int = 0, epochs: int = 4,
@@ -98,14 +124,12 @@ def finetune(task: glue.Task | str, init: str = "offline", seed: int = 0, epochs
     if (out / "result.json").is_file():
         return out
     tokenizer = load_tokenizer()
-    train = _subset(glue.encode(task, glue.load_split(task, "train", data_dir), tokenizer), max_train, seed)
-    dev = glue.encode(task, glue.load_split(task, "validation", data_dir), tokenizer)
+    train = glue.encode(subset(glue.load_split(task, "train", data_dir), max_train, seed), tokenizer)
+    dev = glue.encode(glue.load_split(task, "validation", data_dir), tokenizer)
     model = load_classifier(init, task, seed, recipe, cache)
-    opt = torch.optim.AdamW(model.parameters(), lr=task.learning_rate, betas=BETAS, eps=EPS, weight_decay=0.0,
-                            fused=True)
     batches = glue.Batches(train, task.batch_size, shuffle=True, seed=seed)
     total = epochs * len(batches)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1 - s / total))
+    opt, sched = make_optimizer(model, task, total)
 
     partial = out.with_name(out.name + ".partial")
     state_file, start_epoch, seconds = partial / "state.pt", 0, 0.0
@@ -121,17 +145,7 @@ def finetune(task: glue.Task | str, init: str = "offline", seed: int = 0, epochs
                disable=not progress)
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
-        batches.set_epoch(epoch)
-        for i, b in enumerate(batches):
-            torch.manual_seed(hash((seed, epoch, i)) % 2**63)  # dropout per step (int-tuple hashes are stable)
-            loss = model(**b).loss
-            loss.backward()
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            bar.update()
-            if i % 200 == 0:
-                bar.set_postfix(loss=f"{loss.item():.3f}")
+        train_epoch(model, batches, opt, sched, seed, epoch, bar)
         seconds += time.perf_counter() - t0
         if epoch + 1 < epochs:
             partial.mkdir(parents=True, exist_ok=True)
@@ -157,11 +171,17 @@ def finetune(task: glue.Task | str, init: str = "offline", seed: int = 0, epochs
     return out
 
 
-def load_finetuned(path: str | os.PathLike) -> BertForSequenceClassification:
-    """A fine-tuned run's model (from :func:`finetune`'s folder), in eval mode."""
+def read_result(path: str | os.PathLike) -> dict:
+    """The ``result.json`` of a finished run (dev metrics and provenance)."""
     path = Path(path)
     if not (path / "result.json").is_file():
         raise FileNotFoundError(f"{path} is not a finished fine-tuning run; run minilib.finetune.finetune first")
+    return read_json(path / "result.json")
+
+
+def load_finetuned(path: str | os.PathLike) -> BertForSequenceClassification:
+    """A fine-tuned run's model (from :func:`finetune`'s folder), in eval mode."""
+    read_result(path)
     with quiet():
         return BertForSequenceClassification.from_pretrained(path).eval()
 
@@ -178,6 +198,15 @@ def score_table(tasks: list[str], inits: list[str], seed: int = 0, recipe: str =
                              "value": round(value, 2), "seed": seed, "train_seconds": res["train_seconds"],
                              "examples_per_second": res["examples_per_second"], "code": res["code"]})
     return pd.DataFrame(rows)
+
+
+def compare_with_paper(scores: pd.DataFrame) -> pd.DataFrame:
+    """Dev scores per starting point (rows) and task metric (columns), with the paper's BERT-tiny row."""
+    ours = scores.assign(column=scores.task + " " + scores.metric).pivot_table(
+        index="model", columns="column", values="value", sort=False)
+    published = pd.DataFrame({f"{t} {m}": [v] for t, ms in paper.BERT_TINY.items() for m, v in ms.items()},
+                             index=["paper: BERT-tiny (Table 2)"])
+    return pd.concat([ours, published[[c for c in ours.columns if c in published]]])
 
 
 def main(argv: list[str] | None = None) -> None:

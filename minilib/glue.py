@@ -201,23 +201,18 @@ def compute_metrics(task: Task | str, predictions: np.ndarray, labels: np.ndarra
     return out
 
 
-def encode(task: Task | str, dataset: Dataset, tokenizer, max_length: int = 128) -> Dataset:
+def encode(dataset: Dataset, tokenizer, max_length: int = 128) -> Dataset:
     """Tokenise a split with a BERT tokenizer: ``input_ids``, ``token_type_ids``, ``label``; no padding.
 
     Padding is left to :class:`Batches`, which pads each batch to its own longest
     sequence. ``max_length`` 128 is the usual GLUE choice (the paper does not say; decision 11).
     """
-    task = get_task(task)
     if max_length < 8:
         raise ValueError(f"max_length={max_length} is too short for [CLS] text [SEP]; use e.g. 128")
-    pair = "text_b" in dataset.column_names
-
-    def tok(rows: dict) -> dict:
-        args = (rows["text_a"], rows["text_b"]) if pair else (rows["text_a"],)
-        return tokenizer(*args, truncation=True, max_length=max_length, return_attention_mask=False)
-
-    remove = [c for c in dataset.column_names if c != "label"]
-    return dataset.map(tok, batched=True, remove_columns=remove, desc=f"tokenise {task.name}")
+    args = [list(dataset[c]) for c in ("text_a", "text_b") if c in dataset.column_names]
+    enc = tokenizer(*args, truncation=True, max_length=max_length, return_attention_mask=False)
+    return Dataset.from_dict({"label": list(dataset["label"]), "input_ids": enc["input_ids"],
+                              "token_type_ids": enc["token_type_ids"]})
 
 
 class Batches:

@@ -27,12 +27,13 @@ from tqdm.auto import tqdm
 
 from . import glue
 from .activations import Reduction, capture_ffn_activations
-from .cache import atomic_file, cache_dir, read_json, write_json
-from .finetune import load_finetuned
+from .cache import atomic_file, cache_dir, read_json, short_hash, write_json
+from .finetune import load_finetuned, read_result
 from .kernel_width import NeuronKernelWidth
 from .models import load_tokenizer
 
-__all__ = ["MIMap", "calibration_indices", "split_batches", "dead_neurons", "compute_mi_map", "neuron_mi_map"]
+__all__ = ["MIMap", "calibration_indices", "split_batches", "dead_neurons", "compute_mi_map", "calibration_activations",
+           "pairs_table", "neuron_mi_map"]
 
 
 @dataclass
@@ -141,6 +142,34 @@ def compute_mi_map(activations: list[torch.Tensor], batch_size: int = 100, alpha
     return MIMap(mi, pearson, alive, sigma, meta)
 
 
+def calibration_activations(run: str | os.PathLike, fraction: float = 0.01, reduction: Reduction = "mean",
+                            seed: int = 0, data_dir: str | os.PathLike | None = None, progress: bool = False
+                            ) -> list[torch.Tensor]:
+    """FFN activations (per layer, samples × neurons) of a fine-tuned run on its calibration sample.
+
+    The sample is a random ``fraction`` of the task's training set; the rows come back in a
+    seeded random order, so consecutive batches of them are random draws.
+    """
+    model = load_finetuned(run)
+    task = glue.get_task(read_result(run)["task"])
+    train = glue.load_split(task, "train", data_dir)
+    encoded = glue.encode(train.select(calibration_indices(len(train), fraction, seed)), load_tokenizer())
+    acts = capture_ffn_activations(model, glue.Batches(encoded, batch_size=64), reduction,
+                                   progress=progress)  # length-sorted batches: fast; shuffled below
+    perm = torch.as_tensor(np.random.default_rng(seed).permutation(acts[0].shape[0]))
+    return [a[perm] for a in acts]
+
+
+def pairs_table(m: MIMap, layer: int, k: int = 10, by: str = "mi") -> "pd.DataFrame":
+    """The ``k`` most redundant neuron pairs of a layer with their MI, Pearson r and entropies."""
+    import pandas as pd
+
+    rows = [{"layer": layer + 1, "neuron i": i, "neuron j": j, "MI (bits)": m.mi[layer, i, j],
+             "Pearson r": m.pearson[layer, i, j], "H(i)": m.mi[layer, i, i], "H(j)": m.mi[layer, j, j]}
+            for i, j, _ in m.top_pairs(layer, k, by)]
+    return pd.DataFrame(rows)
+
+
 def neuron_mi_map(run: str | os.PathLike, fraction: float = 0.01, batch_size: int = 100,
                   reduction: Reduction = "mean", alpha: float = 1.01, seed: int = 0, max_batches: int | None = None,
                   data_dir: str | os.PathLike | None = None, cache: str | os.PathLike | None = None,
@@ -151,26 +180,19 @@ def neuron_mi_map(run: str | os.PathLike, fraction: float = 0.01, batch_size: in
     random ``fraction`` of the task's training set (``seed``), reduced per sentence with
     ``reduction`` (see :mod:`minilib.activations`).
     """
-    run = Path(run)
-    result = read_json(run / "result.json") if (run / "result.json").is_file() else None
-    if result is None:
-        raise FileNotFoundError(f"{run} is not a finished fine-tuning run; run minilib.finetune.finetune first")
+    run = Path(run).resolve()
+    result = read_result(run)
     key = f"{fraction:g}-b{batch_size}-{reduction}-a{alpha:g}-s{seed}" + (f"-m{max_batches}" if max_batches else "")
-    rel = run.relative_to(cache_dir(cache) / "finetuned") if run.is_relative_to(cache_dir(cache)) else run.name
+    runs = cache_dir(cache).resolve() / "finetuned"
+    rel = run.relative_to(runs) if run.is_relative_to(runs) else Path("other", short_hash(str(run)))
     path = cache_dir(cache) / "mimaps" / rel / f"{key}.npz"
     if path.is_file() and path.with_suffix(".json").is_file():
         return MIMap.load(path)
     task = glue.get_task(result["task"])
-    train = glue.load_split(task, "train", data_dir)
-    rows = calibration_indices(len(train), fraction, seed)
-    encoded = glue.encode(task, train.select(rows), load_tokenizer())
-    acts = capture_ffn_activations(load_finetuned(run), glue.Batches(encoded, batch_size=64), reduction,
-                                   progress=progress)
-    # Batches run length-sorted (fast); shuffle the samples so each MI batch is a random draw
-    perm = torch.as_tensor(np.random.default_rng(seed).permutation(acts[0].shape[0]))
-    mimap = compute_mi_map([a[perm] for a in acts], batch_size, alpha, max_batches=max_batches, progress=progress)
+    acts = calibration_activations(run, fraction, reduction, seed, data_dir, progress)
+    mimap = compute_mi_map(acts, batch_size, alpha, max_batches=max_batches, progress=progress)
     mimap.meta.update({"task": task.name, "model": result["model"], "init": result["init"], "run": str(rel),
                        "fraction": fraction, "reduction": reduction, "seed": seed,
-                       "calibration_sentences": int(len(rows))})
+                       "calibration_samples": int(acts[0].shape[0])})
     mimap.save(path)
     return mimap

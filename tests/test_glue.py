@@ -97,18 +97,18 @@ def tokenizer():
 
 
 def test_encode_truncates_and_keeps_segments(tokenizer):
-    enc = glue.encode("mrpc", glue.load_split("mrpc", "train", FIXTURES), tokenizer, max_length=16)
+    enc = glue.encode(glue.load_split("mrpc", "train", FIXTURES), tokenizer, max_length=16)
     assert enc.column_names == ["label", "input_ids", "token_type_ids"]
     assert max(len(x) for x in enc["input_ids"]) == 16  # MRPC pairs are longer than 16 tokens
     ids, types = enc[0]["input_ids"], enc[0]["token_type_ids"]
     assert ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id
     assert set(types) == {0, 1} and types[0] == 0 and types[-1] == 1  # sentence 2 is segment 1
     with pytest.raises(ValueError, match="max_length=4 is too short"):
-        glue.encode("mrpc", glue.load_split("mrpc", "train", FIXTURES), tokenizer, max_length=4)
+        glue.encode(glue.load_split("mrpc", "train", FIXTURES), tokenizer, max_length=4)
 
 
 def test_batches_cover_each_row_once_and_pad_only_to_the_batch(tokenizer):
-    enc = glue.encode("sst2", glue.load_split("sst2", "train", FIXTURES), tokenizer)
+    enc = glue.encode(glue.load_split("sst2", "train", FIXTURES), tokenizer)
     b = glue.Batches(enc, batch_size=5, shuffle=True, seed=3, group=2)
     rows = np.concatenate(b.order())
     assert sorted(rows.tolist()) == list(range(12)) and len(b) == 3
@@ -125,7 +125,7 @@ def test_batches_cover_each_row_once_and_pad_only_to_the_batch(tokenizer):
 
 
 def test_length_grouping_saves_padding(tokenizer):
-    enc = glue.encode("sst2", glue.load_split("sst2", "train", FIXTURES), tokenizer)
+    enc = glue.encode(glue.load_split("sst2", "train", FIXTURES), tokenizer)
     padded = lambda b: sum(x["input_ids"].numel() for x in b)  # noqa: E731
     grouped = glue.Batches(enc, batch_size=3, shuffle=True, seed=0, group=4)
     ungrouped = glue.Batches(enc, batch_size=3, shuffle=True, seed=0, group=1)

@@ -1,0 +1,81 @@
+"""The offline encoder build: corpus hygiene (train text only), embedding projection, masking, determinism."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from minilib import pretrain
+from minilib.models import load_classifier
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "glue"
+
+
+@pytest.fixture
+def small_corpus(tmp_path, monkeypatch):
+    lm = tmp_path / "lm"
+    for name in pretrain.WIKI_FILES:
+        (lm / name).parent.mkdir(parents=True, exist_ok=True)
+        (lm / name).write_text(" \n = Heading = \n \n The cat sat on the mat @-@ like a <unk> . \n" * 3)
+    monkeypatch.setenv("MINILIB_LM_DIR", str(lm))
+    monkeypatch.setenv("MINILIB_GLUE_DIR", str(FIXTURES))
+    return lm
+
+
+def test_corpus_has_train_text_only(small_corpus):
+    units, hashes = pretrain.corpus()
+    assert sorted(hashes) == sorted([f"lm/{n}" for n in pretrain.WIKI_FILES]
+                                    + ["glue/SST-2/train.tsv", "glue/STS-B/train.tsv", "glue/MRPC/train.tsv"])
+    texts = {t for u in units for t in u if t}
+    from minilib import glue
+    for task in ("sst2", "stsb", "mrpc"):
+        dev = glue.load_split(task, "validation", FIXTURES)
+        assert not texts & set(dev["text_a"])  # never dev text
+    assert "The cat sat on the mat-like a [UNK] ." in texts and not any("Heading" in t for t in texts)
+    assert sum(b is not None for _, b in units) == 24  # STS-B and MRPC pairs stay pairs
+
+
+def test_projection_keeps_the_top_principal_directions():
+    g = torch.Generator().manual_seed(0)
+    words = torch.randn(500, 12, generator=g) * torch.linspace(3, 0.1, 12)
+    teacher = {"embeddings.word_embeddings.weight": words,
+               "embeddings.position_embeddings.weight": torch.randn(40, 12, generator=g),
+               "embeddings.token_type_embeddings.weight": torch.randn(2, 12, generator=g)}
+    out = pretrain.project_embeddings(teacher, 4)
+    w = out["embeddings.word_embeddings.weight"].double()
+    assert w.shape == (500, 4) and out["embeddings.position_embeddings.weight"].shape == (40, 4)
+    cov = torch.cov(w.T)
+    assert torch.allclose(cov, torch.diag(cov.diagonal()), atol=1e-6)  # decorrelated components
+    top4 = torch.linalg.eigvalsh(torch.cov(words.double().T))[-4:].flip(0)
+    assert torch.allclose(cov.diagonal(), top4, rtol=1e-6)  # the variances of the 4 principal directions
+
+
+def test_masking_follows_bert_and_spares_special_tokens():
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, 30000, (64, 50), generator=g)
+    special = torch.zeros_like(ids, dtype=torch.bool)
+    special[:, 0] = special[:, -1] = True
+    noisy, chosen, target = pretrain._mask_tokens(ids, special, 0.15, 30522, 103, g)
+    assert not chosen[special].any() and torch.equal(target, ids[chosen])
+    assert abs(chosen.float().mean().item() - 0.15 * 48 / 50) < 0.01
+    assert abs((noisy[chosen] == 103).float().mean().item() - 0.8) < 0.03
+    assert torch.equal(noisy[~chosen], ids[~chosen])
+
+
+def test_tiny_build_is_deterministic_and_loads_as_a_classifier(small_corpus, tmp_path):
+    recipe = pretrain.Recipe(steps=3, batch_size=8, max_units=30)
+    a = pretrain.build_offline_encoder(recipe, out=tmp_path / "a", progress=False)
+    b = pretrain.build_offline_encoder(recipe, out=tmp_path / "b", progress=False)
+    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    manifest = (a / "manifest.json").read_text()
+    assert '"steps": 3' in manifest and "glue/SST-2/train.tsv" in manifest and "minilm/model.safetensors" in manifest
+    clf = load_classifier(str(a), "sst2")
+    assert torch.equal(clf.bert.embeddings.word_embeddings.weight, wa["embeddings.word_embeddings.weight"])
+    assert torch.equal(clf.bert.pooler.dense.weight, wa["pooler.dense.weight"])  # distillation trained it
+
+
+def test_unknown_recipe(tmp_path):
+    with pytest.raises(ValueError, match="unknown recipe 'huge'"):
+        pretrain.build_offline_encoder("huge", cache=tmp_path)
