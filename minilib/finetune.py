@@ -30,7 +30,7 @@ from transformers import BertForSequenceClassification
 
 from . import glue, paper
 from .cache import atomic_dir, atomic_file, cache_dir, code_revision, read_json, short_hash, write_json
-from .models import INITS, describe, load_classifier, load_tokenizer, quiet
+from .models import INITS, describe, load_classifier, load_tokenizer, quiet, resolve_init
 
 BETAS, EPS = (0.9, 0.999), 1e-8
 
@@ -39,6 +39,7 @@ __all__ = ["run_dir", "finetune", "subset", "train_epoch", "make_optimizer", "ev
 
 
 def _init_tag(init: str, recipe: str) -> str:
+    init = resolve_init(init)
     if init == "offline":
         return f"offline-{recipe}"
     if init in INITS:
@@ -103,7 +104,7 @@ def subset(dataset, max_train: int | None, seed: int):
     return dataset.select(np.sort(np.random.default_rng(seed).choice(len(dataset), max_train, replace=False)))
 
 
-def finetune(task: glue.Task | str, init: str = "offline", seed: int = 0, epochs: int = 4,
+def finetune(task: glue.Task | str, init: str = "auto", seed: int = 0, epochs: int = 4,
              max_train: int | None = None, recipe: str = "full", data_dir: str | os.PathLike | None = None,
              cache: str | os.PathLike | None = None, progress: bool = True) -> Path:
     """Fine-tune (or return the cached run) and return the run folder.
@@ -111,13 +112,13 @@ def finetune(task: glue.Task | str, init: str = "offline", seed: int = 0, epochs
     Parameters
     ----------
     task : GLUE task name or :class:`~minilib.glue.Task`.
-    init : ``"offline"``, ``"hub"``, ``"random"`` or a model folder (see :mod:`minilib.models`).
+    init : ``"auto"``, ``"offline"``, ``"hub"``, ``"random"`` or a model folder (see :mod:`minilib.models`).
     seed : seeds the classifier head (all weights for ``"random"``), batch order and dropout.
     epochs : the paper uses 4.
     max_train : fine-tune on a random subset of this many training examples (quick runs).
     recipe : which offline encoder (``"full"`` or ``"quick"``) when ``init="offline"``.
     """
-    task = glue.get_task(task)
+    task, init, revision = glue.get_task(task), resolve_init(init), code_revision()
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
     out = run_dir(task, init, seed, epochs, max_train, recipe, cache)
@@ -163,7 +164,7 @@ def finetune(task: glue.Task | str, init: str = "offline", seed: int = 0, epochs
             "train_examples": len(train), "dev_examples": len(dev), "batch_size": task.batch_size,
             "learning_rate": task.learning_rate, "dev": metrics, "train_seconds": round(seconds, 1),
             "examples_per_second": round(epochs * len(train) / seconds, 1), "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "transformers": transformers.__version__, "code": code_revision(),
+            "torch": torch.__version__, "transformers": transformers.__version__, "code": revision,
         })
     if state_file.exists():
         state_file.unlink()
@@ -212,7 +213,8 @@ def compare_with_paper(scores: pd.DataFrame) -> pd.DataFrame:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Fine-tune BERT-tiny on GLUE with the paper's hyperparameters.")
     parser.add_argument("--task", help="one GLUE task (sst2, stsb, mrpc, qqp, qnli)")
-    parser.add_argument("--init", default="offline", help=f"{', '.join(INITS)} or a model folder")
+    parser.add_argument("--init", default="auto", help=f"{', '.join(INITS)} or a model folder (auto: hub with a "
+                        "network, offline with HF_HUB_OFFLINE=1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--max-train", type=int, help="fine-tune on a random subset of this size")

@@ -3,6 +3,7 @@
 The paper prunes ``prajjwal1/bert-tiny`` (2 layers, hidden 128, 2 heads, 512 FFN
 neurons, uncased 30,522-token vocabulary). A model is named by an ``init`` string:
 
+* ``"auto"`` (the default): ``"hub"`` with a network, ``"offline"`` when ``HF_HUB_OFFLINE`` is set;
 * ``"hub"``: the real BERT-tiny from the Hugging Face Hub (needs a network);
 * ``"offline"``: the offline pretrained encoder of the same architecture that
   :mod:`minilib.pretrain` builds from what this environment has (no BERT-tiny weights here);
@@ -29,9 +30,17 @@ from .glue import Task, _offline, get_task
 
 HUB_BERT_TINY = "prajjwal1/bert-tiny"
 DEFAULT_BERT_TINY_DIR = REPO.parent / "shared" / "data" / "models" / "bert-tiny"
-INITS = ("hub", "offline", "random")
+INITS = ("auto", "hub", "offline", "random")
 
-__all__ = ["bert_tiny_dir", "load_tokenizer", "load_classifier", "offline_encoder_dir", "describe", "quiet"]
+__all__ = ["bert_tiny_dir", "load_tokenizer", "resolve_init", "load_classifier", "offline_encoder_dir", "describe",
+           "quiet"]
+
+
+def resolve_init(init: str) -> str:
+    """``"auto"`` becomes ``"offline"`` when the Hub is switched off (``HF_HUB_OFFLINE``), else ``"hub"``."""
+    if init == "auto":
+        return "offline" if _offline() else "hub"
+    return init
 
 
 @contextmanager
@@ -77,6 +86,7 @@ def offline_encoder_dir(recipe: str = "full", cache: str | os.PathLike | None = 
 
 def _resolve(init: str, recipe: str, cache: str | os.PathLike | None) -> str | None:
     """The folder or Hub id to load ``init`` from (None: random initialisation)."""
+    init = resolve_init(init)
     if init == "random":
         return None
     if init == "hub":
@@ -107,5 +117,6 @@ def load_classifier(init: str, task: Task | str, seed: int = 0, recipe: str = "f
 
 def describe(init: str, recipe: str = "full") -> str:
     """A short, human-readable name of a model for figure captions and tables."""
+    init = resolve_init(init)
     return {"hub": f"BERT-tiny ({HUB_BERT_TINY})", "random": "BERT-tiny architecture, random init",
             "offline": f"offline pretrained BERT-tiny ({recipe} recipe)"}.get(init, f"model at {init}")

@@ -39,3 +39,12 @@ def test_clear_errors(tmp_path):
         models.load_classifier("hub", "sst2", cache=tmp_path)  # HF_HUB_OFFLINE=1 in tests: fails at once
     with pytest.raises(ValueError, match="unknown init 'bert-huge'"):
         models.load_classifier("bert-huge", "sst2", cache=tmp_path)
+
+
+def test_auto_init_follows_the_network_switch(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert models.resolve_init("auto") == "offline"
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    assert models.resolve_init("auto") == "hub" and models.describe("auto") == "BERT-tiny (prajjwal1/bert-tiny)"
+    assert models.resolve_init("random") == "random"
