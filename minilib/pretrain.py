@@ -10,10 +10,15 @@ knowledge). So this module builds one, reproducibly, from what the environment h
 2. **Pre-training** of the whole BERT-tiny on local unlabeled text: WikiText-2 (test raw and
    valid) and the *training* sentences of the GLUE tasks whose train split is present
    (never dev text, never labels), with two losses:
-   masked-language modelling (15% of tokens; 80/10/10 mask/random/keep), and distillation
-   of MiniLM's sentence embedding (mean of its last hidden states, the embedding it was trained
-   to produce) into BERT-tiny's pooler output through a 128→384 linear map, as 1 − cosine.
-   The distillation head is dropped afterwards; the pooler it trains is kept.
+   masked-language modelling (15% of tokens; 80/10/10 mask/random/keep); for single texts,
+   distillation of MiniLM's sentence embedding (mean of its last hidden states, the embedding it
+   was trained to produce) into BERT-tiny's pooler output through a 128→384 linear map, as
+   1 − cosine; and for sentence pairs packed BERT-style (``[CLS] a [SEP] b [SEP]``: the GLUE
+   training pairs plus as many random pairs), regression of MiniLM's cosine similarity of the
+   two sentences from the pooler output (squared error). The last objective stands in for BERT's
+   next-sentence prediction: without it the encoder never learns to compare two segments, and
+   STS-B and MRPC fine-tune no better than from random weights. The two heads are dropped
+   afterwards; the pooler they train is kept.
 
 ``python -m minilib.pretrain --recipe full`` builds it (≈30 min on 2 CPU cores);
 ``--recipe quick`` is the few-minute version the CI profile uses. The result is a
@@ -64,7 +69,9 @@ class Recipe:
     warmup: float = 0.06  # fraction of steps spent warming up
     weight_decay: float = 0.01
     mask_prob: float = 0.15
-    distill_weight: float = 1.0  # 0 gives plain MLM
+    distill_weight: float = 1.0  # sentence-embedding distillation; 0 with pair_weight 0 gives plain MLM
+    pair_weight: float = 5.0  # pair-similarity distillation (teaches comparing two segments)
+    random_pairs: float = 1.0  # random sentence pairs added per GLUE training pair
     max_units: int | None = None  # cap on text units (a random subset), None = all
     max_length: int = 128
     seed: int = 0
@@ -166,7 +173,7 @@ def _tokenize(tokenizer, units: list[tuple[str, str | None]], max_length: int) -
 
 @torch.inference_mode()
 def _teacher_embeddings(teacher: BertModel, batches: glue.Batches, n: int, progress: bool) -> torch.Tensor:
-    """MiniLM's normalised mean-pooled sentence embedding of every unit (row = unit index)."""
+    """MiniLM's normalised mean-pooled sentence embedding of every text (row = the batch label)."""
     out = torch.zeros(n, teacher.config.hidden_size)
     for b in tqdm(batches, desc="teacher embeddings", unit="batch", disable=not progress):
         h = teacher(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
@@ -177,7 +184,7 @@ def _teacher_embeddings(teacher: BertModel, batches: glue.Batches, n: int, progr
 
 
 class _Student(nn.Module):
-    """BERT-tiny with a pooler, an MLM head tied to its word embeddings, and a distillation map."""
+    """BERT-tiny with a pooler, an MLM head tied to its word embeddings, and two distillation heads."""
 
     def __init__(self, config: BertConfig, teacher_dim: int):
         super().__init__()
@@ -185,12 +192,13 @@ class _Student(nn.Module):
         self.mlm = BertOnlyMLMHead(config)
         self.mlm.predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight
         self.distill = nn.Linear(config.hidden_size, teacher_dim)
+        self.similarity = nn.Linear(config.hidden_size, 1)
 
     def forward(self, batch: dict[str, torch.Tensor], masked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.bert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                         token_type_ids=batch["token_type_ids"])
         logits = self.mlm(out.last_hidden_state[masked])  # only where a token was masked: 7x less vocab work
-        return logits, self.distill(out.pooler_output)
+        return logits, out.pooler_output
 
 
 def _mask_tokens(ids: torch.Tensor, special: torch.Tensor, prob: float, vocab: int, mask_id: int,
@@ -236,18 +244,25 @@ def build_offline_encoder(recipe: str | Recipe = "full", out: str | os.PathLike 
     rng = np.random.default_rng(recipe.seed)
     if recipe.max_units and recipe.max_units < len(units):
         units = [units[i] for i in np.sort(rng.choice(len(units), recipe.max_units, replace=False))]
+    singles = [a for a, b in units if b is None]
+    n_random = round(recipe.random_pairs * sum(b is not None for _, b in units))
+    units += [(singles[i], singles[j]) for i, j in rng.integers(0, len(singles), (n_random, 2)) if i != j]
     encoded = _tokenize(tokenizer, units, recipe.max_length)
-    single = np.array([b is None for _, b in units])
     n_tokens = int(sum(len(x) for x in encoded["input_ids"]))
+    segments = list(dict.fromkeys(t for u in units for t in u if t is not None))
+    index = {t: i for i, t in enumerate(segments)}
+    seg_a = torch.tensor([index[a] for a, _ in units])
+    seg_b = torch.tensor([index[b] if b is not None else -1 for _, b in units])
+    is_pair = seg_b >= 0
 
     teacher_path = minilm_dir()
     hashes["minilm/model.safetensors"] = sha256(teacher_path / "model.safetensors")
     teacher_sd = load_file(teacher_path / "model.safetensors")
     teacher = BertModel(BertConfig.from_pretrained(teacher_path), add_pooling_layer=False).eval()
     teacher.load_state_dict({k: v for k, v in teacher_sd.items() if not k.startswith("pooler") and k != "embeddings.position_ids"}, strict=True)
-    singles = glue.Batches(encoded.select(np.flatnonzero(single)), batch_size=128)
-    targets = _teacher_embeddings(teacher, singles, len(units), progress)
-    has_target = torch.as_tensor(single)
+    seg_batches = glue.Batches(_tokenize(tokenizer, [(t, None) for t in segments], recipe.max_length), 128)
+    emb = _teacher_embeddings(teacher, seg_batches, len(segments), progress)
+    pair_sim = torch.where(is_pair, (emb[seg_a] * emb[seg_b.clamp(min=0)]).sum(-1), torch.zeros(()))
 
     config = BertConfig.from_pretrained(bert_tiny_dir())
     student = _Student(config, teacher.config.hidden_size)
@@ -289,10 +304,13 @@ def build_offline_encoder(recipe: str | Recipe = "full", out: str | os.PathLike 
                                                           mask_id, g)
             logits, pooled = student(b, masked)
             mlm = F.cross_entropy(logits, target)
-            keep = has_target[b["labels"]]
-            distill = (1 - F.cosine_similarity(pooled[keep], targets[b["labels"][keep]], dim=-1)).mean() \
-                if keep.any() else pooled.sum() * 0
-            loss = mlm + recipe.distill_weight * distill
+            unit, pairs = b["labels"], is_pair[b["labels"]]
+            zero = pooled.sum() * 0
+            distill = (1 - F.cosine_similarity(student.distill(pooled[~pairs]), emb[seg_a[unit[~pairs]]])).mean() \
+                if (~pairs).any() else zero
+            sim = F.mse_loss(student.similarity(pooled[pairs]).squeeze(-1), pair_sim[unit[pairs]]) \
+                if pairs.any() else zero
+            loss = mlm + recipe.distill_weight * distill + recipe.pair_weight * sim
             loss.backward()
             nn.utils.clip_grad_norm_(student.parameters(), 1.0)
             opt.step()
@@ -301,8 +319,9 @@ def build_offline_encoder(recipe: str | Recipe = "full", out: str | os.PathLike 
             step += 1
             bar.update()
             if step % 50 == 0 or step == recipe.steps:
-                log.append({"step": step, "mlm": round(mlm.item(), 4), "distill": round(distill.item(), 4)})
-                bar.set_postfix(mlm=f"{mlm.item():.2f}", distill=f"{distill.item():.3f}")
+                log.append({"step": step, "mlm": round(mlm.item(), 4), "distill": round(distill.item(), 4),
+                            "pair": round(sim.item(), 4)})
+                bar.set_postfix(mlm=f"{mlm.item():.2f}", distill=f"{distill.item():.3f}", pair=f"{sim.item():.3f}")
             if step % checkpoint_every == 0 and step < recipe.steps:
                 partial.mkdir(parents=True, exist_ok=True)
                 tmp = partial / "state.pt.tmp"
