@@ -29,8 +29,8 @@ from tqdm.auto import tqdm
 from transformers import BertForSequenceClassification
 
 from . import glue, paper
-from .cache import atomic_dir, atomic_file, cache_dir, code_revision, read_json, short_hash, write_json
-from .models import INITS, describe, load_classifier, load_tokenizer, quiet, resolve_init
+from .cache import atomic_dir, atomic_file, cache_dir, code_revision, read_json, sha256, short_hash, write_json
+from .models import INITS, describe, load_classifier, load_tokenizer, model_source, quiet, resolve_init
 
 BETAS, EPS = (0.9, 0.999), 1e-8
 
@@ -38,13 +38,15 @@ __all__ = ["run_dir", "finetune", "subset", "train_epoch", "make_optimizer", "ev
            "load_finetuned", "score_table", "compare_with_paper"]
 
 
-def _init_tag(init: str, recipe: str) -> str:
+def _init_tag(init: str, recipe: str, cache: str | os.PathLike | None) -> str:
+    """The cache name of a starting point; a folder's weights are hashed, so rebuilding them re-runs."""
     init = resolve_init(init)
-    if init == "offline":
-        return f"offline-{recipe}"
-    if init in INITS:
+    if init in ("hub", "random"):
         return init
-    return "local-" + short_hash(str(Path(init).resolve()))
+    source = Path(model_source(init, recipe, cache))  # fails fast when the folder is missing
+    weights = next((source / f for f in ("model.safetensors", "pytorch_model.bin") if (source / f).is_file()), None)
+    identity = sha256(weights) if weights else short_hash(str(source.resolve()))
+    return (f"offline-{recipe}-" if init == "offline" else "local-") + identity[:12]
 
 
 def run_dir(task: glue.Task | str, init: str, seed: int = 0, epochs: int = 4, max_train: int | None = None,
@@ -52,7 +54,7 @@ def run_dir(task: glue.Task | str, init: str, seed: int = 0, epochs: int = 4, ma
     """The cache folder of one fine-tuning run."""
     task = glue.get_task(task)
     run = f"seed{seed}-ep{epochs}" + (f"-n{max_train}" if max_train else "")
-    return cache_dir(cache) / "finetuned" / _init_tag(init, recipe) / task.name / run
+    return cache_dir(cache) / "finetuned" / _init_tag(init, recipe, cache) / task.name / run
 
 
 @torch.no_grad()

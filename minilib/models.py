@@ -32,7 +32,7 @@ HUB_BERT_TINY = "prajjwal1/bert-tiny"
 DEFAULT_BERT_TINY_DIR = REPO.parent / "shared" / "data" / "models" / "bert-tiny"
 INITS = ("auto", "hub", "offline", "random")
 
-__all__ = ["bert_tiny_dir", "load_tokenizer", "resolve_init", "load_classifier", "offline_encoder_dir", "describe",
+__all__ = ["bert_tiny_dir", "load_tokenizer", "resolve_init", "load_classifier", "offline_encoder_dir", "model_source", "describe",
            "quiet"]
 
 
@@ -84,7 +84,7 @@ def offline_encoder_dir(recipe: str = "full", cache: str | os.PathLike | None = 
     return cache_dir(cache) / "encoders" / f"offline-bert-tiny-{recipe}"
 
 
-def _resolve(init: str, recipe: str, cache: str | os.PathLike | None) -> str | None:
+def model_source(init: str, recipe: str = "full", cache: str | os.PathLike | None = None) -> str | None:
     """The folder or Hub id to load ``init`` from (None: random initialisation)."""
     init = resolve_init(init)
     if init == "random":
@@ -106,7 +106,7 @@ def load_classifier(init: str, task: Task | str, seed: int = 0, recipe: str = "f
                     cache: str | os.PathLike | None = None) -> BertForSequenceClassification:
     """A BERT-tiny sequence classifier for ``task``; the head (and, for ``"random"``, everything) seeded."""
     task = get_task(task)
-    source = _resolve(init, recipe, cache)
+    source = model_source(init, recipe, cache)
     extra = {"num_labels": task.num_labels, "problem_type": "regression" if task.is_regression else None}
     torch.manual_seed(seed)
     with quiet():

@@ -76,3 +76,20 @@ def test_errors(tmp_path):
         finetune.finetune("qnli", "random", cache=tmp_path)
     with pytest.raises(FileNotFoundError, match="is not a finished fine-tuning run"):
         finetune.load_finetuned(tmp_path)
+
+
+def test_run_cache_follows_the_weights_of_a_folder(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    from minilib.models import bert_tiny_dir, quiet
+    folder = tmp_path / "encoder"
+    with quiet():
+        torch.manual_seed(0)
+        BertModel(BertConfig.from_pretrained(bert_tiny_dir())).save_pretrained(folder)
+        first = finetune.run_dir("sst2", str(folder), cache=tmp_path)
+        assert first == finetune.run_dir("sst2", str(folder), cache=tmp_path)
+        torch.manual_seed(1)  # rebuilt weights in the same folder: a new run, never a stale cached one
+        BertModel(BertConfig.from_pretrained(bert_tiny_dir())).save_pretrained(folder)
+    assert finetune.run_dir("sst2", str(folder), cache=tmp_path) != first
+    with pytest.raises(FileNotFoundError, match="the offline encoder .* is not built"):
+        finetune.run_dir("sst2", "offline", cache=tmp_path)
