@@ -1,0 +1,212 @@
+"""The paper's selection of FFN neurons by redundancy (§3.3.2–3.3.4).
+
+Every function works on one layer's symmetric *similarity* matrix ``S`` (the MI map of
+:mod:`minilib.mimap`, or ``|Pearson r|`` for the PCC ablation) and returns the sorted indices of
+the neurons to **keep**. Dead neurons (``alive=False``) carry no information and are removed
+first; the methods choose among the live ones.
+
+* :func:`algorithm1`: Algorithm 1. Draw random pairs ``(k, ℓ)`` of remaining neurons; when
+  ``S[k, ℓ] ≥ T_r`` remove ``ℓ``; stop after ``max_iter`` draws or when ``keep`` neurons remain.
+  The paper sets a threshold ``T_r``; to hit a compression level we calibrate it
+  (:func:`calibrate_threshold`): the largest ``T_r`` whose run reaches the target count.
+* :func:`mds_select`: the clustering variant (§3.3.3). Distances ``d = A·exp(−S)`` (Eq. 1),
+  metric MDS to ``n_components`` dimensions, k-means with one cluster per kept neuron, and the
+  neuron nearest each centroid kept.
+* :func:`gaussian_kl` and :func:`choose_by_kl`: the subsidiary condition (§3.3.4, Eq. 2). MDS and
+  k-means depend on the seed, so ``M`` seeds give ``M`` candidate keep-sets, and the one whose
+  pruned model's representation distribution is closest to the original's in KL wins. The paper
+  leaves "representation" open (method notes, decision 8): here it is the sentence representation
+  the task head reads (BERT's pooler output) over the calibration sentences, modelled as a
+  Gaussian, which serves classification and STS-B regression alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from sklearn.cluster import KMeans
+from sklearn.manifold import MDS
+
+__all__ = ["algorithm1", "calibrate_threshold", "mds_embedding", "cluster_representatives", "mds_select",
+           "gaussian_kl", "choose_by_kl"]
+
+
+def _check(similarity: np.ndarray, keep: int, alive: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    S = np.asarray(similarity, dtype=np.float64)
+    if S.ndim != 2 or S.shape[0] != S.shape[1]:
+        raise ValueError(f"similarity must be a square (neurons × neurons) matrix, got shape {S.shape}")
+    if not np.isfinite(S).all():
+        raise ValueError("similarity has NaN or infinite entries; mark dead neurons with `alive` instead")
+    n = S.shape[0]
+    alive = np.ones(n, bool) if alive is None else np.asarray(alive, bool)
+    if alive.shape != (n,):
+        raise ValueError(f"alive must have one entry per neuron ({n}), got shape {alive.shape}")
+    if not 1 <= keep <= n:
+        raise ValueError(f"keep must be between 1 and the number of neurons ({n}), got {keep}")
+    return S, alive
+
+
+def _with_dead(keep_alive: np.ndarray, alive: np.ndarray, keep: int) -> np.ndarray:
+    """Top up with dead neurons (lowest index first) only when more are kept than are alive."""
+    dead = np.flatnonzero(~alive)[: max(0, keep - len(keep_alive))]
+    return np.sort(np.concatenate([keep_alive, dead]).astype(int))
+
+
+def _run_algorithm1(S: np.ndarray, live: np.ndarray, keep: int, threshold: float, max_iter: float,
+                    seed: int) -> np.ndarray:
+    """Algorithm 1 simulated event by event, exactly in distribution.
+
+    Drawing ordered pairs of remaining neurons one at a time wastes almost every draw once few
+    pairs qualify. Draws that miss change nothing, so we sample how many draws pass until the next
+    hit (geometric, with the current fraction of qualifying pairs), then a uniformly random
+    qualifying pair, and remove its second neuron; ``max_iter`` still bounds the number of draws.
+    """
+    rng = np.random.default_rng(seed)
+    hits = S[np.ix_(live, live)] >= threshold
+    np.fill_diagonal(hits, False)
+    remaining = np.ones(len(live), bool)
+    partners = hits.sum(1).astype(np.float64)  # qualifying partners among the remaining neurons
+    r, draws = len(live), 0
+    while r > keep:
+        weight = np.where(remaining, partners, 0.0)
+        total = weight.sum()  # ordered qualifying pairs
+        if total == 0:
+            break
+        draws += rng.geometric(total / (r * (r - 1)))
+        if draws > max_iter:
+            break
+        k = rng.choice(len(live), p=weight / total)
+        ell = rng.choice(np.flatnonzero(hits[k] & remaining))
+        remaining[ell] = False  # "turn off one of the similar features": the second of the pair
+        partners -= hits[:, ell]
+        r -= 1
+    return live[remaining]
+
+
+def calibrate_threshold(similarity: np.ndarray, keep: int, max_iter: int | None = None, seed: int = 0,
+                        alive: np.ndarray | None = None, steps: int = 40) -> float:
+    """The largest ``T_r`` for which Algorithm 1 (same seed) ends with ``keep`` live neurons.
+
+    Bisection between the smallest and largest off-diagonal similarity of live neurons; the
+    removal count grows as ``T_r`` falls (more pairs qualify).
+    """
+    S, alive = _check(similarity, keep, alive)
+    live = np.flatnonzero(alive)
+    if keep >= len(live):
+        return float("inf")  # nothing to remove among the live ones
+    max_iter = max_iter or 10 * S.shape[0] ** 2
+    if max_iter < len(live) - keep:
+        raise ValueError(f"max_iter={max_iter} draws cannot remove {len(live) - keep} neurons; raise max_iter")
+    off = S[np.ix_(live, live)][~np.eye(len(live), dtype=bool)]
+    lo, hi = float(off.min()), float(off.max())  # at lo every pair qualifies: each draw removes one
+    if len(_run_algorithm1(S, live, keep, hi, max_iter, seed)) <= keep:
+        return hi
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        if len(_run_algorithm1(S, live, keep, mid, max_iter, seed)) <= keep:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def algorithm1(similarity: np.ndarray, keep: int, threshold: float | None = None, max_iter: int | None = None,
+               seed: int = 0, alive: np.ndarray | None = None) -> np.ndarray:
+    """Algorithm 1: prune one neuron of every random pair with ``S ≥ T_r``; returns the kept indices.
+
+    ``threshold=None`` calibrates ``T_r`` so that exactly ``keep`` neurons remain. With a given
+    threshold, fewer than ``max_iter`` qualifying draws can leave more than ``keep`` neurons
+    (the paper's behaviour). ``max_iter`` (the paper's MAX_ITR, not stated there) defaults to
+    ``10·n²`` draws: every ordered pair is looked at about ten times.
+    """
+    S, alive = _check(similarity, keep, alive)
+    max_iter = max_iter or 10 * S.shape[0] ** 2
+    if threshold is None:
+        threshold = calibrate_threshold(S, keep, max_iter, seed, alive)
+    kept = _run_algorithm1(S, np.flatnonzero(alive), keep, threshold, max_iter, seed)
+    return _with_dead(kept, alive, keep)
+
+
+def mds_embedding(similarity: np.ndarray, n_components: int = 8, scale: float = 1.0, seed: int = 0,
+                  max_iter: int = 300) -> np.ndarray:
+    """Coordinates whose distances approximate ``d = A·exp(−S)`` (Eq. 1; ``A`` = ``scale``), by metric MDS."""
+    S = np.asarray(similarity, dtype=np.float64)
+    d = scale * np.exp(-S)
+    np.fill_diagonal(d, 0.0)
+    d = (d + d.T) / 2
+    mds = MDS(n_components=n_components, metric="precomputed", init="random", n_init=1, max_iter=max_iter,
+              random_state=seed, normalized_stress="auto")
+    return mds.fit_transform(d)
+
+
+def cluster_representatives(embedding: np.ndarray, keep: int, seed: int = 0) -> np.ndarray:
+    """k-means with ``keep`` clusters; the point nearest each centroid (each at most once) is kept."""
+    X = np.asarray(embedding, dtype=np.float64)
+    if not 1 <= keep <= len(X):
+        raise ValueError(f"keep must be between 1 and the number of points ({len(X)}), got {keep}")
+    km = KMeans(n_clusters=keep, n_init=1, random_state=seed).fit(X)
+    chosen: list[int] = []
+    for c, centre in enumerate(km.cluster_centers_):
+        members = np.flatnonzero(km.labels_ == c)
+        if len(members) == 0:  # k-means can leave a cluster empty when points coincide
+            members = np.setdiff1d(np.arange(len(X)), chosen)
+        dist = ((X[members] - centre) ** 2).sum(1)
+        for m in members[np.argsort(dist, kind="stable")]:
+            if m not in chosen:
+                chosen.append(int(m))
+                break
+    return np.sort(np.array(chosen, dtype=int))
+
+
+def mds_select(similarity: np.ndarray, keep: int, seed: int = 0, n_components: int = 8, scale: float = 1.0,
+               alive: np.ndarray | None = None) -> np.ndarray:
+    """The clustering variant (§3.3.3) on the live neurons; returns the kept indices."""
+    S, alive = _check(similarity, keep, alive)
+    live = np.flatnonzero(alive)
+    if keep >= len(live):
+        return _with_dead(live, alive, keep)
+    embedding = mds_embedding(S[np.ix_(live, live)], n_components, scale, seed)
+    return _with_dead(live[cluster_representatives(embedding, keep, seed)], alive, keep)
+
+
+def gaussian_kl(z_original: torch.Tensor | np.ndarray, z_pruned: torch.Tensor | np.ndarray,
+                ridge: float = 1e-4) -> float:
+    """KL(N_o ‖ N_p) between Gaussians fitted to two sets of representations (rows = samples), in nats.
+
+    ``ridge`` (times the mean variance of the original) is added to both covariances so that
+    fewer samples than dimensions still give a finite divergence.
+    """
+    zo = torch.as_tensor(z_original, dtype=torch.float64)
+    zp = torch.as_tensor(z_pruned, dtype=torch.float64)
+    if zo.ndim != 2 or zo.shape != zp.shape:
+        raise ValueError(f"representations must be two (samples × dims) arrays of one shape, got "
+                         f"{tuple(zo.shape)} and {tuple(zp.shape)}")
+    if zo.shape[0] < 2:
+        raise ValueError("need at least two samples to fit a Gaussian")
+    d = zo.shape[1]
+    eps = ridge * zo.var(0).mean().clamp(min=1e-12) * torch.eye(d, dtype=torch.float64)
+    mo, mp = zo.mean(0), zp.mean(0)
+    co, cp = torch.cov(zo.T).reshape(d, d) + eps, torch.cov(zp.T).reshape(d, d) + eps
+    lp = torch.linalg.cholesky(cp)
+    trace = torch.cholesky_solve(co, lp).diagonal().sum()
+    diff = (mp - mo)[:, None]
+    maha = (diff.T @ torch.cholesky_solve(diff, lp)).squeeze()
+    logdet = 2 * torch.log(lp.diagonal()).sum() - torch.linalg.slogdet(co)[1]
+    return float(0.5 * (trace + maha - d + logdet))
+
+
+def choose_by_kl(candidates: Sequence[Sequence[np.ndarray]], represent: Callable[[Sequence[np.ndarray]], torch.Tensor],
+                 original: torch.Tensor) -> tuple[int, list[float]]:
+    """The subsidiary condition (Eq. 2): the candidate whose representations are closest in KL.
+
+    ``candidates`` are keep-sets (one index array per layer), e.g. from ``M`` seeds of
+    :func:`mds_select`; ``represent(keep)`` returns the pruned model's representations of the
+    calibration sample and ``original`` the dense model's. Returns the winner's position and
+    every candidate's KL.
+    """
+    if not candidates:
+        raise ValueError("no candidates to choose from; pass at least one keep-set")
+    kls = [gaussian_kl(original, represent(keep)) for keep in candidates]
+    return int(np.argmin(kls)), kls

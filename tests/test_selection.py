@@ -1,0 +1,127 @@
+"""The paper's selection: duplicates go first, the threshold hits the target, MDS keeps one per group, KL."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from minilib import selection
+
+
+def _duplicated(n: int = 20, pairs=((0, 1), (2, 3), (4, 5)), seed: int = 0) -> np.ndarray:
+    """Low random similarity everywhere, high within a few duplicated pairs."""
+    rng = np.random.default_rng(seed)
+    S = rng.uniform(0.05, 0.3, (n, n))
+    S = (S + S.T) / 2
+    for i, j in pairs:
+        S[i, j] = S[j, i] = 2.0
+    np.fill_diagonal(S, 3.0)
+    return S
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_algorithm1_prunes_one_of_each_duplicate(seed):
+    S = _duplicated()
+    kept = selection.algorithm1(S, keep=17, seed=seed)
+    assert len(kept) == 17 and len(set(kept)) == 17
+    for i, j in ((0, 1), (2, 3), (4, 5)):
+        assert (i in kept) != (j in kept)  # exactly one survivor per duplicated pair
+    assert selection.calibrate_threshold(S, 17, seed=seed) > 0.3  # above every non-duplicate similarity
+
+
+def test_algorithm1_with_a_fixed_threshold_and_determinism():
+    S = _duplicated()
+    assert len(selection.algorithm1(S, keep=5, threshold=1.0, max_iter=5000)) == 17  # only 3 pairs qualify
+    a = selection.algorithm1(S, keep=8, seed=3)
+    assert len(a) == 8 and np.array_equal(a, selection.algorithm1(S, keep=8, seed=3))
+
+
+def test_dead_neurons_are_pruned_first():
+    S = _duplicated()
+    alive = np.ones(20, bool)
+    alive[[7, 9]] = False
+    S[7] = S[:, 7] = S[9] = S[:, 9] = 0.0
+    for kept in (selection.algorithm1(S, 18, alive=alive), selection.mds_select(S, 18, alive=alive)):
+        assert len(kept) == 18 and 7 not in kept and 9 not in kept
+    assert len(selection.algorithm1(S, 19, alive=alive)) == 19  # more than are alive: one dead one comes back
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_mds_clustering_keeps_one_per_duplicate(seed):
+    S = _duplicated()
+    kept = selection.mds_select(S, keep=17, seed=seed)
+    assert len(kept) == 17
+    for i, j in ((0, 1), (2, 3), (4, 5)):
+        assert (i in kept) != (j in kept)
+
+
+def test_mds_distances_follow_eq1():
+    S = _duplicated(n=12, pairs=((0, 1),))
+    X = selection.mds_embedding(S, n_components=6, scale=1.0, seed=0)
+    d = np.linalg.norm(X[:, None] - X[None], axis=-1)
+    target = np.exp(-S)
+    np.fill_diagonal(target, 0)
+    assert d[0, 1] < 0.3 * np.median(d[~np.eye(12, dtype=bool)])  # the duplicated pair sits close
+    assert np.corrcoef(d[np.triu_indices(12, 1)], target[np.triu_indices(12, 1)])[0, 1] > 0.8
+
+
+@pytest.mark.filterwarnings("ignore:Number of distinct clusters")
+def test_cluster_representatives_are_distinct_and_central():
+    X = np.array([[0.0], [0.1], [0.2], [10.0], [10.1], [10.2]])
+    assert selection.cluster_representatives(X, 2, seed=0).tolist() == [1, 4]
+    assert len(set(selection.cluster_representatives(np.zeros((5, 2)), 3))) == 3  # coinciding points
+
+
+def test_gaussian_kl_matches_the_closed_form():
+    z = torch.randn(400, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    z = (z - z.mean()) / z.std()  # sample mean 0, variance 1 exactly
+    assert selection.gaussian_kl(z, z, ridge=0) == pytest.approx(0, abs=1e-12)
+    kl = selection.gaussian_kl(z, 1 + 2 * z, ridge=0)  # KL(N(0,1) ‖ N(1,4)) = ln 2 + 2/8 − 1/2
+    assert kl == pytest.approx(math.log(2) + 0.25 - 0.5, rel=1e-9)
+    z3 = torch.randn(300, 3, generator=torch.Generator().manual_seed(1))
+    assert selection.gaussian_kl(z3, z3 * 1.1) < selection.gaussian_kl(z3, z3 * 2)
+
+
+def test_choose_by_kl_picks_the_closest_candidate():
+    original = torch.randn(200, 4, generator=torch.Generator().manual_seed(0))
+    noise = {0: 1.0, 1: 0.05, 2: 0.5}
+    represent = lambda keep: original + noise[int(keep[0][0])] * torch.randn(200, 4)  # noqa: E731
+    best, kls = selection.choose_by_kl([[np.array([k])] for k in (0, 1, 2)], represent, original)
+    assert best == 1 and kls[1] < kls[2] < kls[0]
+
+
+@pytest.mark.parametrize("args, message", [
+    ((np.ones((3, 4)), 2), "square"),
+    ((np.full((3, 3), np.nan), 2), "NaN"),
+    ((np.eye(3), 0), "keep must be between 1 and the number of neurons"),
+    ((np.eye(3), 4), "keep must be between 1 and the number of neurons"),
+])
+def test_bad_inputs(args, message):
+    with pytest.raises(ValueError, match=message):
+        selection.algorithm1(*args)
+
+
+def test_event_simulation_has_the_distribution_of_the_draw_by_draw_algorithm():
+    rng = np.random.default_rng(0)
+    S = rng.uniform(0, 1, (6, 6))
+    S = (S + S.T) / 2
+
+    def naive(seed: int) -> tuple:
+        g, remaining = np.random.default_rng(seed), list(range(6))
+        for _ in range(200):
+            if len(remaining) <= 3:
+                break
+            k, ell = g.choice(len(remaining), 2, replace=False)
+            if S[remaining[k], remaining[ell]] >= 0.5:
+                del remaining[ell]
+        return tuple(remaining)
+
+    def share(results):
+        keys, counts = np.unique(np.array(results), axis=0, return_counts=True)
+        return {tuple(k): c / len(results) for k, c in zip(keys, counts)}
+
+    a = share([naive(s) for s in range(4000)])
+    b = share([tuple(selection.algorithm1(S, 3, threshold=0.5, max_iter=200, seed=s)) for s in range(4000)])
+    tv = 0.5 * sum(abs(a.get(k, 0) - b.get(k, 0)) for k in set(a) | set(b))
+    assert len(a) > 3 and tv < 0.05
