@@ -1,0 +1,169 @@
+"""Importance scores of FFN neurons for the peers of the paper's Table 2 (method notes, peers table).
+
+Every scorer returns one array per layer, **higher = more important**; :func:`keep_top` turns
+scores into keep-sets for :func:`minilib.surgery.prune_ffn`. Which peers read labels:
+
+=====================  ========================================================================
+``random_scores``      none: uniform noise (the book averages 10 seeds)
+``magnitude_scores``   none: ``‖W1[j, :]‖₁``, the L1 norm of the neuron's input weights (Li et al.)
+``taylor_scores``      supervised (task loss) or self-supervised (the model's own predicted
+                       class as the label): TextPruner's first-order Taylor score
+                       ``|Σ W2[:, j] ⊙ ∂L/∂W2[:, j]|`` per batch, summed over batches
+``fisher_scores``      supervised: Kwon et al.'s Fisher information of a neuron mask,
+                       ``Σ_samples (∂L_i/∂m_j)²``
+``entropy_taylor_scores``  none: HFPrune's ``Σ_samples Σ_tokens |a_j · ∂H/∂a_j|`` with ``H`` the
+                       entropy of the predicted class distribution (seed 002)
+=====================  ========================================================================
+
+All gradient scores come from one mechanism: a forward hook multiplies each layer's post-GELU
+activations ``a`` (batch × tokens × neurons) by a mask ``m`` of ones (one row per sample), so
+``∂L/∂m_j`` of sample ``i`` is ``Σ_tokens a_j ∂L_i/∂a_j`` (TextPruner's sum over ``W2``'s column
+equals it), and ``a``'s own gradient gives the per-token terms HFPrune needs. The self-supervised
+Taylor score and HFPrune need a class distribution, so they refuse the STS-B regression task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .activations import ffn_layers
+from .surgery import ffn_sizes
+
+Scores = list[np.ndarray]
+
+__all__ = ["keep_top", "random_scores", "magnitude_scores", "taylor_scores", "fisher_scores",
+           "entropy_taylor_scores"]
+
+
+def keep_top(scores: Scores, keep: int | Sequence[int]) -> list[np.ndarray]:
+    """The sorted indices of the ``keep`` highest-scoring neurons of each layer (ties: lower index)."""
+    keep = [keep] * len(scores) if isinstance(keep, (int, np.integer)) else list(keep)
+    if len(keep) != len(scores):
+        raise ValueError(f"keep has {len(keep)} counts for {len(scores)} layers")
+    out = []
+    for layer, (s, k) in enumerate(zip(scores, keep)):
+        s = np.asarray(s, dtype=np.float64)
+        if not 1 <= k <= len(s):
+            raise ValueError(f"layer {layer}: keep must be between 1 and {len(s)}, got {k}")
+        if np.isnan(s).any():
+            raise ValueError(f"layer {layer}: scores contain NaN")
+        out.append(np.sort(np.argsort(-s, kind="stable")[:k]))
+    return out
+
+
+def random_scores(sizes: Sequence[int], seed: int = 0) -> Scores:
+    """Uniform random scores: a random keep-set of every size."""
+    rng = np.random.default_rng(seed)
+    return [rng.random(n) for n in sizes]
+
+
+def magnitude_scores(model: nn.Module) -> Scores:
+    """``‖W1[j, :]‖₁``: the L1 norm of each neuron's row of ``intermediate.dense`` (Li et al., 2017)."""
+    return [m.dense.weight.detach().abs().sum(1).double().numpy() for m in ffn_layers(model)]
+
+
+def _loss(kind: str, logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """A per-batch loss, summed over samples so each sample's mask gradient is its own."""
+    regression = logits.shape[-1] == 1
+    if kind == "supervised":
+        if labels is None:
+            raise ValueError("supervised scores need labels in every batch")
+        if regression:
+            return F.mse_loss(logits.squeeze(-1), labels.float(), reduction="sum")
+        return F.cross_entropy(logits, labels, reduction="sum")
+    if regression:
+        raise ValueError(f"the {kind} score needs a class distribution; STS-B is a regression task "
+                         "(use a supervised score or a label-free one that does not read the output)")
+    if kind == "self":
+        return F.cross_entropy(logits, logits.argmax(-1).detach(), reduction="sum")
+    if kind == "entropy":
+        logp = F.log_softmax(logits, -1)
+        return -(logp.exp() * logp).sum()
+    raise ValueError(f"unknown loss kind {kind!r}")
+
+
+def _gradient_pass(model: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]], kind: str,
+                   accumulate: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None],
+                   progress: bool = False) -> None:
+    """Forward/backward over ``batches``; calls ``accumulate(layer, a, ∂L/∂a, ∂L/∂m, attention_mask)``.
+
+    The model runs in eval mode (no dropout); its weights get no gradients and are left unchanged.
+    """
+    modules = ffn_layers(model)
+    state: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def hook(index: int):
+        def fn(_m: nn.Module, _i: tuple, a: torch.Tensor) -> torch.Tensor:
+            mask = torch.ones(a.shape[0], 1, a.shape[-1], requires_grad=True)
+            out = a * mask  # equal to a; its gradient is ∂L/∂a, the mask's is Σ_tokens a ∂L/∂a
+            state[index] = (a.detach(), out, mask)
+            return out
+        return fn
+
+    was_training = model.training
+    requires = [p.requires_grad for p in model.parameters()]
+    model.eval()
+    model.requires_grad_(False)  # only the masks need gradients
+    handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(modules)]
+    try:
+        for batch in tqdm(batches, desc=f"{kind} scores", unit="batch", disable=not progress):
+            inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+            with torch.enable_grad():
+                loss = _loss(kind, model(**inputs).logits, batch.get("labels"))
+                layers = sorted(state)
+                grads = torch.autograd.grad(loss, [state[i][1] for i in layers] + [state[i][2] for i in layers])
+            for n, i in enumerate(layers):
+                accumulate(i, state[i][0], grads[n], grads[len(layers) + n][:, 0], batch["attention_mask"])
+            state.clear()
+    finally:
+        for h in handles:
+            h.remove()
+        for p, r in zip(model.parameters(), requires):
+            p.requires_grad_(r)
+        model.train(was_training)
+
+
+def taylor_scores(model: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]], labels: str = "supervised",
+                  progress: bool = False) -> Scores:
+    """TextPruner's first-order Taylor score; ``labels`` is ``"supervised"`` or ``"self"``."""
+    if labels not in ("supervised", "self"):
+        raise ValueError(f"labels must be 'supervised' or 'self', got {labels!r}")
+    total = [torch.zeros(n, dtype=torch.float64) for n in ffn_sizes(model)]
+
+    def add(layer, _a, _ga, gm, _mask):
+        total[layer] += gm.sum(0).double().abs()  # |Σ over the batch|, as TextPruner accumulates it
+
+    _gradient_pass(model, batches, labels, add, progress)
+    return [t.numpy() for t in total]
+
+
+def fisher_scores(model: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]], progress: bool = False) -> Scores:
+    """Kwon et al.'s (2022) Fisher information of the neuron masks: ``Σ_i (∂L_i/∂m_j)²`` (supervised)."""
+    total = [torch.zeros(n, dtype=torch.float64) for n in ffn_sizes(model)]
+
+    def add(layer, _a, _ga, gm, _mask):
+        total[layer] += (gm.double() ** 2).sum(0)
+
+    _gradient_pass(model, batches, "supervised", add, progress)
+    return [t.numpy() for t in total]
+
+
+def entropy_taylor_scores(model: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]],
+                          progress: bool = False) -> Scores:
+    """HFPrune (seed 002): ``Σ_samples Σ_tokens |a_j ∂H/∂a_j|``, H = entropy of the class distribution.
+
+    Label-free. Padding tokens are left out; the products are accumulated in float64.
+    """
+    total = [torch.zeros(n, dtype=torch.float64) for n in ffn_sizes(model)]
+
+    def add(layer, a, ga, _gm, mask):
+        total[layer] += ((a.double() * ga.double()).abs() * mask[..., None]).sum((0, 1))
+
+    _gradient_pass(model, batches, "entropy", add, progress)
+    return [t.numpy() for t in total]

@@ -1,0 +1,121 @@
+"""Peer importance scores: hand-checked magnitudes, gradients against finite differences, clear errors."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+from minilib import peers, surgery
+
+
+def _model(num_labels: int = 2) -> BertForSequenceClassification:
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=10, max_position_embeddings=16, num_labels=num_labels,
+                        hidden_dropout_prob=0.3)  # dropout must be off while scoring
+    return BertForSequenceClassification(config).double().train()  # float64: finite differences resolve
+
+
+def _batches(n: int = 3, regression: bool = False):
+    g = torch.Generator().manual_seed(1)
+    out = []
+    for _ in range(n):
+        mask = torch.ones(4, 7, dtype=torch.long)
+        mask[0, 5:] = 0
+        labels = torch.rand(4, generator=g, dtype=torch.float64) * 5 if regression else torch.randint(0, 2, (4,), generator=g)
+        out.append({"input_ids": torch.randint(0, 40, (4, 7), generator=g), "attention_mask": mask,
+                    "labels": labels})
+    return out
+
+
+def _scaled_loss(model, batches, layer, neuron, scale, kind):
+    """The summed loss with one neuron's activation multiplied by ``scale``."""
+    def hook(_m, _i, out):
+        out = out.clone()
+        out[..., neuron] *= scale
+        return out
+    h = surgery.ffn_layers(model)[layer].register_forward_hook(hook)
+    model.eval()
+    with torch.no_grad():
+        total = sum(peers._loss(kind, model(**{k: b[k] for k in ("input_ids", "attention_mask")}).logits,
+                                b["labels"]).item() for b in batches)
+    h.remove()
+    return total
+
+
+def test_keep_top_and_random():
+    kept = peers.keep_top([np.array([0.1, 0.9, 0.5, 0.9]), np.array([3.0, 1.0])], [2, 1])
+    assert [k.tolist() for k in kept] == [[1, 3], [0]]
+    a, b = peers.random_scores([5, 5], seed=2), peers.random_scores([5, 5], seed=2)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    with pytest.raises(ValueError, match="layer 1: keep must be between 1 and 2"):
+        peers.keep_top([np.ones(3), np.ones(2)], 3)
+
+
+def test_magnitude_is_the_l1_norm_of_the_input_row():
+    model = _model()
+    w = model.bert.encoder.layer[1].intermediate.dense.weight
+    with torch.no_grad():
+        w[4] = 0.0
+        w[7] = 1.0
+    scores = peers.magnitude_scores(model)
+    assert scores[1][4] == 0 and scores[1][7] == pytest.approx(16.0) and np.argmax(scores[1]) == 7
+
+
+@pytest.mark.parametrize("layer, neuron", [(0, 3), (1, 6)])
+def test_mask_gradients_match_finite_differences(layer, neuron):
+    model, batches = _model(), _batches()
+    eps = 1e-3
+    plus = _scaled_loss(model, batches, layer, neuron, 1 + eps, "supervised")
+    minus = _scaled_loss(model, batches, layer, neuron, 1 - eps, "supervised")
+    numeric = (plus - minus) / (2 * eps)  # ∂L/∂m_j summed over batches
+    per_batch = []
+    for b in batches:
+        per_batch.append((_scaled_loss(model, [b], layer, neuron, 1 + eps, "supervised")
+                          - _scaled_loss(model, [b], layer, neuron, 1 - eps, "supervised")) / (2 * eps))
+    model.train()
+    taylor = peers.taylor_scores(model, batches)
+    assert taylor[layer][neuron] == pytest.approx(sum(abs(g) for g in per_batch), rel=1e-2, abs=1e-6)
+    assert abs(numeric) <= taylor[layer][neuron] + 1e-6
+    assert model.training and all(p.requires_grad for p in model.parameters())  # state restored
+
+
+def test_scores_ignore_a_neuron_without_output_weights():
+    model, batches = _model(), _batches()
+    with torch.no_grad():
+        model.bert.encoder.layer[0].output.dense.weight[:, 2] = 0.0  # neuron 2 of layer 0 cannot matter
+    for scores in (peers.taylor_scores(model, batches), peers.taylor_scores(model, batches, "self"),
+                   peers.fisher_scores(model, batches), peers.entropy_taylor_scores(model, batches)):
+        assert scores[0][2] == 0 and (np.delete(scores[0], 2) > 0).all()
+
+
+def test_fisher_sums_squared_per_sample_gradients():
+    model, batches = _model(), _batches(n=1)
+    eps, layer, neuron = 1e-3, 1, 4
+    single = [{k: v[i:i + 1] for k, v in batches[0].items()} for i in range(4)]
+    grads = [(_scaled_loss(model, [s], layer, neuron, 1 + eps, "supervised")
+              - _scaled_loss(model, [s], layer, neuron, 1 - eps, "supervised")) / (2 * eps) for s in single]
+    assert peers.fisher_scores(model, batches)[layer][neuron] == pytest.approx(sum(g * g for g in grads), rel=2e-2)
+
+
+def test_entropy_taylor_uses_tokens_and_skips_padding():
+    model, batches = _model(), _batches()
+    base = peers.entropy_taylor_scores(model, batches)
+    padded = copy.deepcopy(batches)
+    for b in padded:
+        b["input_ids"][0, 5:] = 39  # other ids at padded positions change nothing the score reads
+    again = peers.entropy_taylor_scores(model, padded)
+    assert all(np.allclose(x, y) for x, y in zip(base, again))
+    assert all(np.array_equal(x, y) for x, y in zip(base, peers.entropy_taylor_scores(model, batches)))
+
+
+def test_label_free_scores_refuse_regression():
+    model, batches = _model(num_labels=1), _batches(regression=True)
+    assert peers.taylor_scores(model, batches)[0].shape == (10,)  # supervised regression works
+    for fn in (lambda: peers.taylor_scores(model, batches, "self"), lambda: peers.entropy_taylor_scores(model, batches)):
+        with pytest.raises(ValueError, match="needs a class distribution; STS-B is a regression task"):
+            fn()
+    with pytest.raises(ValueError, match="labels must be 'supervised' or 'self'"):
+        peers.taylor_scores(model, batches, "teacher")
