@@ -1,0 +1,79 @@
+"""The pruning sweep on tiny fixture runs: every method, the dense level, caching/resuming, errors."""
+
+from pathlib import Path
+
+import pytest
+
+from minilib import experiments, finetune
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "glue"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MINILIB_GLUE_DIR", str(FIXTURES))
+    cache = tmp_path_factory.mktemp("cache")
+    out = {t: finetune.finetune(t, "random", seed=0, epochs=1, cache=cache, progress=False) for t in ("sst2", "stsb")}
+    yield out, cache
+    mp.undo()
+
+
+@pytest.fixture(autouse=True)
+def glue_fixtures(monkeypatch):
+    monkeypatch.setenv("MINILIB_GLUE_DIR", str(FIXTURES))
+
+
+def _sweep(runs, cache, methods=tuple(experiments.METHODS), levels=(1.0, 0.5)):
+    return experiments.sweep(list(runs.values()), methods, levels, trials=1, cache=cache, progress=False,
+                             fraction=1.0, mds_seeds=2)
+
+
+def test_every_method_runs_and_keeping_everything_is_the_dense_model(runs):
+    runs, cache = runs
+    table = _sweep(runs, cache)
+    stsb = set(table[table.task == "stsb"].method)
+    assert stsb == set(experiments.METHODS) - {"hfprune", "taylor-self"}  # need a class distribution
+    assert set(table[table.task == "sst2"].method) == set(experiments.METHODS)
+    for task, run in runs.items():
+        dense = finetune.read_result(run)["dev"]
+        full = table[(table.task == task) & (table.ffn_flops == 1.0)]
+        for _, row in full.iterrows():
+            assert row.value == pytest.approx(round(dense[row.metric], 2))
+        assert (full.encoder_flops == 1.0).all()
+    half = table[table.ffn_flops == 0.5]
+    assert (half.encoder_flops < 1).all() and (half.encoder_flops > 0.5).all()  # attention is not pruned
+    assert {"model", "code", "profile", "labels", "trial"} <= set(table.columns)
+    assert set(table[table.method == "taylor"].labels) == {"S"} and set(table[table.method == "mi-mds"].labels) == {"U"}
+
+
+def test_an_interrupted_sweep_resumes_from_its_cache(runs, monkeypatch):
+    runs, cache = runs
+    first = _sweep(runs, cache, methods=("magnitude", "mi-alg1"))
+
+    def boom(*_):
+        raise AssertionError("recomputed a cached cell")
+
+    for name in ("magnitude", "mi-alg1"):
+        monkeypatch.setitem(experiments.METHODS, name, experiments.Method("U", boom))
+    again = _sweep(runs, cache, methods=("magnitude", "mi-alg1"))
+    assert again.drop(columns="code").equals(first.drop(columns="code"))
+
+
+def test_the_proposed_method_is_deterministic(runs, tmp_path):
+    runs, cache = runs
+    a = _sweep({"sst2": runs["sst2"]}, cache, methods=("mi-mds",), levels=(0.3,))
+    # a fresh cache for the cells (the MI map is recomputed too): the same keep-sets and scores
+    b = experiments.sweep([runs["sst2"]], ["mi-mds"], [0.3], trials=1, cache=tmp_path, progress=False,
+                          fraction=1.0, mds_seeds=2, seed=0)
+    assert a.value.tolist() == b.value.tolist()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"methods": ["nope"], "levels": [0.5]}, "unknown method"),
+    ({"methods": ["random"], "levels": [0.0]}, r"compression levels are kept fractions in \(0, 1\]"),
+    ({"methods": ["random"], "levels": [1.5]}, r"compression levels are kept fractions in \(0, 1\]"),
+])
+def test_bad_sweeps(runs, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        experiments.sweep(list(runs[0].values()), progress=False, **kwargs)
