@@ -33,7 +33,7 @@ from .cache import atomic_file, cache_dir, code_revision, read_json, write_json
 from .finetune import evaluate, load_finetuned, read_result
 from .models import load_tokenizer
 
-__all__ = ["Context", "Method", "METHODS", "evaluate_keep", "sweep", "main"]
+__all__ = ["Context", "Method", "METHODS", "mds_candidates", "kl_choice", "evaluate_keep", "sweep", "main"]
 
 
 @dataclass
@@ -107,15 +107,24 @@ def _scored(name: str, score: Callable[[Context], peers.Scores]) -> Callable[[Co
     return select
 
 
+def mds_candidates(ctx: Context, keep: int, seeds: Sequence[int], matrix: str = "mi") -> list[list[np.ndarray]]:
+    """One keep-set per layer for every seed: MDS + k-means (§3.3.3) on the MI (or |Pearson|) map."""
+    m = ctx.mi_map
+    S = m.mi if matrix == "mi" else np.abs(m.pearson)
+    return [[selection.mds_select(S[layer], keep, s, alive=m.alive[layer]) for layer in range(m.n_layers)]
+            for s in seeds]
+
+
+def kl_choice(ctx: Context, candidates: Sequence[Sequence[np.ndarray]]) -> tuple[int, list[float]]:
+    """The subsidiary condition (Eq. 2) on ``ctx``'s calibration sample: (winner, every KL)."""
+    return selection.choose_by_kl(candidates, lambda keep: ctx.represent(ctx.pruned(keep)), ctx.representation)
+
+
 def _mds_kl(matrix: str) -> Callable[[Context, int, int], list[np.ndarray]]:
-    """The proposed pipeline: MDS + k-means per layer for M seeds, the candidate closest in KL kept."""
+    """The proposed pipeline: M seeds of MDS + k-means, the candidate closest in KL kept."""
     def select(ctx: Context, keep: int, seed: int) -> list[np.ndarray]:
-        m = ctx.mi_map
-        S = m.mi if matrix == "mi" else np.abs(m.pearson)
-        candidates = [[selection.mds_select(S[layer], keep, seed * 100_003 + s, alive=m.alive[layer])
-                       for layer in range(m.n_layers)] for s in range(ctx.mds_seeds)]
-        best, _ = selection.choose_by_kl(candidates, lambda k: ctx.represent(ctx.pruned(k)), ctx.representation)
-        return candidates[best]
+        candidates = mds_candidates(ctx, keep, [seed * 100_003 + s for s in range(ctx.mds_seeds)], matrix)
+        return candidates[kl_choice(ctx, candidates)[0]]
     return select
 
 

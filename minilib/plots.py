@@ -7,7 +7,8 @@ import numpy as np
 import seaborn as sns
 import torch
 
-__all__ = ["setup", "source", "gram_heatmap", "cluster_order", "matrix_heatmap"]
+__all__ = ["setup", "source", "gram_heatmap", "cluster_order", "matrix_heatmap", "embedding_scatter", "seed_stability",
+           "kl_versus_score"]
 
 
 def setup() -> None:
@@ -48,3 +49,48 @@ def matrix_heatmap(ax: plt.Axes, M: np.ndarray, order: np.ndarray, title: str = 
                 xticklabels=False, yticklabels=False, cbar_kws={"shrink": 0.7, "label": label}, rasterized=True)
     ax.set(title=title, xlabel="neuron (clustered order)", ylabel="neuron (clustered order)")
     return ax
+
+
+def embedding_scatter(X: np.ndarray, labels: np.ndarray, kept: np.ndarray, title: str = "") -> plt.Figure:
+    """Points on their first two principal axes, coloured by cluster, the kept ones circled."""
+    Z = np.asarray(X, dtype=float) - np.mean(X, 0)
+    Z = Z @ np.linalg.svd(Z, full_matrices=False)[2][:2].T
+    fig, ax = plt.subplots(figsize=(7, 5.5), layout="constrained")
+    ax.scatter(Z[:, 0], Z[:, 1], c=np.asarray(labels) % 20, cmap="tab20", s=14, alpha=0.8, linewidths=0)
+    ax.scatter(Z[kept, 0], Z[kept, 1], s=60, facecolors="none", edgecolors="k", linewidths=0.8, label="kept")
+    ax.set(title=title, xlabel="MDS principal axis 1", ylabel="MDS principal axis 2")
+    ax.legend(loc="best")
+    return fig
+
+
+def seed_stability(candidates: list[list[np.ndarray]], n_neurons: int) -> plt.Figure:
+    """How often each neuron is kept over seeds, and the Jaccard overlap of every two seeds' keep-sets.
+
+    ``candidates`` holds one keep-set per layer for every seed; layers are pooled.
+    """
+    sets = [set(np.concatenate([np.asarray(k) + i * n_neurons for i, k in enumerate(c)]).tolist())
+            for c in candidates]
+    counts = np.zeros(n_neurons * len(candidates[0]))
+    for s in sets:
+        counts[list(s)] += 1
+    jac = np.array([[len(a & b) / len(a | b) for b in sets] for a in sets])
+    k, n = len(sets[0]) / len(candidates[0]), n_neurons
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), layout="constrained")
+    sns.histplot(counts / len(sets), bins=min(20, len(sets) + 1), ax=axes[0])
+    axes[0].set(title=f"fraction of the {len(sets)} seeds that keep a neuron", xlabel="fraction of seeds",
+                ylabel="neurons")
+    sns.heatmap(jac, ax=axes[1], vmin=0, vmax=1, cmap="viridis", square=True, cbar_kws={"shrink": 0.8})
+    axes[1].set(title=f"Jaccard overlap between seeds (random keep-sets: {k / (2 * n - k):.2f})",
+                xlabel="seed", ylabel="seed")
+    return fig
+
+
+def kl_versus_score(kls: list[float], scores: list[float], best: int, metric: str, dense: float) -> plt.Figure:
+    """Each candidate's KL divergence (Eq. 2) against its dev score; the chosen one and the dense score marked."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.2), layout="constrained")
+    ax.scatter(kls, scores, s=22, label="candidate (one seed)")
+    ax.scatter([kls[best]], [scores[best]], s=90, marker="*", c="C3", label="chosen: smallest KL")
+    ax.axhline(dense, ls=":", c="0.4", label="dense model")
+    ax.set(xlabel="KL(dense ‖ pruned), nats", ylabel=f"dev {metric} (%)", title="subsidiary condition")
+    ax.legend(loc="best")
+    return fig

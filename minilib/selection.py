@@ -29,7 +29,7 @@ import torch
 from sklearn.cluster import KMeans
 from sklearn.manifold import MDS
 
-__all__ = ["algorithm1", "calibrate_threshold", "mds_embedding", "cluster_representatives", "mds_select",
+__all__ = ["algorithm1", "calibrate_threshold", "mds_embedding", "kmeans_clusters", "cluster_representatives", "mds_select",
            "gaussian_kl", "choose_by_kl"]
 
 
@@ -141,15 +141,22 @@ def mds_embedding(similarity: np.ndarray, n_components: int = 8, scale: float = 
     return mds.fit_transform(d)
 
 
+def kmeans_clusters(embedding: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """k-means on the rows of ``embedding``: (cluster label of every point, centroids)."""
+    X = np.asarray(embedding, dtype=np.float64)
+    if not 1 <= k <= len(X):
+        raise ValueError(f"keep must be between 1 and the number of points ({len(X)}), got {k}")
+    km = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(X)
+    return km.labels_, km.cluster_centers_
+
+
 def cluster_representatives(embedding: np.ndarray, keep: int, seed: int = 0) -> np.ndarray:
     """k-means with ``keep`` clusters; the point nearest each centroid (each at most once) is kept."""
     X = np.asarray(embedding, dtype=np.float64)
-    if not 1 <= keep <= len(X):
-        raise ValueError(f"keep must be between 1 and the number of points ({len(X)}), got {keep}")
-    km = KMeans(n_clusters=keep, n_init=1, random_state=seed).fit(X)
+    labels, centres = kmeans_clusters(X, keep, seed)
     chosen: list[int] = []
-    for c, centre in enumerate(km.cluster_centers_):
-        members = np.flatnonzero(km.labels_ == c)
+    for c, centre in enumerate(centres):
+        members = np.flatnonzero(labels == c)
         if len(members) == 0:  # k-means can leave a cluster empty when points coincide
             members = np.setdiff1d(np.arange(len(X)), chosen)
         dist = ((X[members] - centre) ** 2).sum(1)
