@@ -95,6 +95,7 @@ class Method:
     labels: str  # "U" unsupervised, "S" supervised, "Self-S" self-supervised (Table 2's column)
     select: Callable[[Context, int, int], list[np.ndarray]]  # (context, keep per layer, seed) → keep-sets
     trials: int = 1  # seeds averaged in the table (10 for Random, as in the paper)
+    tune: Callable[[Context, Sequence[np.ndarray]], torch.nn.Module] | None = None  # retraining-free weight fix
     needs_classes: bool = False  # reads a class distribution: not defined for STS-B's regression
     description: str = ""
 
@@ -128,6 +129,18 @@ def _mds_kl(matrix: str) -> Callable[[Context, int, int], list[np.ndarray]]:
     return select
 
 
+def _rearranged_fisher(ctx: Context, keep: int, seed: int) -> list[np.ndarray]:
+    if "fisher-matrices" not in ctx.scores:
+        ctx.scores["fisher-matrices"] = peers.fisher_matrices(ctx.model, ctx.calibration)
+    F = ctx.scores["fisher-matrices"]
+    start = peers.keep_top([np.diag(f) for f in F], keep)
+    return [peers.rearrange_mask(k, f) for k, f in zip(start, F)]
+
+
+def _least_squares(ctx: Context, keep: Sequence[np.ndarray]) -> torch.nn.Module:
+    return peers.least_squares_tuning(ctx.model, ctx.pruned(keep), ctx.calibration)
+
+
 def _algorithm1(ctx: Context, keep: int, seed: int) -> list[np.ndarray]:
     m = ctx.mi_map
     return [selection.algorithm1(m.mi[layer], keep, seed=seed, alive=m.alive[layer]) for layer in range(m.n_layers)]
@@ -145,6 +158,8 @@ METHODS: dict[str, Method] = {
         ctx.model, ctx.calibration, "self")), needs_classes=True, description="TextPruner Taylor, the model's own predictions"),
     "fisher": Method("S", _scored("fisher", lambda ctx: peers.fisher_scores(ctx.model, ctx.calibration)),
                      description="Kwon et al. mask Fisher information (no rearrangement or tuning)"),
+    "mask-tuning": Method("S", _rearranged_fisher, tune=_least_squares,
+                          description="Kwon et al.: Fisher mask, mask rearrangement, least-squares tuning"),
     "hfprune": Method("U", _scored("hfprune", lambda ctx: peers.entropy_taylor_scores(ctx.model, ctx.calibration)),
                       needs_classes=True, description="HFPrune entropy-Taylor score"),
     "mi-alg1": Method("U", _algorithm1, description="proposed: Algorithm 1 on the MI map, calibrated T_r"),
@@ -153,9 +168,10 @@ METHODS: dict[str, Method] = {
 }
 
 
-def evaluate_keep(ctx: Context, keep: Sequence[np.ndarray]) -> dict[str, float]:
-    """Dev metrics of the model pruned to ``keep``."""
-    return evaluate(ctx.pruned(keep), ctx.task, ctx.dev)
+def evaluate_keep(ctx: Context, keep: Sequence[np.ndarray], method: str | None = None) -> dict[str, float]:
+    """Dev metrics of the model pruned to ``keep`` (and tuned, if ``method`` tunes weights)."""
+    tune = METHODS[method].tune if method else None
+    return evaluate(tune(ctx, keep) if tune else ctx.pruned(keep), ctx.task, ctx.dev)
 
 
 def _check_levels(levels: Sequence[float]) -> list[float]:
@@ -200,7 +216,7 @@ def sweep(runs: Sequence[str | os.PathLike], methods: Sequence[str], levels: Seq
             keep = METHODS[name].select(ctx, keep_n, trial)
             if [len(k) for k in keep] != [keep_n] * len(sizes):
                 raise RuntimeError(f"{name} kept {[len(k) for k in keep]} neurons, expected {keep_n} per layer")
-            metrics = evaluate_keep(ctx, keep)
+            metrics = evaluate_keep(ctx, keep, name)
             kept = [len(k) for k in keep]
             cell = {"metrics": metrics, "kept": kept, "seconds": round(time.perf_counter() - start, 2),
                     "encoder_flops": surgery.relative_flops(ctx.model.config, kept,

@@ -38,7 +38,7 @@ from .surgery import ffn_sizes
 Scores = list[np.ndarray]
 
 __all__ = ["keep_top", "random_scores", "magnitude_scores", "taylor_scores", "fisher_scores",
-           "entropy_taylor_scores"]
+           "entropy_taylor_scores", "fisher_matrices", "rearrange_mask", "least_squares_tuning"]
 
 
 def keep_top(scores: Scores, keep: int | Sequence[int]) -> list[np.ndarray]:
@@ -167,3 +167,79 @@ def entropy_taylor_scores(model: nn.Module, batches: Iterable[Mapping[str, torch
 
     _gradient_pass(model, batches, "entropy", add, progress)
     return [t.numpy() for t in total]
+
+
+def fisher_matrices(model: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]], progress: bool = False
+                    ) -> list[np.ndarray]:
+    """Each layer's empirical Fisher of the neuron masks, ``F = Σ_i g_i g_iᵀ`` (its diagonal is
+    :func:`fisher_scores`); Kwon et al.'s mask rearrangement reads the off-diagonal terms."""
+    total = [torch.zeros(n, n, dtype=torch.float64) for n in ffn_sizes(model)]
+
+    def add(layer, _a, _ga, gm, _mask):
+        g = gm.double()
+        total[layer] += g.T @ g
+
+    _gradient_pass(model, batches, "supervised", add, progress)
+    return [t.numpy() for t in total]
+
+
+def rearrange_mask(keep: np.ndarray, fisher: np.ndarray, max_swaps: int = 10_000) -> np.ndarray:
+    """Kwon et al.'s (2022) mask rearrangement within one layer, as a greedy swap search.
+
+    The loss increase of pruning the set ``P`` is approximated by ``1_Pᵀ F 1_P`` (the Fisher
+    block of the layer, not just its diagonal). Starting from ``keep``, the (pruned, kept) swap
+    that lowers it most is made until none does; the number kept never changes.
+    """
+    F = np.asarray(fisher, dtype=np.float64)
+    kept = np.zeros(len(F), bool)
+    kept[np.asarray(keep)] = True
+    diag = np.diag(F)
+    for _ in range(max_swaps):
+        P, K = np.flatnonzero(~kept), np.flatnonzero(kept)
+        if not len(P) or not len(K):
+            break
+        u = F[:, P].sum(1)  # F 1_P
+        # swapping pruned p back in and kept q out changes the loss by:
+        delta = (-2 * u[P] + diag[P])[:, None] + (2 * u[K] + diag[K])[None, :] - 2 * F[np.ix_(P, K)]
+        p, q = np.unravel_index(np.argmin(delta), delta.shape)
+        if delta[p, q] >= -1e-12 * max(1.0, abs(u[P]).max()):
+            break
+        kept[P[p]], kept[K[q]] = True, False
+    return np.flatnonzero(kept)
+
+
+@torch.no_grad()
+def least_squares_tuning(dense: nn.Module, pruned: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]],
+                         ridge: float = 1e-4) -> nn.Module:
+    """Kwon et al.'s mask tuning: rescale each kept neuron so every pruned FFN reproduces the dense one.
+
+    Layer by layer, with the inputs the *pruned* model gives that layer and the dense model's FFN
+    output as the target, the scales ``m`` minimise ``Σ_tokens ‖Σ_j m_j a_j W2[:, j] − y‖²``, a
+    linear least-squares problem whose normal equations are ``(C ⊙ W2ᵀW2) m = r`` with
+    ``C = Σ a aᵀ``; ``ridge`` (times the mean diagonal) keeps them well posed. The scales are folded
+    into ``output.dense``'s columns, in place; returns ``pruned``.
+    """
+    batches = list(batches)
+    dense_layers = dense.base_model.encoder.layer
+    layers = pruned.base_model.encoder.layer
+    for index, (layer_d, layer_p) in enumerate(zip(dense_layers, layers)):
+        kept_w = layer_p.output.dense.weight.double()  # (hidden, kept)
+        C = torch.zeros(kept_w.shape[1], kept_w.shape[1], dtype=torch.float64)
+        r = torch.zeros(kept_w.shape[1], dtype=torch.float64)
+        captured: dict[str, torch.Tensor] = {}
+        hooks = [layer_p.intermediate.register_forward_hook(lambda _m, i, o: captured.update(a=o, x=i[0]))]
+        for b in batches:
+            inputs = {k: b[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in b}
+            pruned.eval()(**inputs)
+            mask = b["attention_mask"].bool()
+            a = captured["a"][mask].double()  # (tokens, kept), the pruned model's activations
+            y = layer_d.output.dense(layer_d.intermediate(captured["x"]))[mask].double()  # dense FFN, same input
+            C += a.T @ a
+            r += ((a.T @ (y - layer_p.output.dense.bias.double())) * kept_w.T).sum(1)
+        for h in hooks:
+            h.remove()
+        G = C * (kept_w.T @ kept_w)
+        G += ridge * G.diagonal().mean() * torch.eye(len(G), dtype=torch.float64)
+        m = torch.linalg.solve(G, r)
+        layer_p.output.dense.weight.mul_(m.to(layer_p.output.dense.weight.dtype)[None, :])
+    return pruned

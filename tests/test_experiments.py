@@ -38,8 +38,9 @@ def test_every_method_runs_and_keeping_everything_is_the_dense_model(runs):
     for task, run in runs.items():
         dense = finetune.read_result(run)["dev"]
         full = table[(table.task == task) & (table.ffn_flops == 1.0)]
-        for _, row in full.iterrows():
-            assert row.value == pytest.approx(round(dense[row.metric], 2))
+        for _, row in full.iterrows():  # least-squares tuning with nothing pruned is the identity up to its ridge
+            tol = 0.1 if experiments.METHODS[row.method].tune else 1e-9
+            assert row.value == pytest.approx(round(dense[row.metric], 2), abs=tol)
         assert (full.encoder_flops == 1.0).all()
     half = table[table.ffn_flops == 0.5]
     assert (half.encoder_flops < 1).all() and (half.encoder_flops > 0.5).all()  # attention is not pruned

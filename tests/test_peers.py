@@ -119,3 +119,45 @@ def test_label_free_scores_refuse_regression():
             fn()
     with pytest.raises(ValueError, match="labels must be 'supervised' or 'self'"):
         peers.taylor_scores(model, batches, "teacher")
+
+
+def test_fisher_matrix_diagonal_is_the_fisher_score():
+    model, batches = _model(), _batches()
+    F = peers.fisher_matrices(model, batches)
+    for layer, diag in enumerate(peers.fisher_scores(model, batches)):
+        assert np.allclose(np.diag(F[layer]), diag) and np.allclose(F[layer], F[layer].T)
+
+
+def test_rearrangement_sees_what_the_diagonal_cannot():
+    # neurons 0 and 1 cancel each other (g_0 = -g_1): pruning one of them alone costs a lot, pruning
+    # both costs nothing. From a keep-set that pruned 1 and the cheap 2, one swap (2 back, 0 out) fixes it.
+    g = np.random.default_rng(0).normal(size=(50, 6)) * np.array([1.0, 1.0, 0.1, 0.3, 0.6, 0.9])
+    g[:, 1] = -g[:, 0]
+    F = g.T @ g
+    loss = lambda p: np.ones(len(p)) @ F[np.ix_(p, p)] @ np.ones(len(p))  # noqa: E731
+    kept = peers.rearrange_mask(np.array([0, 3, 4, 5]), F)
+    pruned = np.setdiff1d(np.arange(6), kept)
+    assert len(kept) == 4 and set(pruned) == {0, 1} and loss(pruned) < 1e-9 < loss(np.array([1, 2]))
+    for start in ([0, 1, 2, 3], [2, 3, 4, 5], [1, 3, 4, 5]):  # never worse than where it starts
+        out = np.setdiff1d(np.arange(6), peers.rearrange_mask(np.array(start), F))
+        assert loss(out) <= loss(np.setdiff1d(np.arange(6), start)) + 1e-9
+
+
+def test_least_squares_tuning_recovers_a_rescaled_duplicate():
+    model, batches = _model(), _batches()
+    model.eval()
+    inter = model.bert.encoder.layer[0].intermediate.dense
+    out = model.bert.encoder.layer[0].output.dense
+    with torch.no_grad():  # neuron 1 becomes a copy of neuron 0; pruning 1 loses its contribution...
+        inter.weight[1], inter.bias[1] = inter.weight[0], inter.bias[0]
+        out.weight[:, 1] = 0.5 * out.weight[:, 0]
+    keep = [np.delete(np.arange(10), 1), np.arange(10)]
+    inputs = {k: batches[0][k] for k in ("input_ids", "attention_mask")}
+    dense_hidden = model.bert(**inputs).last_hidden_state
+    pruned = surgery.prune_ffn(copy.deepcopy(model), keep)
+    before = (pruned.bert(**inputs).last_hidden_state - dense_hidden).abs().max()
+    peers.least_squares_tuning(model, pruned, batches, ridge=1e-10)
+    after = (pruned.bert(**inputs).last_hidden_state - dense_hidden).abs().max()
+    # ...which tuning gives back by scaling neuron 0 by 1.5: the pruned model is the dense one again
+    assert before > 1e-3 and after < 1e-6
+    assert torch.allclose(pruned.bert.encoder.layer[0].output.dense.weight[:, 0], 1.5 * out.weight[:, 0], atol=1e-6)
