@@ -79,7 +79,9 @@ def seed_stability(candidates: list[list[np.ndarray]], n_neurons: int) -> plt.Fi
     sns.histplot(counts / len(sets), bins=min(20, len(sets) + 1), ax=axes[0])
     axes[0].set(title=f"fraction of the {len(sets)} seeds that keep a neuron", xlabel="fraction of seeds",
                 ylabel="neurons")
-    sns.heatmap(jac, ax=axes[1], vmin=0, vmax=1, cmap="viridis", square=True, cbar_kws={"shrink": 0.8})
+    step = max(1, len(sets) // 10)  # at most ~10 tick labels
+    sns.heatmap(jac, ax=axes[1], vmin=0, vmax=1, cmap="viridis", square=True, cbar_kws={"shrink": 0.8},
+                xticklabels=step, yticklabels=step)
     axes[1].set(title=f"Jaccard overlap between seeds (random keep-sets: {k / (2 * n - k):.2f})",
                 xlabel="seed", ylabel="seed")
     return fig

@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     for nb in args.notebooks or sorted(NOTEBOOKS.glob("*.ipynb")):
         path, secs = execute(nb, args.profile, args.out, args.force)
-        print(f"{nb.name}: {'up to date' if secs == 0 else f'executed in {secs:.0f} s'} ({args.profile}) -> {path.relative_to(ROOT)}")
+        print(f"{nb.name}: {'up to date' if secs == 0 else f'executed in {secs:.0f} s'} ({args.profile}) -> {os.path.relpath(path, ROOT)}")
     return 0
 
 
