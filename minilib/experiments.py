@@ -71,8 +71,12 @@ class Context:
 
     @cached_property
     def mi_map(self) -> mimap.MIMap:
+        return self.mi_map_with("aligned")
+
+    def mi_map_with(self, widths: str) -> mimap.MIMap:
+        """The MI map with per-neuron ``"aligned"`` widths (the method) or plain ``"scott"`` ones (Fig. 3)."""
         return mimap.neuron_mi_map(self.run, self.fraction, seed=self.seed, max_batches=self.max_batches,
-                                   data_dir=self.data_dir, cache=self.cache, progress=False)
+                                   widths=widths, data_dir=self.data_dir, cache=self.cache, progress=False)
 
     @cached_property
     def representation(self) -> torch.Tensor:
@@ -109,9 +113,12 @@ def _scored(name: str, score: Callable[[Context], peers.Scores]) -> Callable[[Co
 
 
 def mds_candidates(ctx: Context, keep: int, seeds: Sequence[int], matrix: str = "mi") -> list[list[np.ndarray]]:
-    """One keep-set per layer for every seed: MDS + k-means (§3.3.3) on the MI (or |Pearson|) map."""
-    m = ctx.mi_map
-    S = m.mi if matrix == "mi" else np.abs(m.pearson)
+    """One keep-set per layer for every seed: MDS + k-means (§3.3.3) on a similarity map.
+
+    ``matrix`` is ``"mi"`` (aligned widths), ``"mi-scott"`` (Scott's widths) or ``"pcc"`` (|Pearson r|).
+    """
+    m = ctx.mi_map_with("scott") if matrix == "mi-scott" else ctx.mi_map
+    S = np.abs(m.pearson) if matrix == "pcc" else m.mi
     return [[selection.mds_select(S[layer], keep, s, alive=m.alive[layer]) for layer in range(m.n_layers)]
             for s in seeds]
 
@@ -165,6 +172,7 @@ METHODS: dict[str, Method] = {
     "mi-alg1": Method("U", _algorithm1, description="proposed: Algorithm 1 on the MI map, calibrated T_r"),
     "pcc-mds": Method("U", _mds_kl("pcc"), description="the proposed pipeline with |Pearson r| in place of MI"),
     "mi-mds": Method("U", _mds_kl("mi"), description="proposed: MDS + k-means on the MI map, KL among M seeds"),
+    "mi-mds-scott": Method("U", _mds_kl("mi-scott"), description="the proposed pipeline with Scott's widths (Fig. 3)"),
 }
 
 

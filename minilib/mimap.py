@@ -29,7 +29,8 @@ from . import glue
 from .activations import Reduction, capture_ffn_activations
 from .cache import atomic_file, cache_dir, read_json, short_hash, write_json
 from .finetune import load_finetuned, read_result
-from .kernel_width import NeuronKernelWidth
+from .entropy import pairwise_mutual_information
+from .kernel_width import NeuronKernelWidth, normalize, scott_sigma
 from .models import load_tokenizer
 
 __all__ = ["MIMap", "calibration_indices", "split_batches", "dead_neurons", "compute_mi_map", "calibration_activations",
@@ -101,11 +102,16 @@ def dead_neurons(X: torch.Tensor, batches: list[slice], dead_tol: float = 1e-6) 
 
 def compute_mi_map(activations: list[torch.Tensor], batch_size: int = 100, alpha: float = 1.01,
                    normalization: str = "zscore", dead_tol: float = 1e-6, max_batches: int | None = None,
-                   progress: bool = False, **width_kwargs) -> MIMap:
+                   widths: str = "aligned", progress: bool = False, **width_kwargs) -> MIMap:
     """MI and Pearson maps from per-layer activations (samples × neurons, samples in random order).
 
-    ``width_kwargs`` go to :class:`~minilib.kernel_width.NeuronKernelWidth` (``gamma``, ``beta``…).
+    ``widths="aligned"`` (default) fits per-neuron widths by alignment and EMA (§3.4);
+    ``widths="scott"`` gives every neuron Scott's one-dimensional width ``γ N^(−1/5)`` in
+    normalised units (the plain estimator of the paper's Fig. 3). ``width_kwargs`` go to
+    :class:`~minilib.kernel_width.NeuronKernelWidth` (``gamma``, ``beta``…).
     """
+    if widths not in ("aligned", "scott"):
+        raise ValueError(f"widths must be 'aligned' or 'scott', got {widths!r}")
     if not activations:
         raise ValueError("no layers given; pass one (samples, neurons) tensor per layer")
     n = activations[0].shape[0]
@@ -125,20 +131,24 @@ def compute_mi_map(activations: list[torch.Tensor], batch_size: int = 100, alpha
         if len(idx) < 2:
             raise ValueError(f"layer {layer} has {len(idx)} live neurons; nothing to compare (check the model)")
         Xa = X[:, keep]
-        widths = NeuronKernelWidth(normalization=normalization, **width_kwargs)
+        fitter = NeuronKernelWidth(normalization=normalization, **width_kwargs)
         acc = torch.zeros(len(idx), len(idx), dtype=torch.float64)
         for s in batches:
-            widths.partial_fit(Xa[s])
-            acc += widths.mutual_information(Xa[s], alpha)
+            if widths == "scott":
+                sig = torch.full((len(idx),), scott_sigma(s.stop - s.start, 1, width_kwargs.get("gamma", 1.0)))
+                acc += pairwise_mutual_information(normalize(Xa[s], normalization), sig, alpha)
+            else:
+                fitter.partial_fit(Xa[s])
+                acc += fitter.mutual_information(Xa[s], alpha)
             bar.update()
         used = Xa[: batches[-1].stop]
         mi[layer][np.ix_(idx, idx)] = (acc / len(batches)).numpy()
         pearson[layer][np.ix_(idx, idx)] = np.corrcoef(used.numpy(), rowvar=False)
         alive[layer, idx] = True
-        sigma[layer, idx] = widths.sigma_.numpy()
+        sigma[layer, idx] = sig.numpy() if widths == "scott" else fitter.sigma_.numpy()
     bar.close()
     meta = {"samples": int(batches[-1].stop), "batches": len(batches), "batch_size": batch_size, "alpha": alpha,
-            "normalization": normalization, "dead_tol": dead_tol, **width_kwargs}
+            "normalization": normalization, "dead_tol": dead_tol, "widths": widths, **width_kwargs}
     return MIMap(mi, pearson, alive, sigma, meta)
 
 
@@ -172,8 +182,8 @@ def pairs_table(m: MIMap, layer: int, k: int = 10, by: str = "mi") -> "pd.DataFr
 
 def neuron_mi_map(run: str | os.PathLike, fraction: float = 0.01, batch_size: int = 100,
                   reduction: Reduction = "mean", alpha: float = 1.01, seed: int = 0, max_batches: int | None = None,
-                  data_dir: str | os.PathLike | None = None, cache: str | os.PathLike | None = None,
-                  progress: bool = True) -> MIMap:
+                  widths: str = "aligned", data_dir: str | os.PathLike | None = None,
+                  cache: str | os.PathLike | None = None, progress: bool = True) -> MIMap:
     """The (cached) MI map of a fine-tuned run's FFN neurons on its task's calibration sample.
 
     ``run`` is a folder from :func:`minilib.finetune.finetune`. The calibration sample is a
@@ -182,7 +192,8 @@ def neuron_mi_map(run: str | os.PathLike, fraction: float = 0.01, batch_size: in
     """
     run = Path(run).resolve()
     result = read_result(run)
-    key = f"{fraction:g}-b{batch_size}-{reduction}-a{alpha:g}-s{seed}" + (f"-m{max_batches}" if max_batches else "")
+    key = (f"{fraction:g}-b{batch_size}-{reduction}-a{alpha:g}-s{seed}" + (f"-m{max_batches}" if max_batches else "")
+           + ("" if widths == "aligned" else f"-{widths}"))
     runs = cache_dir(cache).resolve() / "finetuned"
     rel = run.relative_to(runs) if run.is_relative_to(runs) else Path("other", short_hash(str(run)))
     path = cache_dir(cache) / "mimaps" / rel / f"{key}.npz"
@@ -190,7 +201,7 @@ def neuron_mi_map(run: str | os.PathLike, fraction: float = 0.01, batch_size: in
         return MIMap.load(path)
     task = glue.get_task(result["task"])
     acts = calibration_activations(run, fraction, reduction, seed, data_dir, progress)
-    mimap = compute_mi_map(acts, batch_size, alpha, max_batches=max_batches, progress=progress)
+    mimap = compute_mi_map(acts, batch_size, alpha, max_batches=max_batches, widths=widths, progress=progress)
     mimap.meta.update({"task": task.name, "model": result["model"], "init": result["init"], "run": str(rel),
                        "fraction": fraction, "reduction": reduction, "seed": seed,
                        "calibration_samples": int(acts[0].shape[0])})

@@ -64,3 +64,15 @@ def test_save_load_round_trip(tmp_path):
     m.meta["task"] = "toy"
     back = mimap.MIMap.load(m.save(tmp_path / "map.npz"))
     assert np.array_equal(back.mi, m.mi) and np.array_equal(back.alive, m.alive) and back.meta["task"] == "toy"
+
+
+def test_scott_widths_variant():
+    X = _layer(n=200, d=10)
+    scott = mimap.compute_mi_map([X], batch_size=100, widths="scott")
+    aligned = mimap.compute_mi_map([X], batch_size=100)
+    live = scott.alive[0]
+    assert np.allclose(scott.sigma[0][live], 100 ** (-1 / 5)) and scott.meta["widths"] == "scott"
+    assert not np.allclose(scott.mi, aligned.mi)
+    assert scott.top_pairs(0, 1)[0][:2] == (0, 1)  # the planted duplicate still ranks first
+    with pytest.raises(ValueError, match="widths must be 'aligned' or 'scott'"):
+        mimap.compute_mi_map([X], widths="silverman")
