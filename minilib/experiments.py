@@ -33,7 +33,8 @@ from .cache import atomic_file, cache_dir, code_revision, read_json, write_json
 from .finetune import evaluate, load_finetuned, read_result
 from .models import load_tokenizer
 
-__all__ = ["Context", "Method", "METHODS", "mds_candidates", "kl_choice", "evaluate_keep", "sweep", "main"]
+__all__ = ["Context", "Method", "METHODS", "PAPER_NAMES", "mds_candidates", "kl_choice", "evaluate_keep", "sweep",
+           "summarize", "compare_table2", "main"]
 
 
 @dataclass
@@ -238,6 +239,41 @@ def sweep(runs: Sequence[str | os.PathLike], methods: Sequence[str], levels: Seq
                          "seconds": cell["seconds"], "model": ctx.result["model"], "profile": profile,
                          "code": cell["code"]})
     return pd.DataFrame(rows)
+
+
+# Our method names → the rows of the paper's Table 2 they reproduce.
+PAPER_NAMES = {"taylor": "TextPruner (S)", "mask-tuning": "Mask-tuning", "taylor-self": "TextPruner (Self-S)",
+               "random": "Random", "magnitude": "Weight-Magnitude", "mi-mds": "Proposed method"}
+
+
+def summarize(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation over trials of every (task, method, level, metric)."""
+    keys = ["task", "method", "labels", "ffn_flops", "encoder_flops", "metric"]
+    out = table.groupby(keys, sort=False)["value"].agg(["mean", "std", "count"]).reset_index()
+    return out.assign(std=out["std"].fillna(0.0))
+
+
+def compare_table2(table: pd.DataFrame, dense: pd.DataFrame, level: float = 0.4) -> pd.DataFrame:
+    """Table 2 at FFN-relative FLOPs ``level``: this run's methods beside the paper's rows.
+
+    ``dense`` is the dense model's scores (``results/finetune_scores.csv`` rows of the same model),
+    shown as the first row; the paper's published rows follow their reproductions.
+    """
+    from . import paper
+
+    s = summarize(table)
+    s = s[np.isclose(s.ffn_flops, level)].assign(column=lambda d: d.task + " " + d.metric)
+    ours = s.pivot_table(index="method", columns="column", values="mean", sort=False)
+    ours.index = [f"{m} ({METHODS[m].labels})" for m in ours.index]
+    dense_row = dense.assign(column=dense.task + " " + dense.metric).pivot_table(
+        columns="column", values="value", sort=False)
+    dense_row.index = ["dense (this run)"]
+    published = pd.DataFrame({f"{t} {m}": [v for _, (lab, rows) in paper.TABLE2_40.items() for v in [rows[t][m]]]
+                              for t in paper.BERT_TINY for m in paper.BERT_TINY[t]},
+                             index=[f"paper: {name}" + ("" if "(" in name else f" ({lab})")
+                                    for name, (lab, _) in paper.TABLE2_40.items()])
+    cols = [c for c in ours.columns]
+    return pd.concat([dense_row[cols], ours, published[[c for c in cols if c in published]]])
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,7 +8,7 @@ import seaborn as sns
 import torch
 
 __all__ = ["setup", "source", "gram_heatmap", "cluster_order", "matrix_heatmap", "embedding_scatter", "seed_stability",
-           "kl_versus_score"]
+           "kl_versus_score", "flops_curves"]
 
 
 def setup() -> None:
@@ -96,3 +96,17 @@ def kl_versus_score(kls: list[float], scores: list[float], best: int, metric: st
     ax.set(xlabel="KL(dense ‖ pruned), nats", ylabel=f"dev {metric} (%)", title="subsidiary condition")
     ax.legend(loc="best")
     return fig
+
+
+def flops_curves(summary: "pd.DataFrame", dense: dict[str, float], metric: str, ax: plt.Axes,
+                 x: str = "ffn_flops") -> plt.Axes:
+    """Dev ``metric`` against relative FLOPs for every method of one task (mean ± std over trials)."""
+    d = summary[summary.metric == metric]
+    for i, (method, g) in enumerate(d.groupby("method", sort=False)):
+        g = g.sort_values(x)
+        style = {"lw": 2.4, "c": "k"} if method == "mi-mds" else {"lw": 1.2}
+        ax.errorbar(g[x], g["mean"], yerr=g["std"], marker="o", ms=3, capsize=2, label=method, **style)
+    ax.axhline(dense[metric], ls=":", c="0.4", label="dense")
+    ax.set(xlabel="FFN-relative FLOPs" if x == "ffn_flops" else "encoder-relative FLOPs", ylabel=f"dev {metric} (%)")
+    ax.invert_xaxis()
+    return ax

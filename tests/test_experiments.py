@@ -78,3 +78,19 @@ def test_the_proposed_method_is_deterministic(runs, tmp_path):
 def test_bad_sweeps(runs, kwargs, message):
     with pytest.raises(ValueError, match=message):
         experiments.sweep(list(runs[0].values()), progress=False, **kwargs)
+
+
+def test_summary_and_table2_side_by_side():
+    import pandas as pd
+    rows = [{"task": "mrpc", "method": m, "labels": experiments.METHODS[m].labels, "ffn_flops": level,
+             "encoder_flops": 0.7, "trial": t, "metric": "f1", "value": v}
+            for m, level, t, v in [("random", 0.4, 0, 70.0), ("random", 0.4, 1, 72.0), ("mi-mds", 0.4, 0, 75.0),
+                                   ("mi-mds", 0.8, 0, 80.0)]]
+    s = experiments.summarize(pd.DataFrame(rows))
+    r = s[(s.method == "random") & (s.ffn_flops == 0.4)].iloc[0]
+    assert (r["mean"], r["count"]) == (71.0, 2) and r["std"] == pytest.approx(2 ** 0.5)
+    dense = pd.DataFrame([{"task": "mrpc", "metric": "f1", "value": 82.0}])
+    t2 = experiments.compare_table2(pd.DataFrame(rows), dense, level=0.4)
+    assert t2.loc["dense (this run)", "mrpc f1"] == 82.0 and t2.loc["mi-mds (U)", "mrpc f1"] == 75.0
+    assert t2.loc["paper: Proposed method (U)", "mrpc f1"] == 80.9  # F1 first (decision 10)
+    assert "paper: TextPruner (S)" in t2.index
