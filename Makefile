@@ -1,12 +1,14 @@
 # One-command set-up: each target builds the virtual environment it needs.
 #   make book   execute every notebook (PROFILE=quick by default) and build the HTML book
 #   make test   run the test suite (unit tests + every notebook through papermill)
-#   make bench  print the benchmarks (all-pairs MI; fine-tuning vs transformers.Trainer)
-#   make results  regenerate the committed result tables (full profile; about an hour on 2 cores)
+#   make bench  print the benchmarks (all-pairs MI; fine-tuning vs transformers.Trainer; pruned latency)
+#   make results  regenerate the committed result tables (full profile; a few hours on 2 cores)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PROFILE ?= quick
 PY := $(VENV)/bin/python
+LEVELS := 0.9 0.8 0.7 0.6 0.5 0.4 0.3 0.2 0.1
+ABLATE := $(PY) -m minilib.experiments --init offline --levels 0.8 0.6 0.4 0.2 --methods mi-mds
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
@@ -36,10 +38,16 @@ test: venv
 bench: venv
 	$(PY) benchmarks/bench_pairwise_mi.py
 	$(PY) benchmarks/bench_finetune.py
+	$(PY) benchmarks/bench_latency.py  # rewrites results/latency.csv (chapter 5)
 
 results: venv
 	$(PY) -m minilib.pretrain --recipe full
 	$(PY) -m minilib.finetune --table results/finetune_scores.csv --tasks sst2 stsb mrpc --inits random offline
+	$(PY) -m minilib.experiments --tasks mrpc stsb sst2 --init offline --mds-seeds 20 --levels $(LEVELS) --out results/pruning.csv
+	$(ABLATE) --tasks mrpc stsb --ablate alpha --values 0.5 1.01 2 4 --out results/ablation-alpha.csv
+	$(ABLATE) --tasks mrpc stsb --ablate reduction --values mean cls tokens --out results/ablation-reduction.csv
+	$(ABLATE) --tasks mrpc stsb --ablate mds_seeds --values 1 5 20 100 --out results/ablation-mds_seeds.csv
+	$(ABLATE) --tasks mrpc --ablate fraction --values 0.01 0.1 0.5 1 --out results/ablation-fraction.csv
 
 clean:
 	rm -rf book/_build book/chapters

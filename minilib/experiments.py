@@ -29,12 +29,12 @@ import torch
 from tqdm.auto import tqdm
 
 from . import glue, mimap, peers, selection, surgery
-from .cache import atomic_file, cache_dir, code_revision, read_json, write_json
+from .cache import atomic_file, cache_dir, code_revision, read_json, results_dir, write_json
 from .finetune import evaluate, load_finetuned, read_result
 from .models import load_tokenizer
 
 __all__ = ["Context", "Method", "METHODS", "PAPER_NAMES", "mds_candidates", "kl_choice", "evaluate_keep", "sweep",
-           "summarize", "compare_table2", "main"]
+           "ABLATIONS", "ablate", "published", "summarize", "compare_table2", "main"]
 
 
 @dataclass
@@ -46,9 +46,12 @@ class Context:
     seed: int = 0  # draws the calibration sample
     mds_seeds: int = 20  # M, the candidates of the subsidiary condition (the paper: 500)
     max_batches: int | None = None  # MI map batches (None: all)
+    alpha: float = 1.01  # Rényi order of the MI map (the paper: 1.01)
+    reduction: str = "mean"  # one sample of a neuron per sentence: "mean", "cls" or every token ("tokens")
     data_dir: str | os.PathLike | None = None
     cache: str | os.PathLike | None = None
     scores: dict[str, peers.Scores] = field(default_factory=dict)
+    embeddings: dict[tuple[str, int, int], np.ndarray] = field(default_factory=dict)  # MDS fits, shared by levels
 
     def __post_init__(self) -> None:
         self.run = Path(self.run)
@@ -76,8 +79,29 @@ class Context:
 
     def mi_map_with(self, widths: str) -> mimap.MIMap:
         """The MI map with per-neuron ``"aligned"`` widths (the method) or plain ``"scott"`` ones (Fig. 3)."""
-        return mimap.neuron_mi_map(self.run, self.fraction, seed=self.seed, max_batches=self.max_batches,
-                                   widths=widths, data_dir=self.data_dir, cache=self.cache, progress=False)
+        return mimap.neuron_mi_map(self.run, self.fraction, reduction=self.reduction, alpha=self.alpha, seed=self.seed,
+                                   max_batches=self.max_batches, widths=widths, data_dir=self.data_dir,
+                                   cache=self.cache, progress=False)
+
+    @property
+    def setting(self) -> str:
+        """The settings a pruned cell depends on beyond method, level and trial (its cache folder)."""
+        return (f"f{self.fraction:g}-s{self.seed}-m{self.mds_seeds}-b{self.max_batches or 'all'}"
+                f"-a{self.alpha:g}-{self.reduction}")
+
+    def similarity(self, matrix: str) -> tuple[mimap.MIMap, np.ndarray]:
+        """The map and the similarity the MDS pipeline reads: ``"mi"``, ``"mi-scott"`` or ``"pcc"`` (|r|)."""
+        m = self.mi_map_with("scott") if matrix == "mi-scott" else self.mi_map
+        return m, np.abs(m.pearson) if matrix == "pcc" else m.mi
+
+    def embedding(self, matrix: str, layer: int, seed: int) -> np.ndarray:
+        """MDS coordinates of a layer's live neurons (one fit per seed, reused at every level)."""
+        key = (matrix, layer, seed)
+        if key not in self.embeddings:
+            m, S = self.similarity(matrix)
+            live = np.flatnonzero(m.alive[layer])
+            self.embeddings[key] = selection.mds_embedding(S[layer][np.ix_(live, live)], seed=seed)
+        return self.embeddings[key]
 
     @cached_property
     def representation(self) -> torch.Tensor:
@@ -118,10 +142,9 @@ def mds_candidates(ctx: Context, keep: int, seeds: Sequence[int], matrix: str = 
 
     ``matrix`` is ``"mi"`` (aligned widths), ``"mi-scott"`` (Scott's widths) or ``"pcc"`` (|Pearson r|).
     """
-    m = ctx.mi_map_with("scott") if matrix == "mi-scott" else ctx.mi_map
-    S = np.abs(m.pearson) if matrix == "pcc" else m.mi
-    return [[selection.mds_select(S[layer], keep, s, alive=m.alive[layer]) for layer in range(m.n_layers)]
-            for s in seeds]
+    m, S = ctx.similarity(matrix)
+    return [[selection.mds_select(S[layer], keep, s, alive=m.alive[layer], embedding=ctx.embedding(matrix, layer, s))
+             for layer in range(m.n_layers)] for s in seeds]
 
 
 def kl_choice(ctx: Context, candidates: Sequence[Sequence[np.ndarray]]) -> tuple[int, list[float]]:
@@ -170,6 +193,8 @@ METHODS: dict[str, Method] = {
                           description="Kwon et al.: Fisher mask, mask rearrangement, least-squares tuning"),
     "hfprune": Method("U", _scored("hfprune", lambda ctx: peers.entropy_taylor_scores(ctx.model, ctx.calibration)),
                       needs_classes=True, description="HFPrune entropy-Taylor score"),
+    "kcm": Method("U", _scored("kcm", lambda ctx: peers.kcm_scores(ctx.model, ctx.calibration)),
+                  description="KCM's R2D2: kernelised convex-hull rank of W2 columns × mean-activation rank"),
     "mi-alg1": Method("U", _algorithm1, description="proposed: Algorithm 1 on the MI map, calibrated T_r"),
     "pcc-mds": Method("U", _mds_kl("pcc"), description="the proposed pipeline with |Pearson r| in place of MI"),
     "mi-mds": Method("U", _mds_kl("mi"), description="proposed: MDS + k-means on the MI map, KL among M seeds"),
@@ -215,9 +240,8 @@ def sweep(runs: Sequence[str | os.PathLike], methods: Sequence[str], levels: Seq
         bar.set_postfix(task=ctx.task.name, method=name, level=level)
         sizes = surgery.ffn_sizes(ctx.model)
         keep_n = max(1, round(level * sizes[0]))
-        setting = f"f{ctx.fraction:g}-s{ctx.seed}-m{ctx.mds_seeds}-b{ctx.max_batches or 'all'}"
         path = (cache_dir(cache) / "sweeps" / ctx.run.parent.parent.name / ctx.run.parent.name / ctx.run.name
-                / setting / name / f"keep{keep_n}-t{trial}.json")
+                / ctx.setting / name / f"keep{keep_n}-t{trial}.json")
         if path.is_file():
             cell = read_json(path)
         else:
@@ -241,14 +265,43 @@ def sweep(runs: Sequence[str | os.PathLike], methods: Sequence[str], levels: Seq
     return pd.DataFrame(rows)
 
 
+# The Context settings chapter 6 varies (Figs. 5–7 and decision 1), with their types.
+ABLATIONS: dict[str, type] = {"fraction": float, "alpha": float, "mds_seeds": int, "reduction": str}
+
+
+def ablate(runs: Sequence[str | os.PathLike], parameter: str, values: Sequence, levels: Sequence[float],
+           method: str = "mi-mds", **sweep_kwargs) -> pd.DataFrame:
+    """:func:`sweep` of one method with one :class:`Context` setting varied; adds ``ablation`` and ``setting``.
+
+    E.g. ``ablate(runs, "fraction", [0.01, 0.1, 0.5, 1.0], levels)`` is the paper's Fig. 5.
+    MI against Pearson (Fig. 4) and Scott's widths (Fig. 3) are methods of the main sweep instead.
+    """
+    if parameter not in ABLATIONS:
+        raise ValueError(f"unknown ablation {parameter!r}; choose from {', '.join(ABLATIONS)}")
+    cast = ABLATIONS[parameter]
+    return pd.concat([sweep(runs, [method], levels, **{**sweep_kwargs, parameter: cast(v)})
+                      .assign(ablation=parameter, setting=str(cast(v))) for v in values], ignore_index=True)
+
+
 # Our method names → the rows of the paper's Table 2 they reproduce.
 PAPER_NAMES = {"taylor": "TextPruner (S)", "mask-tuning": "Mask-tuning", "taylor-self": "TextPruner (Self-S)",
-               "random": "Random", "magnitude": "Weight-Magnitude", "mi-mds": "Proposed method"}
+               "random": "Random", "magnitude": "Weight-Magnitude", "kcm": "KCM", "mi-mds": "Proposed method"}
 
 
-def summarize(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean and standard deviation over trials of every (task, method, level, metric)."""
-    keys = ["task", "method", "labels", "ffn_flops", "encoder_flops", "metric"]
+def published(name: str) -> pd.DataFrame:
+    """A committed result table of the full profile, ``results/<name>.csv`` (chapters 5–6 render from them)."""
+    path = results_dir() / f"{name}.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; regenerate it with `make results` (README, 'Results')")
+    return pd.read_csv(path)
+
+
+def summarize(table: pd.DataFrame, by: str = "method") -> pd.DataFrame:
+    """Mean and standard deviation over trials of every (task, ``by``, level, metric).
+
+    ``by`` is ``"method"`` for a sweep, ``"setting"`` for an :func:`ablate` table.
+    """
+    keys = ["task", by, *(["labels"] if by == "method" else []), "ffn_flops", "encoder_flops", "metric"]
     out = table.groupby(keys, sort=False)["value"].agg(["mean", "std", "count"]).reset_index()
     return out.assign(std=out["std"].fillna(0.0))
 
@@ -262,7 +315,10 @@ def compare_table2(table: pd.DataFrame, dense: pd.DataFrame, level: float = 0.4)
     from . import paper
 
     s = summarize(table)
-    s = s[np.isclose(s.ffn_flops, level)].assign(column=lambda d: d.task + " " + d.metric)
+    gap = (s.ffn_flops - level).abs()  # a level is a whole number of neurons: 205/512 for 40%
+    if gap.min() > 0.01:
+        raise ValueError(f"no level within 0.01 of {level} in the table (levels: {sorted(s.ffn_flops.unique())})")
+    s = s[np.isclose(gap, gap.min())].assign(column=lambda d: d.task + " " + d.metric)
     ours = s.pivot_table(index="method", columns="column", values="mean", sort=False)
     ours.index = [f"{m} ({METHODS[m].labels})" for m in ours.index]
     dense_row = dense.assign(column=dense.task + " " + dense.metric).pivot_table(
@@ -272,7 +328,7 @@ def compare_table2(table: pd.DataFrame, dense: pd.DataFrame, level: float = 0.4)
                               for t in paper.BERT_TINY for m in paper.BERT_TINY[t]},
                              index=[f"paper: {name}" + ("" if "(" in name else f" ({lab})")
                                     for name, (lab, _) in paper.TABLE2_40.items()])
-    cols = [c for c in ours.columns]
+    cols = [f"{t} {m}" for t in paper.BERT_TINY for m in paper.BERT_TINY[t] if f"{t} {m}" in ours.columns]
     return pd.concat([dense_row[cols], ours, published[[c for c in cols if c in published]]])
 
 
@@ -286,10 +342,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--init", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mds-seeds", type=int, default=20)
+    parser.add_argument("--ablate", choices=list(ABLATIONS), help="vary this setting for --methods' first method")
+    parser.add_argument("--values", nargs="+", default=[], help="the settings --ablate takes")
     parser.add_argument("--out", default="results/pruning.csv")
     args = parser.parse_args(argv)
+    if args.ablate and not args.values:
+        parser.error("--ablate needs --values, e.g. --ablate fraction --values 0.01 0.1 0.5 1")
     runs = [finetune(t, args.init, args.seed) for t in args.tasks]
-    table = sweep(runs, args.methods, args.levels, mds_seeds=args.mds_seeds, seed=args.seed)
+    if args.ablate:
+        table = ablate(runs, args.ablate, args.values, args.levels, args.methods[0], mds_seeds=args.mds_seeds,
+                       seed=args.seed)
+    else:
+        table = sweep(runs, args.methods, args.levels, mds_seeds=args.mds_seeds, seed=args.seed)
     atomic_file(Path(args.out), lambda p: table.to_csv(p, index=False))
     print(f"{len(table)} rows → {args.out}")
 

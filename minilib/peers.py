@@ -13,6 +13,9 @@ scores into keep-sets for :func:`minilib.surgery.prune_ffn`. Which peers read la
                        ``Σ_samples (∂L_i/∂m_j)²``
 ``entropy_taylor_scores``  none: HFPrune's ``Σ_samples Σ_tokens |a_j · ∂H/∂a_j|`` with ``H`` the
                        entropy of the predicted class distribution (seed 002)
+``kcm_scores``         none: KCM's R2D2 (Nova et al., 2023), gradient-free: how well a neuron's
+                       output weights represent the others' (kernelised convex hull, R2) combined
+                       with its mean activation on unlabelled text (D2)
 =====================  ========================================================================
 
 All gradient scores come from one mechanism: a forward hook multiplies each layer's post-GELU
@@ -32,13 +35,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .activations import ffn_layers
+from .activations import capture_ffn_activations, ffn_layers
 from .surgery import ffn_sizes
 
 Scores = list[np.ndarray]
 
 __all__ = ["keep_top", "random_scores", "magnitude_scores", "taylor_scores", "fisher_scores",
-           "entropy_taylor_scores", "fisher_matrices", "rearrange_mask", "least_squares_tuning"]
+           "entropy_taylor_scores", "representative_ranking",
+           "kcm_scores", "fisher_matrices", "rearrange_mask", "least_squares_tuning"]
 
 
 def keep_top(scores: Scores, keep: int | Sequence[int]) -> list[np.ndarray]:
@@ -167,6 +171,58 @@ def entropy_taylor_scores(model: nn.Module, batches: Iterable[Mapping[str, torch
 
     _gradient_pass(model, batches, "entropy", add, progress)
     return [t.numpy() for t in total]
+
+
+def representative_ranking(points: np.ndarray, sigma: float | None = None, tol: float = 1e-3,
+                           max_iter: int = 1000) -> np.ndarray:
+    """KCM's representative ranking (R2): ``diag(C)`` of a kernelised convex-hull fit of the rows.
+
+    With the RBF kernel ``K_ij = exp(−‖x_i − x_j‖² / (2σ²))`` (``σ`` = the median pairwise
+    distance when ``None``), ``C ≥ 0`` starts at ``1/n`` and follows the multiplicative update
+    ``C ← C ⊙ sqrt(K / (K C))`` (which drives ``K C`` towards ``K``: every point written as a
+    combination of the others) until the relative change ``|Σ ΔC| / Σ|C|`` falls below ``tol``.
+    A point that the others cannot express (a vertex of the hull) has to keep a large weight on
+    itself: high ``C_ii`` = representative. The ranking settles long before ``C`` converges, so
+    the early stop is part of the method (as in the K-prune authors' re-implementation).
+    """
+    X = np.asarray(points, dtype=np.float64)
+    if X.ndim != 2 or len(X) < 2 or not np.isfinite(X).all():
+        raise ValueError(f"points must be a finite (n ≥ 2) × dims array, got shape {X.shape}")
+    D2 = np.maximum(((X[:, None] - X[None]) ** 2).sum(-1), 0.0)
+    if sigma is None:
+        sigma = float(np.median(np.sqrt(D2[~np.eye(len(X), dtype=bool)])))
+    if not sigma > 0:
+        raise ValueError("all points coincide (median distance 0); pass a positive sigma")
+    K = np.exp(-D2 / (2 * sigma**2))
+    C = np.full_like(K, 1.0 / len(X))
+    for _ in range(max_iter):
+        KC = K @ C  # 0 only where K is 0 too (far-apart points): those weights stay 0
+        new = C * np.sqrt(np.divide(K, KC, out=np.zeros_like(K), where=KC > 0))
+        change = abs((new - C).sum()) / np.abs(C).sum()
+        C = new
+        if change < tol:
+            break
+    return np.diag(C).copy()
+
+
+def kcm_scores(model: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]], sigma: float | None = None,
+               tol: float = 1e-3) -> Scores:
+    """KCM's R2D2 score (Nova et al., ICML 2023), label-free and gradient-free.
+
+    R2 = :func:`representative_ranking` of the neurons' output weight vectors (``W2[:, j]``); D2 =
+    the neuron's mean post-GELU activation over the non-padding tokens of ``batches``. The two
+    are combined by their ranks (mean of the normalised ranks, our reading of "R2D2 combines the
+    ranks"): a neuron is kept if it is both hard to replace and active.
+    """
+    from scipy.stats import rankdata
+
+    acts = capture_ffn_activations(model, batches, "tokens")
+    out = []
+    for layer, a in zip(getattr(model, "base_model", model).encoder.layer, acts):
+        r2 = representative_ranking(layer.output.dense.weight.detach().double().T.numpy(), sigma, tol)
+        d2 = a.double().mean(0).numpy()
+        out.append((rankdata(r2) + rankdata(d2)) / (2 * len(r2)))
+    return out
 
 
 def fisher_matrices(model: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]], progress: bool = False

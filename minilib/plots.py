@@ -8,7 +8,7 @@ import seaborn as sns
 import torch
 
 __all__ = ["setup", "source", "gram_heatmap", "cluster_order", "matrix_heatmap", "embedding_scatter", "seed_stability",
-           "kl_versus_score", "flops_curves"]
+           "kl_versus_score", "flops_curves", "curves_grid"]
 
 
 def setup() -> None:
@@ -99,14 +99,54 @@ def kl_versus_score(kls: list[float], scores: list[float], best: int, metric: st
 
 
 def flops_curves(summary: "pd.DataFrame", dense: dict[str, float], metric: str, ax: plt.Axes,
-                 x: str = "ffn_flops") -> plt.Axes:
-    """Dev ``metric`` against relative FLOPs for every method of one task (mean ± std over trials)."""
+                 x: str = "ffn_flops", by: str = "method", highlight: str | None = "mi-mds",
+                 keys: list[str] | None = None) -> plt.Axes:
+    """Dev ``metric`` against relative FLOPs, one line per ``by`` value of one task (mean ± std over trials).
+
+    ``keys`` fixes the order, hence the colour and line style, of the lines across panels.
+    """
     d = summary[summary.metric == metric]
-    for i, (method, g) in enumerate(d.groupby("method", sort=False)):
+    keys = keys or [str(k) for k in d[by].unique()]
+    palette = sns.color_palette("colorblind", 10)
+    for key, g in d.groupby(d[by].astype(str), sort=False):
+        i = keys.index(key)
         g = g.sort_values(x)
-        style = {"lw": 2.4, "c": "k"} if method == "mi-mds" else {"lw": 1.2}
-        ax.errorbar(g[x], g["mean"], yerr=g["std"], marker="o", ms=3, capsize=2, label=method, **style)
+        style = ({"lw": 2.4, "c": "k"} if key == highlight else
+                 {"lw": 1.2, "c": palette[i % 10], "ls": "-" if i < 10 else "--"})
+        ax.errorbar(g[x], g["mean"], yerr=g["std"], marker="o", ms=3, capsize=2, label=key, **style)
     ax.axhline(dense[metric], ls=":", c="0.4", label="dense")
     ax.set(xlabel="FFN-relative FLOPs" if x == "ffn_flops" else "encoder-relative FLOPs", ylabel=f"dev {metric} (%)")
     ax.invert_xaxis()
     return ax
+
+
+TASK_ORDER = ["sst2", "stsb", "mrpc", "qqp", "qnli"]  # the paper's column order
+
+
+def curves_grid(summary: "pd.DataFrame", dense: "pd.DataFrame", by: str = "method", highlight: str | None = "mi-mds",
+                ncols: int = 3, legend_title: str | None = None) -> plt.Figure:
+    """:func:`flops_curves` for every (task, metric) of ``summary``, one line per ``by`` value.
+
+    ``summary`` comes from :func:`minilib.experiments.summarize`; ``dense`` has task, metric,
+    value rows (the unpruned model's scores). The legend takes a free panel, or the right margin.
+    """
+    tasks = sorted(summary.task.unique(), key=lambda t: TASK_ORDER.index(t) if t in TASK_ORDER else len(TASK_ORDER))
+    panels = [(t, m) for t in tasks for m in summary[summary.task == t].metric.unique()]
+    keys = [str(k) for k in summary[by].unique()]
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols, 4.2 * nrows), layout="constrained", squeeze=False)
+    for ax, (task, metric) in zip(axes.flat, panels):
+        d = dense[dense.task == task].set_index("metric")["value"].to_dict()
+        flops_curves(summary[summary.task == task], d, metric, ax, by=by, highlight=highlight, keys=keys)
+        ax.set_title(f"{task}: {metric}")
+    handles: dict = {}
+    for ax in axes.flat[:len(panels)]:  # every line once, even those missing from the first panel
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+    spare = list(axes.flat[len(panels):])
+    for ax in spare:
+        ax.axis("off")
+    where = spare[0] if spare else fig
+    where.legend(list(handles.values()), list(handles), title=legend_title, ncol=2 if len(handles) > 6 else 1,
+                 **({"loc": "center"} if spare else {"loc": "outside right upper"}))
+    return fig

@@ -168,13 +168,20 @@ def cluster_representatives(embedding: np.ndarray, keep: int, seed: int = 0) -> 
 
 
 def mds_select(similarity: np.ndarray, keep: int, seed: int = 0, n_components: int = 8, scale: float = 1.0,
-               alive: np.ndarray | None = None) -> np.ndarray:
-    """The clustering variant (§3.3.3) on the live neurons; returns the kept indices."""
+               alive: np.ndarray | None = None, embedding: np.ndarray | None = None) -> np.ndarray:
+    """The clustering variant (§3.3.3) on the live neurons; returns the kept indices.
+
+    ``embedding`` may pass in the MDS coordinates of the live neurons (:func:`mds_embedding` of
+    their block with the same ``seed``), so that several keep counts share one MDS fit.
+    """
     S, alive = _check(similarity, keep, alive)
     live = np.flatnonzero(alive)
     if keep >= len(live):
         return _with_dead(live, alive, keep)
-    embedding = mds_embedding(S[np.ix_(live, live)], n_components, scale, seed)
+    if embedding is None:
+        embedding = mds_embedding(S[np.ix_(live, live)], n_components, scale, seed)
+    elif len(embedding) != len(live):
+        raise ValueError(f"embedding has {len(embedding)} rows for {len(live)} live neurons")
     return _with_dead(live[cluster_representatives(embedding, keep, seed)], alive, keep)
 
 

@@ -94,3 +94,21 @@ def test_summary_and_table2_side_by_side():
     assert t2.loc["dense (this run)", "mrpc f1"] == 82.0 and t2.loc["mi-mds (U)", "mrpc f1"] == 75.0
     assert t2.loc["paper: Proposed method (U)", "mrpc f1"] == 80.9  # F1 first (decision 10)
     assert "paper: TextPruner (S)" in t2.index
+    near = pd.DataFrame(rows).assign(ffn_flops=lambda d: d.ffn_flops.replace(0.4, 205 / 512))  # whole neurons
+    assert experiments.compare_table2(near, dense, level=0.4).loc["mi-mds (U)", "mrpc f1"] == 75.0
+    with pytest.raises(ValueError, match="no level within 0.01 of 0.6"):
+        experiments.compare_table2(near, dense, level=0.6)
+
+
+def test_ablation_varies_one_setting_and_keeps_cells_apart(runs):
+    runs, cache = runs
+    table = experiments.ablate([runs["sst2"]], "alpha", ["2", "1.01"], [0.5], trials=1, cache=cache,
+                               progress=False, fraction=1.0, mds_seeds=2)
+    assert set(table.setting) == {"2.0", "1.01"} and set(table.ablation) == {"alpha"}
+    assert set(table.method) == {"mi-mds"} and (table.ffn_flops == 0.5).all()
+    summary = experiments.summarize(table, "setting")
+    assert set(summary.setting) == {"2.0", "1.01"} and (summary["count"] == 1).all()
+    folders = {p.parent.parent.name for p in Path(cache).glob("sweeps/**/mi-mds/keep*.json")}
+    assert {f for f in folders if "-a2-" in f} and {f for f in folders if "-a1.01-" in f}
+    with pytest.raises(ValueError, match="unknown ablation"):
+        experiments.ablate([runs["sst2"]], "beta", [1], [0.5], progress=False)

@@ -161,3 +161,30 @@ def test_least_squares_tuning_recovers_a_rescaled_duplicate():
     # ...which tuning gives back by scaling neuron 0 by 1.5: the pruned model is the dense one again
     assert before > 1e-3 and after < 1e-6
     assert torch.allclose(pruned.bert.encoder.layer[0].output.dense.weight[:, 0], 1.5 * out.weight[:, 0], atol=1e-6)
+
+
+def test_representative_ranking_ranks_hull_vertices_above_interior_and_duplicates():
+    theta = np.linspace(0, 2 * np.pi, 12, endpoint=False)
+    ring = np.c_[np.cos(theta), np.sin(theta)]
+    points = np.vstack([ring, [[0.0, 0.0], [0.2, 0.1], [-0.1, 0.3]], ring[:1]])  # 3 inside, vertex 0 twice
+    r2 = peers.representative_ranking(points)
+    unique_vertices = r2[1:12]
+    assert r2[12:15].max() < unique_vertices.min()  # the interior is expressed by the ring
+    assert max(r2[0], r2[15]) < unique_vertices.min()  # a duplicated vertex shares its weight
+    with pytest.raises(ValueError, match="coincide"):
+        peers.representative_ranking(np.ones((4, 3)))
+    with pytest.raises(ValueError, match="finite"):
+        peers.representative_ranking(np.array([[0.0, np.nan], [1.0, 1.0]]))
+
+
+def test_kcm_keeps_an_active_unique_neuron_and_is_label_free():
+    model, batches = _model(), _batches()
+    with torch.no_grad():  # neuron 3 of layer 0: always strongly active, output weights far from the rest
+        model.bert.encoder.layer[0].intermediate.dense.bias[3] = 10.0
+        model.bert.encoder.layer[0].output.dense.weight[:, 3] *= 50
+    unlabeled = [{k: v for k, v in b.items() if k != "labels"} for b in batches]
+    scores = peers.kcm_scores(model, unlabeled)
+    assert [len(s) for s in scores] == [10, 10]
+    assert all(((s > 0) & (s <= 1)).all() for s in scores)
+    assert np.argmax(scores[0]) == 3 and scores[0][3] == 1.0
+    assert all(np.array_equal(a, b) for a, b in zip(scores, peers.kcm_scores(model, unlabeled)))

@@ -1,0 +1,69 @@
+"""CPU inference latency of FFN-pruned BERT-tiny against the dense model, beside the FLOPs reduction.
+
+Latency does not depend on *which* neurons are kept, only on how many, so the model is
+BERT-tiny's architecture (``config.json`` of the local folder or the Hub) with random weights,
+pruned to the first ``k`` neurons of every layer by :func:`minilib.surgery.prune_ffn` (real
+removal: smaller matrices, not masks). Each setting is the median of ``--repeats`` forward passes
+on random token ids of the task's mean dev length (decision 9), at batch size 1 (one request)
+and 32 (throughput), with 1 thread and with all threads. Prints a table and writes it as CSV:
+
+    python benchmarks/bench_latency.py [--task sst2] [--out results/latency.csv]
+
+Run it on an otherwise idle machine: other processes inflate the medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from pathlib import Path
+
+import pandas as pd
+import torch
+from transformers import AutoConfig, BertForSequenceClassification
+
+from minilib import surgery
+from minilib.cache import atomic_file
+from minilib.models import bert_tiny_dir
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", default="sst2", choices=sorted(surgery.MEAN_DEV_LENGTH))
+    parser.add_argument("--levels", nargs="+", type=float, default=[1.0, 0.8, 0.6, 0.4, 0.2])
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 32])
+    parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--out", default="results/latency.csv")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    config = AutoConfig.from_pretrained(bert_tiny_dir())
+    dense = BertForSequenceClassification(config).eval()
+    length = round(surgery.MEAN_DEV_LENGTH[args.task])
+    threads = sorted({1, torch.get_num_threads()})
+    rows = []
+    for level in args.levels:
+        k = max(1, round(level * config.intermediate_size))
+        model = dense if k == config.intermediate_size else surgery.prune_ffn(
+            copy.deepcopy(dense), [list(range(k))] * config.num_hidden_layers)
+        flops = surgery.relative_flops(config, [k] * config.num_hidden_layers, surgery.MEAN_DEV_LENGTH[args.task])
+        for batch_size in args.batches:
+            ids = torch.randint(1000, config.vocab_size, (batch_size, length))
+            batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+            for n in threads:
+                t = surgery.latency(model, batch, repeats=args.repeats, warmup=20, threads=n)
+                rows.append({"task": args.task, "length": length, "batch": batch_size, "threads": n,
+                             "ffn_flops": round(k / config.intermediate_size, 4), "encoder_flops": round(flops["encoder"], 4),
+                             "median_ms": round(1e3 * t["median_s"], 4), "iqr_ms": round(1e3 * t["iqr_s"], 4),
+                             "parameters": surgery.count_parameters(model)["total"]})
+    table = pd.DataFrame(rows)
+    base = table[table.ffn_flops == 1.0].set_index(["batch", "threads"])["median_ms"]
+    table["speedup"] = [round(base[(b, n)] / m, 3) for b, n, m in zip(table.batch, table.threads, table.median_ms)]
+    print(f"BERT-tiny ({config.intermediate_size} FFN neurons per layer), {args.task} mean dev length {length}, "
+          f"median of {args.repeats} CPU forward passes")
+    print(table.drop(columns=["task", "length"]).to_string(index=False))
+    atomic_file(Path(args.out), lambda p: table.to_csv(p, index=False))
+    print(f"→ {args.out}")
+
+
+if __name__ == "__main__":
+    main()
