@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.stats import rankdata
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -214,8 +215,6 @@ def kcm_scores(model: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]], 
     are combined by their ranks (mean of the normalised ranks, our reading of "R2D2 combines the
     ranks"): a neuron is kept if it is both hard to replace and active.
     """
-    from scipy.stats import rankdata
-
     acts = capture_ffn_activations(model, batches, "tokens")
     out = []
     for layer, a in zip(getattr(model, "base_model", model).encoder.layer, acts):

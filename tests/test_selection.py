@@ -56,6 +56,18 @@ def test_mds_clustering_keeps_one_per_duplicate(seed):
         assert (i in kept) != (j in kept)
 
 
+def test_a_shared_mds_fit_gives_the_same_keep_sets():
+    S, alive = _duplicated(), np.ones(20, dtype=bool)
+    alive[7] = False  # the embedding covers the live neurons only
+    live = np.flatnonzero(alive)
+    E = selection.mds_embedding(S[np.ix_(live, live)], seed=3)
+    for keep in (17, 10, 4):
+        assert np.array_equal(selection.mds_select(S, keep, 3, alive=alive, embedding=E),
+                              selection.mds_select(S, keep, 3, alive=alive))
+    with pytest.raises(ValueError, match="embedding has 20 rows for 19 live neurons"):
+        selection.mds_select(S, 10, 3, alive=alive, embedding=np.zeros((20, 8)))
+
+
 def test_mds_distances_follow_eq1():
     S = _duplicated(n=12, pairs=((0, 1),))
     X = selection.mds_embedding(S, n_components=6, scale=1.0, seed=0)
