@@ -34,7 +34,7 @@ from .finetune import evaluate, load_finetuned, read_result
 from .models import load_tokenizer
 
 __all__ = ["Context", "Method", "METHODS", "PAPER_NAMES", "mds_candidates", "kl_choice", "evaluate_keep", "sweep",
-           "ABLATIONS", "ablate", "published", "summarize", "compare_table2", "main"]
+           "ABLATIONS", "ablate", "published", "summarize", "PAPER_DENSE", "compare_table2", "main"]
 
 
 @dataclass
@@ -283,6 +283,8 @@ def ablate(runs: Sequence[str | os.PathLike], parameter: str, values: Sequence, 
                       .assign(ablation=parameter, setting=str(cast(v))) for v in values], ignore_index=True)
 
 
+PAPER_DENSE = "paper: BERT-tiny (dense)"
+
 # Our method names → the rows of the paper's Table 2 they reproduce.
 PAPER_NAMES = {"taylor": "TextPruner (S)", "mask-tuning": "Mask-tuning", "taylor-self": "TextPruner (Self-S)",
                "random": "Random", "magnitude": "Weight-Magnitude", "kcm": "KCM", "mi-mds": "Proposed method"}
@@ -310,7 +312,8 @@ def compare_table2(table: pd.DataFrame, dense: pd.DataFrame, level: float = 0.4)
     """Table 2 at FFN-relative FLOPs ``level``: this run's methods beside the paper's rows.
 
     ``dense`` is the dense model's scores (``results/finetune_scores.csv`` rows of the same model),
-    shown as the first row; the paper's published rows follow their reproductions.
+    shown as the first row; the paper's published rows follow their reproductions, starting with
+    its unpruned BERT-tiny (row ``PAPER_DENSE``).
     """
     from . import paper
 
@@ -324,10 +327,10 @@ def compare_table2(table: pd.DataFrame, dense: pd.DataFrame, level: float = 0.4)
     dense_row = dense.assign(column=dense.task + " " + dense.metric).pivot_table(
         columns="column", values="value", sort=False)
     dense_row.index = ["dense (this run)"]
-    published = pd.DataFrame({f"{t} {m}": [v for _, (lab, rows) in paper.TABLE2_40.items() for v in [rows[t][m]]]
-                              for t in paper.BERT_TINY for m in paper.BERT_TINY[t]},
-                             index=[f"paper: {name}" + ("" if "(" in name else f" ({lab})")
-                                    for name, (lab, _) in paper.TABLE2_40.items()])
+    rows = {PAPER_DENSE: paper.BERT_TINY, **{f"paper: {name}" + ("" if "(" in name else f" ({lab})"): scores
+                                              for name, (lab, scores) in paper.TABLE2_40.items()}}
+    published = pd.DataFrame({f"{t} {m}": [r[t][m] for r in rows.values()]
+                              for t in paper.BERT_TINY for m in paper.BERT_TINY[t]}, index=list(rows))
     cols = [f"{t} {m}" for t in paper.BERT_TINY for m in paper.BERT_TINY[t] if f"{t} {m}" in ours.columns]
     return pd.concat([dense_row[cols], ours, published[[c for c in cols if c in published]]])
 

@@ -93,7 +93,7 @@ def test_summary_and_table2_side_by_side():
     t2 = experiments.compare_table2(pd.DataFrame(rows), dense, level=0.4)
     assert t2.loc["dense (this run)", "mrpc f1"] == 82.0 and t2.loc["mi-mds (U)", "mrpc f1"] == 75.0
     assert t2.loc["paper: Proposed method (U)", "mrpc f1"] == 80.9  # F1 first (decision 10)
-    assert "paper: TextPruner (S)" in t2.index
+    assert "paper: TextPruner (S)" in t2.index and t2.loc[experiments.PAPER_DENSE, "mrpc f1"] == 81.1
     near = pd.DataFrame(rows).assign(ffn_flops=lambda d: d.ffn_flops.replace(0.4, 205 / 512))  # whole neurons
     assert experiments.compare_table2(near, dense, level=0.4).loc["mi-mds (U)", "mrpc f1"] == 75.0
     with pytest.raises(ValueError, match="no level within 0.01 of 0.6"):
