@@ -22,11 +22,11 @@ from tqdm.auto import tqdm
 Reduction = Literal["mean", "cls", "tokens"]
 REDUCTIONS: tuple[str, ...] = ("mean", "cls", "tokens")
 
-__all__ = ["ffn_layers", "reduce_tokens", "capture_ffn_activations"]
+__all__ = ["encoder_layers", "ffn_layers", "reduce_tokens", "capture_ffn_activations"]
 
 
-def ffn_layers(model: nn.Module) -> list[nn.Module]:
-    """The ``intermediate`` module (dense + GELU) of every encoder layer of a BERT model."""
+def encoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The encoder layers of a BERT model (``BertModel`` or ``BertFor*``), each with its FFN."""
     encoder = getattr(getattr(model, "base_model", model), "encoder", None)
     layers = getattr(encoder, "layer", None)
     if layers is None or not all(hasattr(layer, "intermediate") for layer in layers):
@@ -34,7 +34,12 @@ def ffn_layers(model: nn.Module) -> list[nn.Module]:
             f"{type(model).__name__} has no BERT-style encoder.layer[i].intermediate; "
             "pass a transformers BertModel or BertFor* model"
         )
-    return [layer.intermediate for layer in layers]
+    return layers
+
+
+def ffn_layers(model: nn.Module) -> list[nn.Module]:
+    """The ``intermediate`` module (dense + GELU) of every encoder layer of a BERT model."""
+    return [layer.intermediate for layer in encoder_layers(model)]
 
 
 def reduce_tokens(hidden: torch.Tensor, attention_mask: torch.Tensor, reduction: Reduction = "mean") -> torch.Tensor:

@@ -28,12 +28,12 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import glue, mimap, peers, selection, surgery
+from . import glue, mimap, paper, peers, selection, surgery
 from .cache import atomic_file, cache_dir, code_revision, read_json, results_dir, write_json
 from .finetune import evaluate, load_finetuned, read_result
 from .models import load_tokenizer
 
-__all__ = ["Context", "Method", "METHODS", "PAPER_NAMES", "mds_candidates", "kl_choice", "evaluate_keep", "sweep",
+__all__ = ["Context", "Method", "METHODS", "mds_candidates", "kl_choice", "evaluate_keep", "sweep",
            "ABLATIONS", "ablate", "published", "summarize", "PAPER_DENSE", "compare_table2", "main"]
 
 
@@ -52,6 +52,7 @@ class Context:
     cache: str | os.PathLike | None = None
     scores: dict[str, peers.Scores] = field(default_factory=dict)
     embeddings: dict[tuple[str, int, int], np.ndarray] = field(default_factory=dict)  # MDS fits, shared by levels
+    maps: dict[str, mimap.MIMap] = field(default_factory=dict)  # MI maps by kernel-width estimator, loaded once
 
     def __post_init__(self) -> None:
         self.run = Path(self.run)
@@ -73,15 +74,17 @@ class Context:
     def dev(self):
         return glue.encode(glue.load_split(self.task, "validation", self.data_dir), load_tokenizer())
 
-    @cached_property
+    @property
     def mi_map(self) -> mimap.MIMap:
         return self.mi_map_with("aligned")
 
     def mi_map_with(self, widths: str) -> mimap.MIMap:
         """The MI map with per-neuron ``"aligned"`` widths (the method) or plain ``"scott"`` ones (Fig. 3)."""
-        return mimap.neuron_mi_map(self.run, self.fraction, reduction=self.reduction, alpha=self.alpha, seed=self.seed,
-                                   max_batches=self.max_batches, widths=widths, data_dir=self.data_dir,
-                                   cache=self.cache, progress=False)
+        if widths not in self.maps:
+            self.maps[widths] = mimap.neuron_mi_map(
+                self.run, self.fraction, reduction=self.reduction, alpha=self.alpha, seed=self.seed,
+                max_batches=self.max_batches, widths=widths, data_dir=self.data_dir, cache=self.cache, progress=False)
+        return self.maps[widths]
 
     @property
     def setting(self) -> str:
@@ -285,10 +288,6 @@ def ablate(runs: Sequence[str | os.PathLike], parameter: str, values: Sequence, 
 
 PAPER_DENSE = "paper: BERT-tiny (dense)"
 
-# Our method names → the rows of the paper's Table 2 they reproduce.
-PAPER_NAMES = {"taylor": "TextPruner (S)", "mask-tuning": "Mask-tuning", "taylor-self": "TextPruner (Self-S)",
-               "random": "Random", "magnitude": "Weight-Magnitude", "kcm": "KCM", "mi-mds": "Proposed method"}
-
 
 def published(name: str) -> pd.DataFrame:
     """A committed result table of the full profile, ``results/<name>.csv`` (chapters 5–6 render from them)."""
@@ -315,8 +314,6 @@ def compare_table2(table: pd.DataFrame, dense: pd.DataFrame, level: float = 0.4)
     shown as the first row; the paper's published rows follow their reproductions, starting with
     its unpruned BERT-tiny (row ``PAPER_DENSE``).
     """
-    from . import paper
-
     s = summarize(table)
     gap = (s.ffn_flops - level).abs()  # a level is a whole number of neurons: 205/512 for 40%
     if gap.min() > 0.01:

@@ -36,7 +36,8 @@ from scipy.stats import rankdata
 from torch import nn
 from tqdm.auto import tqdm
 
-from .activations import capture_ffn_activations, ffn_layers
+from .activations import capture_ffn_activations, encoder_layers, ffn_layers
+from .entropy import squared_distances
 from .surgery import ffn_sizes
 
 Scores = list[np.ndarray]
@@ -189,7 +190,7 @@ def representative_ranking(points: np.ndarray, sigma: float | None = None, tol: 
     X = np.asarray(points, dtype=np.float64)
     if X.ndim != 2 or len(X) < 2 or not np.isfinite(X).all():
         raise ValueError(f"points must be a finite (n ≥ 2) × dims array, got shape {X.shape}")
-    D2 = np.maximum(((X[:, None] - X[None]) ** 2).sum(-1), 0.0)
+    D2 = squared_distances(torch.from_numpy(X)).numpy()
     if sigma is None:
         sigma = float(np.median(np.sqrt(D2[~np.eye(len(X), dtype=bool)])))
     if not sigma > 0:
@@ -217,7 +218,7 @@ def kcm_scores(model: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]], 
     """
     acts = capture_ffn_activations(model, batches, "tokens")
     out = []
-    for layer, a in zip(getattr(model, "base_model", model).encoder.layer, acts):
+    for layer, a in zip(encoder_layers(model), acts):
         r2 = representative_ranking(layer.output.dense.weight.detach().double().T.numpy(), sigma, tol)
         d2 = a.double().mean(0).numpy()
         out.append((rankdata(r2) + rankdata(d2)) / (2 * len(r2)))

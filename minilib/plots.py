@@ -7,6 +7,8 @@ import numpy as np
 import seaborn as sns
 import torch
 
+from . import paper
+
 __all__ = ["setup", "source", "gram_heatmap", "cluster_order", "matrix_heatmap", "embedding_scatter", "seed_stability",
            "kl_versus_score", "flops_curves", "curves_grid"]
 
@@ -120,9 +122,6 @@ def flops_curves(summary: "pd.DataFrame", dense: dict[str, float], metric: str, 
     return ax
 
 
-TASK_ORDER = ["sst2", "stsb", "mrpc", "qqp", "qnli"]  # the paper's column order
-
-
 def curves_grid(summary: "pd.DataFrame", dense: "pd.DataFrame", by: str = "method", highlight: str | None = "mi-mds",
                 ncols: int = 3, legend_title: str | None = None) -> plt.Figure:
     """:func:`flops_curves` for every (task, metric) of ``summary``, one line per ``by`` value.
@@ -130,7 +129,8 @@ def curves_grid(summary: "pd.DataFrame", dense: "pd.DataFrame", by: str = "metho
     ``summary`` comes from :func:`minilib.experiments.summarize`; ``dense`` has task, metric,
     value rows (the unpruned model's scores). The legend takes a free panel, or the right margin.
     """
-    tasks = sorted(summary.task.unique(), key=lambda t: TASK_ORDER.index(t) if t in TASK_ORDER else len(TASK_ORDER))
+    order = list(paper.BERT_TINY)  # the paper's column order
+    tasks = sorted(summary.task.unique(), key=lambda t: order.index(t) if t in order else len(order))
     panels = [(t, m) for t in tasks for m in summary[summary.task == t].metric.unique()]
     keys = [str(k) for k in summary[by].unique()]
     nrows = -(-len(panels) // ncols)

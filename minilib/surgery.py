@@ -30,7 +30,7 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedModel
 
-from .activations import ffn_layers
+from .activations import encoder_layers, ffn_layers
 
 # Mean dev-set length in word pieces, as used for BERT MACs by Kwon et al. (method notes, decision 9).
 MEAN_DEV_LENGTH = {"sst2": 25.16, "stsb": 31.47, "mrpc": 53.24, "qqp": 30.55, "qnli": 50.97}
@@ -89,9 +89,8 @@ def prune_ffn(model: PreTrainedModel, keep: Sequence[Sequence[int]] | Mapping[in
     or a mapping layer → indices where missing layers keep everything). The config is updated:
     ``intermediate_size`` when every layer keeps the same number, else ``config.ffn_sizes``.
     """
-    layers = getattr(getattr(model, "base_model", model), "encoder").layer
     kept = _check_keep(keep, ffn_sizes(model))
-    for layer, idx in zip(layers, kept):
+    for layer, idx in zip(encoder_layers(model), kept):
         layer.intermediate.dense = _slice_linear(layer.intermediate.dense, idx, 0)
         layer.output.dense = _slice_linear(layer.output.dense, idx, 1)
     sizes = [len(i) for i in kept]
@@ -127,11 +126,11 @@ def load_pruned(path: str | os.PathLike, model_class: type[PreTrainedModel] = Au
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
     """Parameters of the whole model, of its encoder layers, and of their FFNs."""
-    encoder = getattr(model, "base_model", model).encoder
-    ffn = sum(p.numel() for layer in encoder.layer
+    layers = encoder_layers(model)
+    ffn = sum(p.numel() for layer in layers
               for p in (*layer.intermediate.parameters(), *layer.output.dense.parameters()))
     return {"total": sum(p.numel() for p in model.parameters()),
-            "encoder": sum(p.numel() for p in encoder.parameters()), "ffn": ffn}
+            "encoder": sum(p.numel() for p in layers.parameters()), "ffn": ffn}
 
 
 def encoder_macs(config, ffn: Sequence[int] | None = None, seq_len: float = 128.0) -> float:
