@@ -1,0 +1,233 @@
+"""Chapter 7's runs: block pruning (MI-PRUN vs peers) and MLP pruning (HFPrune vs peers) on a causal LM.
+
+Every evaluated model is a cell cached as JSON under ``<cache>/lm-runs/<setting>/``, so an
+interrupted run resumes where it stopped and identical choices (two methods picking the same
+blocks) are evaluated once. Command line (the full profile writes the committed tables)::
+
+    python -m minilib.lm_experiments --profile full --out results
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from . import blocks, lm, lm_neurons
+from .cache import atomic_file, cache_dir, code_revision, read_json, short_hash, write_json
+from .profile import select
+from .surgery import latency
+
+BLOCK_METHODS = ("mi-prun", "mi-prun-exact", "block-influence", "angular", "random")
+MLP_METHODS = lm_neurons.METHODS
+
+__all__ = ["BLOCK_METHODS", "MLP_METHODS", "settings", "Setup", "prepare", "choose_blocks", "block_sweep",
+           "mlp_sweep", "speed", "run_all"]
+
+
+def settings(profile: str):
+    """Windows, levels and trials of a profile (quick: CI in minutes; full: the committed tables)."""
+    return select(profile,
+                  quick=dict(eval_windows=4, eval_length=256, calib_windows=2, calib_length=256, mi_tokens=256,
+                             mi_batch=128, n_blocks=[1, 2], ratios=[0.2, 0.3], trials=1, speed_repeats=3),
+                  full=dict(eval_windows=8, eval_length=1024, calib_windows=8, calib_length=512, mi_tokens=2048,
+                            mi_batch=256, n_blocks=[1, 2, 3, 4, 5, 6, 7, 8], ratios=[0.1, 0.2, 0.3, 0.4, 0.5],
+                            trials=3, speed_repeats=20))
+
+
+@dataclass
+class Setup:
+    """A model with its evaluation windows (WikiText-2 test) and calibration windows (valid)."""
+
+    model: torch.nn.Module
+    eval_windows: torch.Tensor
+    calib_windows: torch.Tensor
+    name: str
+    folder: Path
+    mi_tokens: int = 2048
+    mi_batch: int = 256
+    seed: int = 0
+    _mi: blocks.BlockMI | None = field(default=None, repr=False)
+    _states: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def states(self) -> torch.Tensor:
+        if self._states is None:
+            self._states = blocks.hidden_states(self.model, self.calib_windows, self.mi_tokens, self.seed)
+        return self._states
+
+    @property
+    def mi(self) -> blocks.BlockMI:
+        if self._mi is None:
+            self._mi = blocks.BlockMI(self.states, batch=self.mi_batch)
+        return self._mi
+
+    def cell(self, kind: str, key: str, compute) -> dict:
+        """Read a cached result, or compute it and write it atomically."""
+        path = self.folder / kind / f"{key}.json"
+        if path.is_file():
+            return read_json(path)
+        result = compute()
+        write_json(path, result)
+        return result
+
+    def perplexity(self, model: torch.nn.Module) -> float:
+        return lm.perplexity(model, self.eval_windows)
+
+
+def prepare(profile: str = "quick", source: str = "auto", cache: str | os.PathLike | None = None,
+            data_dir: str | os.PathLike | None = None, seed: int = 0) -> Setup:
+    """Load the model and cut the profile's windows; results are cached per (model, windows, seed)."""
+    s = settings(profile)
+    model, tokenizer = lm.load_lm(source, cache)
+    test = lm.windows(lm.wikitext_ids(tokenizer, "test", data_dir), s.eval_length, s.eval_windows)
+    calib = lm.windows(lm.wikitext_ids(tokenizer, "valid", data_dir), s.calib_length, s.calib_windows)
+    name = lm.describe_lm(source, cache)
+    key = short_hash(f"{name}|{lm.resolve_source(source)}|{s.eval_windows}x{s.eval_length}|{s.calib_windows}x"
+                     f"{s.calib_length}|{s.mi_tokens}/{s.mi_batch}|{seed}")
+    return Setup(model, test, calib, name, cache_dir(cache) / "lm-runs" / key, s.mi_tokens, s.mi_batch, seed)
+
+
+def choose_blocks(setup: Setup, method: str, k: int, trial: int = 0) -> list[int]:
+    """The ``k`` blocks a method removes (``trial`` seeds the random choice)."""
+    n = len(lm.decoder_layers(setup.model))
+    if method == "mi-prun":
+        return blocks.fast_block_select(setup.mi, k)
+    if method == "mi-prun-exact":
+        return blocks.best_by_dynamic_programming(setup.mi, k)
+    if method == "block-influence":
+        return sorted(np.argsort(blocks.block_influence(setup.states), kind="stable")[:k].tolist())
+    if method == "angular":
+        start = int(np.argmin(blocks.angular_distance(setup.states, k)))
+        return list(range(start, start + k))
+    if method == "random":
+        return blocks.random_blocks(n, k, seed=setup.seed + trial)
+    raise ValueError(f"unknown block method {method!r}; use one of {BLOCK_METHODS}")
+
+
+def block_sweep(setup: Setup, n_blocks: list[int], methods=BLOCK_METHODS, trials: int = 3,
+                progress: bool = True) -> pd.DataFrame:
+    """Perplexity after removing ``k`` blocks, for every method and k (random: ``trials`` draws)."""
+    dense = setup.cell("dense", "perplexity", lambda: {"perplexity": setup.perplexity(setup.model)})["perplexity"]
+    jobs = [(m, k, t) for k in n_blocks for m in methods for t in range(trials if m == "random" else 1)]
+    rows = []
+    for method, k, trial in tqdm(jobs, desc="block pruning", disable=not progress):
+        start = time.perf_counter()
+        chosen = choose_blocks(setup, method, k, trial)
+        select_s = time.perf_counter() - start
+
+        def evaluate(chosen=chosen):
+            t0 = time.perf_counter()
+            ppl = setup.perplexity(blocks.remove_blocks(setup.model, chosen))
+            return {"perplexity": ppl, "eval_seconds": time.perf_counter() - t0}
+
+        res = setup.cell("blocks", "-".join(map(str, chosen)), evaluate)
+        rows.append({"method": method, "blocks_removed": k, "trial": trial, "blocks": " ".join(map(str, chosen)),
+                     "perplexity": res["perplexity"], "dense_perplexity": dense, "select_seconds": select_s,
+                     "eval_seconds": res["eval_seconds"]})
+    return pd.DataFrame(rows)
+
+
+def mlp_sweep(setup: Setup, ratios: list[float], methods=MLP_METHODS, trials: int = 3,
+              progress: bool = True) -> pd.DataFrame:
+    """Perplexity after pruning a uniform ``ratio`` of every block's MLP neurons, per method."""
+    dense = setup.cell("dense", "perplexity", lambda: {"perplexity": setup.perplexity(setup.model)})["perplexity"]
+    rows = []
+    for method in tqdm(methods, desc="MLP pruning", disable=not progress):
+        for trial in range(trials if method == "random" else 1):
+            def scores(method=method, trial=trial):
+                t0 = time.perf_counter()
+                s = lm_neurons.neuron_scores(method, setup.model, setup.calib_windows, seed=setup.seed + trial)
+                return {"scores": [x.tolist() for x in s], "seconds": time.perf_counter() - t0}
+
+            sc = setup.cell("scores", f"{method}-{trial}", scores)
+            arrays = [np.asarray(x) for x in sc["scores"]]
+            for ratio in ratios:
+                keep = lm_neurons.keep_uniform(arrays, ratio)
+
+                def evaluate(keep=keep):
+                    t0 = time.perf_counter()
+                    ppl = setup.perplexity(lm_neurons.prune_mlp(setup.model, keep))
+                    return {"perplexity": ppl, "eval_seconds": time.perf_counter() - t0}
+
+                key = short_hash("|".join(",".join(map(str, k)) for k in keep))
+                res = setup.cell("mlp", f"{method}-{ratio:g}-{key}", evaluate)
+                rows.append({"method": method, "ratio": ratio, "trial": trial, "kept_per_block": len(keep[0]),
+                             "perplexity": res["perplexity"], "dense_perplexity": dense,
+                             "score_seconds": sc["seconds"], "eval_seconds": res["eval_seconds"]})
+    return pd.DataFrame(rows)
+
+
+def speed(setup: Setup, n_blocks=(2, 4, 6), ratios=(0.2, 0.3, 0.5), repeats: int = 20,
+          threads: int | None = None) -> pd.DataFrame:
+    """CPU tokens/s of one forward pass over an evaluation window, dense vs pruned.
+
+    Which blocks or neurons go does not change the cost (uniform shapes), so one choice per level
+    (MI-PRUN's blocks, the magnitude neurons) stands for every method. Settings are timed round-robin in blocks (against drift in the machine's load).
+    """
+    window = {"input_ids": setup.eval_windows[:1]}
+    models = {("dense", 0.0): setup.model}
+    for k in n_blocks:
+        models[("blocks", k)] = blocks.remove_blocks(setup.model, blocks.fast_block_select(setup.mi, k))
+    for r in ratios:
+        models[("mlp", r)] = lm_neurons.prune_mlp(setup.model, lm_neurons.keep_uniform(
+            lm_neurons.magnitude_scores(setup.model), r))
+    times: dict = {key: [] for key in models}
+    for _ in range(max(1, repeats // 5)):
+        for key, model in models.items():
+            times[key].append(latency(model, window, repeats=5, warmup=1, threads=threads)["median_s"])
+    tokens = window["input_ids"].numel()
+    dense = float(np.median(times[("dense", 0.0)]))
+    rows = []
+    for (kind, level), t in times.items():
+        med = float(np.median(t))
+        params = sum(p.numel() for p in models[(kind, level)].parameters())
+        rows.append({"pruning": kind, "level": level, "parameters": params, "seconds_per_window": med,
+                     "tokens_per_second": tokens / med, "speedup": dense / med, "threads": torch.get_num_threads()
+                     if threads is None else threads, "window_tokens": tokens})
+    return pd.DataFrame(rows)
+
+
+def run_all(profile: str, out: str | os.PathLike, source: str = "auto", cache=None,
+            tables: tuple[str, ...] = ("blocks", "mlp", "speed")) -> dict[str, pd.DataFrame]:
+    """The sweeps and the speed table of a profile, written to ``out/lm-{blocks,mlp,speed}.csv``."""
+    s = settings(profile)
+    setup = prepare(profile, source, cache)
+    runs = {"blocks": lambda: block_sweep(setup, s.n_blocks, trials=s.trials),
+            "mlp": lambda: mlp_sweep(setup, s.ratios, trials=s.trials),
+            "speed": lambda: speed(setup, repeats=s.speed_repeats)}
+    unknown = set(tables) - set(runs)
+    if unknown:
+        raise ValueError(f"unknown tables {sorted(unknown)}; choose from {sorted(runs)}")
+    done = {}
+    for name in tables:
+        t0 = time.perf_counter()
+        df = runs[name]()
+        df["wall_seconds"] = time.perf_counter() - t0  # the whole table, cached cells included
+        df["model"], df["code"], df["eval_tokens"] = setup.name, code_revision(), setup.eval_windows.numel()
+        atomic_file(Path(out) / f"lm-{name}.csv", lambda p, df=df: df.to_csv(p, index=False, float_format="%.6g"))
+        done[name] = df
+    return done
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Block (MI-PRUN) and MLP (HFPrune) pruning of a causal LM.")
+    parser.add_argument("--profile", default="full", choices=["quick", "full"])
+    parser.add_argument("--source", default="auto", help="'offline', a Hub id or a local model folder")
+    parser.add_argument("--out", default="results", help="folder for lm-blocks.csv, lm-mlp.csv, lm-speed.csv")
+    parser.add_argument("--tables", nargs="+", default=["blocks", "mlp", "speed"],
+                        help="which tables to (re)write: blocks, mlp, speed (time speed on an idle machine)")
+    args = parser.parse_args(argv)
+    for name, df in run_all(args.profile, args.out, args.source, tables=tuple(args.tables)).items():
+        print(f"\n{name}\n", df.drop(columns=["model", "code"]).to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
