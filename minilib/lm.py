@@ -160,7 +160,7 @@ def perplexity(model: nn.Module, windows: torch.Tensor, batch_size: int = 1, pro
     model.eval()
     nll, count = 0.0, 0
     for chunk in tqdm(windows.split(batch_size), desc="perplexity", unit="batch", disable=not progress):
-        logits = model(input_ids=chunk).logits[:, :-1].float()
+        logits = model(input_ids=chunk).logits[:, :-1]
         target = chunk[:, 1:]
         nll += nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
                                            reduction="sum").double().item()
