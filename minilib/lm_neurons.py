@@ -26,12 +26,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import peers
 from .lm import decoder_layers
+from .surgery import slice_linear
 
 Scores = list[np.ndarray]
 METHODS = ("hfprune", "taylor-ce", "magnitude", "wanda", "random")
 
-__all__ = ["METHODS", "activation_gradients", "taylor_scores", "magnitude_scores", "wanda_scores", "random_scores",
+__all__ = ["METHODS", "activation_gradients", "taylor_scores", "magnitude_scores", "wanda_scores",
            "neuron_scores", "keep_uniform", "prune_mlp", "mlp_sizes"]
 
 
@@ -117,11 +119,6 @@ def wanda_scores(model: nn.Module, windows: torch.Tensor, batch_size: int = 1) -
     return [(b.mlp.down_proj.weight.abs().sum(0).double() * s.sqrt()).numpy() for b, s in zip(layers, sq)]
 
 
-def random_scores(model: nn.Module, seed: int = 0) -> Scores:
-    rng = np.random.default_rng(seed)
-    return [rng.random(n) for n in mlp_sizes(model)]
-
-
 def neuron_scores(method: str, model: nn.Module, windows: torch.Tensor, seed: int = 0, progress: bool = False) -> Scores:
     """The scores of one of :data:`METHODS` on the calibration ``windows``."""
     if method == "hfprune":
@@ -133,7 +130,7 @@ def neuron_scores(method: str, model: nn.Module, windows: torch.Tensor, seed: in
     if method == "wanda":
         return wanda_scores(model, windows)
     if method == "random":
-        return random_scores(model, seed)
+        return peers.random_scores(mlp_sizes(model), seed)
     raise ValueError(f"unknown MLP pruning method {method!r}; use one of {METHODS}")
 
 
@@ -141,22 +138,7 @@ def keep_uniform(scores: Scores, ratio: float) -> list[np.ndarray]:
     """The highest-scoring ``round((1 − ratio)·m)`` neurons of every block (sorted indices)."""
     if not 0.0 <= ratio < 1.0:
         raise ValueError(f"pruning ratio must be in [0, 1), got {ratio}")
-    out = []
-    for layer, s in enumerate(scores):
-        if np.isnan(s).any():
-            raise ValueError(f"block {layer}: scores contain NaN; check the calibration windows and the model")
-        k = max(1, round((1.0 - ratio) * len(s)))
-        out.append(np.sort(np.argsort(-s, kind="stable")[:k]))
-    return out
-
-
-def _slice(linear: nn.Linear, idx: torch.Tensor, dim: int) -> nn.Linear:
-    weight = linear.weight.detach().index_select(dim, idx).clone()
-    new = nn.Linear(weight.shape[1], weight.shape[0], bias=linear.bias is not None, dtype=weight.dtype)
-    new.weight = nn.Parameter(weight)
-    if linear.bias is not None:
-        new.bias = nn.Parameter(linear.bias.detach().clone() if dim == 1 else linear.bias.detach()[idx].clone())
-    return new
+    return peers.keep_top(scores, [max(1, round((1.0 - ratio) * len(s))) for s in scores])
 
 
 def prune_mlp(model: nn.Module, keep: Sequence[Sequence[int]]) -> nn.Module:
@@ -179,8 +161,8 @@ def prune_mlp(model: nn.Module, keep: Sequence[Sequence[int]]) -> nn.Module:
     pruned = copy.deepcopy(model)
     for b, i in zip(decoder_layers(pruned), idx):
         i = i.sort().values
-        b.mlp.gate_proj = _slice(b.mlp.gate_proj, i, 0)
-        b.mlp.up_proj = _slice(b.mlp.up_proj, i, 0)
-        b.mlp.down_proj = _slice(b.mlp.down_proj, i, 1)
+        b.mlp.gate_proj = slice_linear(b.mlp.gate_proj, i, 0)
+        b.mlp.up_proj = slice_linear(b.mlp.up_proj, i, 0)
+        b.mlp.down_proj = slice_linear(b.mlp.down_proj, i, 1)
     pruned.config.intermediate_size = len(idx[0])
     return pruned

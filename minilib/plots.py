@@ -150,3 +150,34 @@ def curves_grid(summary: "pd.DataFrame", dense: "pd.DataFrame", by: str = "metho
     where.legend(list(handles.values()), list(handles), title=legend_title, ncol=2 if len(handles) > 6 else 1,
                  **({"loc": "center"} if spare else {"loc": "outside right upper"}))
     return fig
+
+
+def perplexity_curves(ax: plt.Axes, summary: "pd.DataFrame", x: str, dense: float, highlight: str,
+                      xlabel: str) -> plt.Axes:
+    """Perplexity (log scale) against a pruning level, one line per method, the dense model dotted.
+
+    ``summary`` has method, ``x``, mean and std columns (from :func:`minilib.lm_experiments.summarize`);
+    methods with a spread over trials (random) get error bars.
+    """
+    for method, g in summary.groupby("method", sort=False):
+        g = g.sort_values(x)
+        style = dict(color="black", lw=2.2, zorder=5) if method == highlight else dict(lw=1.3)
+        ax.errorbar(g[x], g["mean"], yerr=g["std"].fillna(0.0), marker="o", ms=3.5, capsize=2, label=method, **style)
+    ax.axhline(dense, ls=":", color="0.3", label="dense")
+    ax.set(yscale="log", xlabel=xlabel, ylabel="WikiText-2 test perplexity (log)")
+    ax.legend(fontsize="small")
+    return ax
+
+
+def block_profile(ax: plt.Axes, mi: np.ndarray, ceiling: np.ndarray, influence: np.ndarray) -> plt.Axes:
+    """Per block: MI-PRUN's information lost ``I(X_{ℓ+1}; X_{ℓ+1}) − I(X_ℓ; X_{ℓ+1})`` beside ShortGPT's BI."""
+    blocks = np.arange(len(mi))
+    ax.bar(blocks - 0.2, ceiling[1:] - mi, width=0.4, label="MI-PRUN: ceiling − I(X_ℓ; X_ℓ₊₁) (bits)")
+    ax.set(xlabel="block ℓ", ylabel="bits lost by skipping the block")
+    twin = ax.twinx()
+    twin.bar(blocks + 0.2, influence, width=0.4, color="C1", label="ShortGPT: BI = 1 − cos")
+    twin.set(ylabel="Block Influence", yscale="log")
+    twin.grid(False)
+    ax.legend(*[sum(z, []) for z in zip(ax.get_legend_handles_labels(), twin.get_legend_handles_labels())],
+              loc="upper center", fontsize="small")
+    return ax

@@ -35,7 +35,7 @@ from .activations import encoder_layers, ffn_layers
 # Mean dev-set length in word pieces, as used for BERT MACs by Kwon et al. (method notes, decision 9).
 MEAN_DEV_LENGTH = {"sst2": 25.16, "stsb": 31.47, "mrpc": 53.24, "qqp": 30.55, "qnli": 50.97}
 
-__all__ = ["MEAN_DEV_LENGTH", "ffn_sizes", "prune_ffn", "load_pruned", "count_parameters", "encoder_macs",
+__all__ = ["MEAN_DEV_LENGTH", "ffn_sizes", "prune_ffn", "load_pruned", "count_parameters", "encoder_macs", "slice_linear",
            "relative_flops", "latency"]
 
 
@@ -65,7 +65,7 @@ def _check_keep(keep: Sequence[Sequence[int]] | Mapping[int, Sequence[int]], siz
     return out
 
 
-def _slice_linear(linear: nn.Linear, idx: torch.Tensor, dim: int) -> nn.Linear:
+def slice_linear(linear: nn.Linear, idx: torch.Tensor, dim: int) -> nn.Linear:
     """A new Linear keeping ``idx`` along the weight's ``dim`` (0: outputs, 1: inputs)."""
     weight = linear.weight.detach().index_select(dim, idx).clone()
     bias = linear.bias.detach().clone() if linear.bias is not None else None
@@ -91,8 +91,8 @@ def prune_ffn(model: PreTrainedModel, keep: Sequence[Sequence[int]] | Mapping[in
     """
     kept = _check_keep(keep, ffn_sizes(model))
     for layer, idx in zip(encoder_layers(model), kept):
-        layer.intermediate.dense = _slice_linear(layer.intermediate.dense, idx, 0)
-        layer.output.dense = _slice_linear(layer.output.dense, idx, 1)
+        layer.intermediate.dense = slice_linear(layer.intermediate.dense, idx, 0)
+        layer.output.dense = slice_linear(layer.output.dense, idx, 1)
     sizes = [len(i) for i in kept]
     if len(set(sizes)) == 1:
         model.config.intermediate_size = sizes[0]

@@ -55,7 +55,7 @@ def test_wanda_is_column_norm_times_activation_norm(tiny_llama, lm_windows):
 def test_keeping_every_neuron_changes_nothing_and_pruning_equals_zeroing(tiny_llama, lm_windows):
     full = lm_neurons.prune_mlp(tiny_llama, [range(12)] * 3)
     assert torch.equal(full(input_ids=lm_windows).logits, tiny_llama(input_ids=lm_windows).logits)
-    keep = lm_neurons.keep_uniform(lm_neurons.random_scores(tiny_llama, seed=0), 0.25)
+    keep = lm_neurons.keep_uniform(lm_neurons.neuron_scores("random", tiny_llama, lm_windows), 0.25)
     assert [len(k) for k in keep] == [9, 9, 9]
     pruned = lm_neurons.prune_mlp(tiny_llama, keep)
 
