@@ -6,11 +6,12 @@ Gram matrices over sampled tokens): a block whose output carries nearly all of i
 information transforms little, so it is redundant. Our reading of the rest of the abstract:
 
 * **Cost of a removal.** Removing the contiguous segment of blocks ``i … j−1`` feeds ``X_i``
-  where ``X_j`` was expected; the information it loses is the conditional entropy
-  ``c(i, j) = S(X_j) − I(X_i; X_j)``. A set of blocks splits into maximal segments and costs
-  the sum over them.
+  where ``X_j`` was expected; the information it loses is ``c(i, j) = I(X_j; X_j) − I(X_i; X_j)``,
+  measured against the estimator's own ceiling ``I(X_j; X_j)`` (for an RBF kernel it is below
+  ``S(X_j)``, chapter 1), so that a block that changes nothing costs exactly 0. A set of blocks
+  splits into maximal segments and costs the sum over them.
 * **DPI bound.** The hidden states form a Markov chain, so ``I(X_i; X_j) ≤ min_{i≤k<j} I(X_k; X_{k+1})``
-  and ``c(i, j) ≥ S(X_j) − min_k m_k`` from single-block MIs alone: an optimistic cost that
+  and ``c(i, j) ≥ I(X_j; X_j) − min_k m_k`` from single-block MIs alone: an optimistic cost that
   needs no new MI estimate.
 * **Fast-Block-Select.** Start from the better of the top-k blocks by MI and the best
   contiguous segment; then repeatedly look at every one-block swap, discard the swaps whose
@@ -107,6 +108,10 @@ class BlockMI:
     ``states`` has shape (L + 1, N, d) (from :func:`hidden_states`); the N tokens are split into
     batches of ``batch`` and every quantity is the mean over batches. Segment MIs are computed on
     demand and cached, so the search's cost is the number of segments it verifies.
+
+    Attributes set on construction: ``block`` (L,), the single-block MIs ``I(X_ℓ; X_{ℓ+1})``, and
+    ``ceiling`` (L + 1,), the self-information ``I(X_ℓ; X_ℓ)`` that costs are measured against.
+    Tokens left over after the last whole batch are not used.
     """
 
     states: torch.Tensor
@@ -154,7 +159,7 @@ class BlockMI:
         return float(self.block[i:j].min())
 
     def cost(self, blocks: Sequence[int], bound: bool = False) -> float:
-        """Σ over the segments of ``blocks`` of ``S(X_j) − I(X_i; X_j)`` (with ``bound``: its DPI lower bound)."""
+        """Σ over the segments of ``blocks`` of ``I(X_j; X_j) − I(X_i; X_j)`` (with ``bound``: its DPI lower bound)."""
         mi = self.dpi_bound if bound else self.segment
         return float(sum(self.ceiling[j] - mi(i, j) for i, j in segments(blocks)))
 
