@@ -190,6 +190,7 @@ def speed(setup: Setup, n_blocks=(2, 4, 6), ratios=(0.2, 0.3, 0.5), repeats: int
         med = float(np.median(t))
         params = sum(p.numel() for p in models[(kind, level)].parameters())
         rows.append({"pruning": kind, "level": level, "parameters": params, "seconds_per_window": med,
+                     "round_spread": float(np.ptp(t)) / med,  # (slowest − fastest round) / median
                      "tokens_per_second": tokens / med, "speedup": dense / med, "threads": torch.get_num_threads()
                      if threads is None else threads, "window_tokens": tokens})
     return pd.DataFrame(rows)
