@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -54,20 +55,15 @@ class Setup:
     mi_tokens: int = 2048
     mi_batch: int = 256
     seed: int = 0
-    _mi: blocks.BlockMI | None = field(default=None, repr=False)
-    _states: torch.Tensor | None = field(default=None, repr=False)
 
-    @property
+    @cached_property
     def states(self) -> torch.Tensor:
-        if self._states is None:
-            self._states = blocks.hidden_states(self.model, self.calib_windows, self.mi_tokens, self.seed)
-        return self._states
+        """The residual stream at ``mi_tokens`` calibration tokens (:func:`minilib.blocks.hidden_states`)."""
+        return blocks.hidden_states(self.model, self.calib_windows, self.mi_tokens, self.seed)
 
-    @property
+    @cached_property
     def mi(self) -> blocks.BlockMI:
-        if self._mi is None:
-            self._mi = blocks.BlockMI(self.states, batch=self.mi_batch)
-        return self._mi
+        return blocks.BlockMI(self.states, batch=self.mi_batch)
 
     def cell(self, kind: str, key: str, compute) -> dict:
         """Read a cached result, or compute it and write it atomically."""
@@ -80,6 +76,9 @@ class Setup:
 
     def perplexity(self, model: torch.nn.Module) -> float:
         return lm.perplexity(model, self.eval_windows)
+
+    def dense_perplexity(self) -> float:
+        return self.cell("dense", "perplexity", lambda: {"perplexity": self.perplexity(self.model)})["perplexity"]
 
 
 def prepare(profile: str = "quick", source: str = "auto", cache: str | os.PathLike | None = None,
@@ -115,7 +114,7 @@ def choose_blocks(setup: Setup, method: str, k: int, trial: int = 0) -> list[int
 def block_sweep(setup: Setup, n_blocks: list[int], methods=BLOCK_METHODS, trials: int = 3,
                 progress: bool = True) -> pd.DataFrame:
     """Perplexity after removing ``k`` blocks, for every method and k (random: ``trials`` draws)."""
-    dense = setup.cell("dense", "perplexity", lambda: {"perplexity": setup.perplexity(setup.model)})["perplexity"]
+    dense = setup.dense_perplexity()
     jobs = [(m, k, t) for k in n_blocks for m in methods for t in range(trials if m == "random" else 1)]
     rows = []
     for method, k, trial in tqdm(jobs, desc="block pruning", disable=not progress):
@@ -138,7 +137,7 @@ def block_sweep(setup: Setup, n_blocks: list[int], methods=BLOCK_METHODS, trials
 def mlp_sweep(setup: Setup, ratios: list[float], methods=MLP_METHODS, trials: int = 3,
               progress: bool = True) -> pd.DataFrame:
     """Perplexity after pruning a uniform ``ratio`` of every block's MLP neurons, per method."""
-    dense = setup.cell("dense", "perplexity", lambda: {"perplexity": setup.perplexity(setup.model)})["perplexity"]
+    dense = setup.dense_perplexity()
     rows = []
     for method in tqdm(methods, desc="MLP pruning", disable=not progress):
         for trial in range(trials if method == "random" else 1):
@@ -170,7 +169,8 @@ def speed(setup: Setup, n_blocks=(2, 4, 6), ratios=(0.2, 0.3, 0.5), repeats: int
     """CPU tokens/s of one forward pass over an evaluation window, dense vs pruned.
 
     Which blocks or neurons go does not change the cost (uniform shapes), so one choice per level
-    (MI-PRUN's blocks, the magnitude neurons) stands for every method. Settings are timed round-robin in blocks (against drift in the machine's load).
+    (MI-PRUN's blocks, the magnitude neurons) stands for every method. Settings are timed
+    round-robin in rounds of 5 passes (against drift in the machine's load).
     """
     window = {"input_ids": setup.eval_windows[:1]}
     models = {("dense", 0.0): setup.model}
@@ -225,6 +225,7 @@ def run_all(profile: str, out: str | os.PathLike, source: str = "auto", cache=No
             tables: tuple[str, ...] = ("blocks", "mlp", "speed")) -> dict[str, pd.DataFrame]:
     """The sweeps and the speed table of a profile, written to ``out/lm-{blocks,mlp,speed}.csv``."""
     s = settings(profile)
+    code = code_revision()  # the code that runs, even if the tree changes before a table is written
     setup = prepare(profile, source, cache)
     runs = {"blocks": lambda: block_sweep(setup, s.n_blocks, trials=s.trials),
             "mlp": lambda: mlp_sweep(setup, s.ratios, trials=s.trials),
@@ -237,7 +238,7 @@ def run_all(profile: str, out: str | os.PathLike, source: str = "auto", cache=No
         t0 = time.perf_counter()
         df = runs[name]()
         df["wall_seconds"] = time.perf_counter() - t0  # the whole table, cached cells included
-        df["model"], df["code"], df["eval_tokens"] = setup.name, code_revision(), setup.eval_windows.numel()
+        df["model"], df["code"], df["eval_tokens"] = setup.name, code, setup.eval_windows.numel()
         atomic_file(Path(out) / f"lm-{name}.csv", lambda p, df=df: df.to_csv(p, index=False, float_format="%.6g"))
         done[name] = df
     return done

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from . import peers
 from .lm import decoder_layers
-from .surgery import slice_linear
+from .surgery import check_keep, slice_linear
 
 Scores = list[np.ndarray]
 METHODS = ("hfprune", "taylor-ce", "magnitude", "wanda", "random")
@@ -147,20 +147,12 @@ def prune_mlp(model: nn.Module, keep: Sequence[Sequence[int]]) -> nn.Module:
     Llama configs have one ``intermediate_size``, so ``from_pretrained`` can reload the result
     only with a uniform count; it is required here.
     """
-    layers = decoder_layers(model)
-    sizes = mlp_sizes(model)
-    if len(keep) != len(layers):
-        raise ValueError(f"keep has {len(keep)} entries but the model has {len(layers)} blocks")
-    idx = [torch.as_tensor(np.asarray(k), dtype=torch.long) for k in keep]
-    for layer, (i, n) in enumerate(zip(idx, sizes)):
-        if i.ndim != 1 or len(i) == 0 or len(torch.unique(i)) != len(i) or i.min() < 0 or i.max() >= n:
-            raise ValueError(f"block {layer}: keep must be distinct neuron indices in 0…{n - 1}, at least one")
+    idx = check_keep(keep, mlp_sizes(model))
     if len({len(i) for i in idx}) != 1:
         raise ValueError("keep the same number of neurons in every block (uniform ratio): a Llama config has a "
                          "single intermediate_size, so a non-uniform model would not reload")
     pruned = copy.deepcopy(model)
     for b, i in zip(decoder_layers(pruned), idx):
-        i = i.sort().values
         b.mlp.gate_proj = slice_linear(b.mlp.gate_proj, i, 0)
         b.mlp.up_proj = slice_linear(b.mlp.up_proj, i, 0)
         b.mlp.down_proj = slice_linear(b.mlp.down_proj, i, 1)

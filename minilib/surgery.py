@@ -35,8 +35,8 @@ from .activations import encoder_layers, ffn_layers
 # Mean dev-set length in word pieces, as used for BERT MACs by Kwon et al. (method notes, decision 9).
 MEAN_DEV_LENGTH = {"sst2": 25.16, "stsb": 31.47, "mrpc": 53.24, "qqp": 30.55, "qnli": 50.97}
 
-__all__ = ["MEAN_DEV_LENGTH", "ffn_sizes", "prune_ffn", "load_pruned", "count_parameters", "encoder_macs", "slice_linear",
-           "relative_flops", "latency"]
+__all__ = ["MEAN_DEV_LENGTH", "ffn_sizes", "check_keep", "slice_linear", "prune_ffn", "load_pruned", "count_parameters",
+           "encoder_macs", "relative_flops", "latency"]
 
 
 def ffn_sizes(model: nn.Module) -> list[int]:
@@ -44,7 +44,8 @@ def ffn_sizes(model: nn.Module) -> list[int]:
     return [m.dense.out_features for m in ffn_layers(model)]
 
 
-def _check_keep(keep: Sequence[Sequence[int]] | Mapping[int, Sequence[int]], sizes: list[int]) -> list[torch.Tensor]:
+def check_keep(keep: Sequence[Sequence[int]] | Mapping[int, Sequence[int]], sizes: list[int]) -> list[torch.Tensor]:
+    """Validated keep-sets as sorted index tensors, one per layer (a mapping keeps all of unnamed layers)."""
     if isinstance(keep, Mapping):
         unknown = set(keep) - set(range(len(sizes)))
         if unknown:
@@ -56,7 +57,7 @@ def _check_keep(keep: Sequence[Sequence[int]] | Mapping[int, Sequence[int]], siz
     for layer, (idx, n) in enumerate(zip(keep, sizes)):
         idx = torch.as_tensor(list(idx) if not isinstance(idx, torch.Tensor) else idx, dtype=torch.long).flatten()
         if idx.numel() == 0:
-            raise ValueError(f"layer {layer}: keep at least one neuron (an empty FFN cannot be saved as a BERT layer)")
+            raise ValueError(f"layer {layer}: keep at least one neuron (an empty FFN cannot be saved and reloaded)")
         if idx.min() < 0 or idx.max() >= n:
             raise ValueError(f"layer {layer}: neuron indices must lie in 0..{n - 1}, got {idx.min()}..{idx.max()}")
         if idx.unique().numel() != idx.numel():
@@ -89,7 +90,7 @@ def prune_ffn(model: PreTrainedModel, keep: Sequence[Sequence[int]] | Mapping[in
     or a mapping layer → indices where missing layers keep everything). The config is updated:
     ``intermediate_size`` when every layer keeps the same number, else ``config.ffn_sizes``.
     """
-    kept = _check_keep(keep, ffn_sizes(model))
+    kept = check_keep(keep, ffn_sizes(model))
     for layer, idx in zip(encoder_layers(model), kept):
         layer.intermediate.dense = slice_linear(layer.intermediate.dense, idx, 0)
         layer.output.dense = slice_linear(layer.output.dense, idx, 1)

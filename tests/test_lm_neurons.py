@@ -86,8 +86,10 @@ def test_pruned_model_reloads(tiny_llama, lm_windows, tmp_path):
 def test_clear_errors(tiny_llama, lm_windows):
     with pytest.raises(ValueError, match="same number of neurons"):
         lm_neurons.prune_mlp(tiny_llama, [range(12), range(6), range(6)])
-    with pytest.raises(ValueError, match="distinct neuron indices"):
+    with pytest.raises(ValueError, match="layer 0: keep lists a neuron twice"):
         lm_neurons.prune_mlp(tiny_llama, [[0, 0, 1]] * 3)
+    with pytest.raises(ValueError, match=r"layer 0: neuron indices must lie in 0..11"):
+        lm_neurons.prune_mlp(tiny_llama, [[0, 12]] * 3)
     with pytest.raises(ValueError, match=r"ratio must be in \[0, 1\)"):
         lm_neurons.keep_uniform([np.ones(12)], 1.0)
     with pytest.raises(ValueError, match="NaN"):
