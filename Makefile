@@ -43,7 +43,7 @@ bench: venv
 
 results: venv
 	$(PY) -m minilib.pretrain --recipe full
-	$(PY) -m minilib.finetune --table results/finetune_scores.csv --tasks sst2 stsb mrpc --inits random offline
+	$(PY) -m minilib.finetune --table results/finetune_scores.csv --tasks sst2 stsb mrpc --inits random offline --seeds 0 1 2
 	$(PY) -m minilib.experiments --tasks mrpc stsb sst2 --init offline --mds-seeds 20 --levels $(LEVELS) --out results/pruning.csv
 	$(ABLATE) --tasks mrpc stsb --ablate alpha --values 0.5 1.01 2 4 --out results/ablation-alpha.csv
 	$(ABLATE) --tasks mrpc stsb --ablate reduction --values mean cls tokens --out results/ablation-reduction.csv

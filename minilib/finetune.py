@@ -11,7 +11,7 @@ Checkpoints are cached under ``<cache>/finetuned/<init>/<task>/<run>`` with a ``
 resumes from there; the same seed gives the same weights on CPU. Command line::
 
     python -m minilib.finetune --task sst2 --init offline            # one fine-tune
-    python -m minilib.finetune --table results/finetune_scores.csv   # the book's table
+    python -m minilib.finetune --table results/finetune_scores.csv --seeds 0 1 2   # the book's table
 """
 
 from __future__ import annotations
@@ -189,24 +189,34 @@ def load_finetuned(path: str | os.PathLike) -> BertForSequenceClassification:
         return BertForSequenceClassification.from_pretrained(path).eval()
 
 
-def score_table(tasks: list[str], inits: list[str], seed: int = 0, recipe: str = "full",
+def score_table(tasks: list[str], inits: list[str], seeds: list[int] = (0,), recipe: str = "full",
                 progress: bool = True) -> pd.DataFrame:
-    """Fine-tune every (init, task) pair (cached) and collect the dev metrics as a tidy table."""
+    """Fine-tune every (init, task, seed) triple (cached) and collect the dev metrics as a tidy table."""
     rows = []
     for init in inits:
         for task in tasks:
-            res = read_json(finetune(task, init, seed, recipe=recipe, progress=progress) / "result.json")
-            for metric, value in res["dev"].items():
-                rows.append({"task": res["task"], "init": init, "model": res["model"], "metric": metric,
-                             "value": round(value, 2), "seed": seed, "train_seconds": res["train_seconds"],
-                             "examples_per_second": res["examples_per_second"], "code": res["code"]})
+            for seed in seeds:
+                res = read_json(finetune(task, init, seed, recipe=recipe, progress=progress) / "result.json")
+                for metric, value in res["dev"].items():
+                    rows.append({"task": res["task"], "init": init, "model": res["model"], "metric": metric,
+                                 "value": round(value, 2), "seed": seed, "train_seconds": res["train_seconds"],
+                                 "examples_per_second": res["examples_per_second"],
+                                 "threads": res.get("threads"), "code": res["code"]})
     return pd.DataFrame(rows)
 
 
-def compare_with_paper(scores: pd.DataFrame) -> pd.DataFrame:
-    """Dev scores per starting point (rows) and task metric (columns), with the paper's BERT-tiny row."""
+def compare_with_paper(scores: pd.DataFrame, stat: str = "mean") -> pd.DataFrame:
+    """Dev scores per starting point (rows) and task metric (columns), over seeds, with the paper's BERT-tiny row.
+
+    ``stat`` is how the seeds of a cell are combined: ``"mean"`` (the paper's row follows), ``"std"``
+    (sample standard deviation), ``"min"``, ``"max"`` or ``"count"``.
+    """
+    if stat not in ("mean", "std", "min", "max", "count"):
+        raise ValueError(f"unknown stat {stat!r}; use mean, std, min, max or count")
     ours = scores.assign(column=scores.task + " " + scores.metric).pivot_table(
-        index="model", columns="column", values="value", sort=False)
+        index="model", columns="column", values="value", aggfunc=stat, sort=False)
+    if stat != "mean":
+        return ours
     published = pd.DataFrame({f"{t} {m}": [v] for t, ms in paper.BERT_TINY.items() for m, v in ms.items()},
                              index=["paper: BERT-tiny (Table 2)"])
     return pd.concat([ours, published[[c for c in ours.columns if c in published]]])
@@ -218,6 +228,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--init", default="auto", help=f"{', '.join(INITS)} or a model folder (auto: hub with a "
                         "network, offline with HF_HUB_OFFLINE=1)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds of the --table runs")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--max-train", type=int, help="fine-tune on a random subset of this size")
     parser.add_argument("--recipe", default="full", help="offline encoder recipe (full or quick)")
@@ -226,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--inits", nargs="+", default=["random", "offline"])
     args = parser.parse_args(argv)
     if args.table:
-        table = score_table(args.tasks, args.inits, args.seed, args.recipe)
+        table = score_table(args.tasks, args.inits, args.seeds, args.recipe)
         atomic_file(Path(args.table), lambda p: table.to_csv(p, index=False))
         print(table.to_string(index=False))
     elif args.task:

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -93,3 +94,19 @@ def test_run_cache_follows_the_weights_of_a_folder(tmp_path):
     assert finetune.run_dir("sst2", str(folder), cache=tmp_path) != first
     with pytest.raises(FileNotFoundError, match="the offline encoder .* is not built"):
         finetune.run_dir("sst2", "offline", cache=tmp_path)
+
+
+def test_score_table_over_seeds_and_comparison(tmp_path):
+    rows = [{"task": "sst2", "model": m, "metric": "accuracy", "value": v, "seed": s}
+            for m, vals in (("a", (70.0, 74.0, 78.0)), ("b", (80.0, 80.0, 80.0))) for s, v in enumerate(vals)]
+    scores = pd.DataFrame(rows)
+    mean = finetune.compare_with_paper(scores)
+    assert mean.loc["a", "sst2 accuracy"] == 74.0 and mean.loc["b", "sst2 accuracy"] == 80.0
+    assert mean.loc["paper: BERT-tiny (Table 2)", "sst2 accuracy"] == 83.2
+    assert list(mean.columns) == ["sst2 accuracy"]  # only the metrics that were run
+    std = finetune.compare_with_paper(scores, "std")
+    assert std.loc["a", "sst2 accuracy"] == pytest.approx(4.0) and std.loc["b", "sst2 accuracy"] == 0.0
+    assert "paper: BERT-tiny (Table 2)" not in std.index
+    assert finetune.compare_with_paper(scores, "count").loc["a", "sst2 accuracy"] == 3
+    with pytest.raises(ValueError, match="unknown stat"):
+        finetune.compare_with_paper(scores, "median")
