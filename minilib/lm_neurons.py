@@ -67,19 +67,15 @@ def activation_gradients(model: nn.Module, window: torch.Tensor, criterion: str 
         outs.append(out)
         return (out,)
 
-    requires = [p.requires_grad for p in model.parameters()]
-    model.eval()
-    model.requires_grad_(False)
-    handles = [b.mlp.down_proj.register_forward_pre_hook(hook) for b in layers]
-    try:
-        with torch.enable_grad():
-            objective = _objective(criterion, model(input_ids=window).logits, window)
-            grads = torch.autograd.grad(objective, outs)
-    finally:
-        for h in handles:
-            h.remove()
-        for p, r in zip(model.parameters(), requires):
-            p.requires_grad_(r)
+    with peers.frozen(model):
+        handles = [b.mlp.down_proj.register_forward_pre_hook(hook) for b in layers]
+        try:
+            with torch.enable_grad():
+                objective = _objective(criterion, model(input_ids=window).logits, window)
+                grads = torch.autograd.grad(objective, outs)
+        finally:
+            for h in handles:
+                h.remove()
     return acts, list(grads)
 
 

@@ -27,7 +27,8 @@ Taylor score and HFPrune need a class distribution, so they refuse the STS-B reg
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -42,7 +43,7 @@ from .surgery import ffn_sizes
 
 Scores = list[np.ndarray]
 
-__all__ = ["keep_top", "random_scores", "magnitude_scores", "taylor_scores", "fisher_scores",
+__all__ = ["frozen", "keep_top", "random_scores", "magnitude_scores", "taylor_scores", "fisher_scores",
            "entropy_taylor_scores", "representative_ranking",
            "kcm_scores", "fisher_matrices", "rearrange_mask", "least_squares_tuning"]
 
@@ -94,6 +95,25 @@ def _loss(kind: str, logits: torch.Tensor, labels: torch.Tensor | None) -> torch
     raise ValueError(f"unknown loss kind {kind!r}")
 
 
+@contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode (no dropout) and no weight gradients inside the block; both restored afterwards.
+
+    The gradient scores need ``∂L/∂(activation)`` only: freezing the weights spares their gradients
+    and guarantees that scoring leaves the model as it was.
+    """
+    was_training = model.training
+    requires = [p.requires_grad for p in model.parameters()]
+    model.eval()
+    model.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, r in zip(model.parameters(), requires):
+            p.requires_grad_(r)
+        model.train(was_training)
+
+
 def _gradient_pass(model: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]], kind: str,
                    accumulate: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None],
                    progress: bool = False) -> None:
@@ -112,27 +132,21 @@ def _gradient_pass(model: nn.Module, batches: Iterable[Mapping[str, torch.Tensor
             return out
         return fn
 
-    was_training = model.training
-    requires = [p.requires_grad for p in model.parameters()]
-    model.eval()
-    model.requires_grad_(False)  # only the masks need gradients
-    handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(modules)]
-    try:
-        for batch in tqdm(batches, desc=f"{kind} scores", unit="batch", disable=not progress):
-            inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
-            with torch.enable_grad():
-                loss = _loss(kind, model(**inputs).logits, batch.get("labels"))
-                layers = sorted(state)
-                grads = torch.autograd.grad(loss, [state[i][1] for i in layers] + [state[i][2] for i in layers])
-            for n, i in enumerate(layers):
-                accumulate(i, state[i][0], grads[n], grads[len(layers) + n][:, 0], batch["attention_mask"])
-            state.clear()
-    finally:
-        for h in handles:
-            h.remove()
-        for p, r in zip(model.parameters(), requires):
-            p.requires_grad_(r)
-        model.train(was_training)
+    with frozen(model):
+        handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(modules)]
+        try:
+            for batch in tqdm(batches, desc=f"{kind} scores", unit="batch", disable=not progress):
+                inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+                with torch.enable_grad():
+                    loss = _loss(kind, model(**inputs).logits, batch.get("labels"))
+                    layers = sorted(state)
+                    grads = torch.autograd.grad(loss, [state[i][1] for i in layers] + [state[i][2] for i in layers])
+                for n, i in enumerate(layers):
+                    accumulate(i, state[i][0], grads[n], grads[len(layers) + n][:, 0], batch["attention_mask"])
+                state.clear()
+        finally:
+            for h in handles:
+                h.remove()
 
 
 def taylor_scores(model: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]], labels: str = "supervised",

@@ -188,3 +188,19 @@ def test_kcm_keeps_an_active_unique_neuron_and_is_label_free():
     assert all(((s > 0) & (s <= 1)).all() for s in scores)
     assert np.argmax(scores[0]) == 3 and scores[0][3] == 1.0
     assert all(np.array_equal(a, b) for a, b in zip(scores, peers.kcm_scores(model, unlabeled)))
+
+
+def test_gradient_scores_leave_the_model_as_they_found_it():
+    model = _model()
+    model.train()
+    model.classifier.requires_grad_(False)  # a caller's own choice, restored as it was
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    flags = [p.requires_grad for p in model.parameters()]
+    peers.fisher_scores(model, _batches())
+    assert model.training and [p.requires_grad for p in model.parameters()] == flags
+    assert all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(RuntimeError, match="boom"), peers.frozen(model):
+        assert not model.training and not any(p.requires_grad for p in model.parameters())
+        raise RuntimeError("boom")
+    assert model.training and [p.requires_grad for p in model.parameters()] == flags
