@@ -297,6 +297,16 @@ def published(name: str) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
+def published_dense(init: str = "offline", seed: int = 0) -> pd.DataFrame:
+    """The committed dense dev scores of the fine-tune a sweep pruned (``finetune_scores.csv``, one init and seed)."""
+    scores = published("finetune_scores")
+    dense = scores[(scores.init == init) & (scores.seed == seed)]
+    if dense.empty:
+        raise ValueError(f"results/finetune_scores.csv has no rows for init={init!r}, seed={seed}; "
+                         "regenerate it with `make results`")
+    return dense
+
+
 def summarize(table: pd.DataFrame, by: str = "method") -> pd.DataFrame:
     """Mean and standard deviation over trials of every (task, ``by``, level, metric).
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -189,7 +190,7 @@ def load_finetuned(path: str | os.PathLike) -> BertForSequenceClassification:
         return BertForSequenceClassification.from_pretrained(path).eval()
 
 
-def score_table(tasks: list[str], inits: list[str], seeds: list[int] = (0,), recipe: str = "full",
+def score_table(tasks: list[str], inits: list[str], seeds: Sequence[int] = (0,), recipe: str = "full",
                 progress: bool = True) -> pd.DataFrame:
     """Fine-tune every (init, task, seed) triple (cached) and collect the dev metrics as a tidy table."""
     rows = []

@@ -37,8 +37,8 @@ seeds; ``results/finetune_scores.csv``). What was tried while designing the reci
 SST-2 fine-tunes on this machine: rescaling the embedding tables to BERT's initial scale (function-
 preserving; SST-2 +1.2 but STS-B collapses); 1,500 further steps of token-level distillation of
 MiniLM's hidden states on single sentences (all, or SST-2's own; no gain); and twice the steps
-(16,000; 78.1%, seed 0). MiniLM itself reaches
-80.3% as a frozen sentence-embedding probe, so the teacher leaves little room above random weights.
+(16,000; 78.1%, seed 0). MiniLM itself reaches 80.3% as a frozen sentence-embedding probe, so the
+teacher leaves little room above random weights.
 
 ``python -m minilib.pretrain --recipe full`` builds it (≈30 min on 2 CPU cores);
 ``--recipe quick`` is the few-minute version the CI profile uses. The result is a

@@ -112,3 +112,11 @@ def test_ablation_varies_one_setting_and_keeps_cells_apart(runs):
     assert {f for f in folders if "-a2-" in f} and {f for f in folders if "-a1.01-" in f}
     with pytest.raises(ValueError, match="unknown ablation"):
         experiments.ablate([runs["sst2"]], "beta", [1], [0.5], progress=False)
+
+
+def test_published_dense_is_the_pruned_fine_tune_only():
+    dense = experiments.published_dense()
+    assert set(dense.init) == {"offline"} and set(dense.seed) == {0}
+    assert not dense.duplicated(["task", "metric"]).any()  # one dense score per task metric
+    with pytest.raises(ValueError, match="no rows for init='offline', seed=99"):
+        experiments.published_dense(seed=99)

@@ -96,7 +96,7 @@ def test_run_cache_follows_the_weights_of_a_folder(tmp_path):
         finetune.run_dir("sst2", "offline", cache=tmp_path)
 
 
-def test_score_table_over_seeds_and_comparison(tmp_path):
+def test_comparison_combines_the_seeds_of_each_cell():
     rows = [{"task": "sst2", "model": m, "metric": "accuracy", "value": v, "seed": s}
             for m, vals in (("a", (70.0, 74.0, 78.0)), ("b", (80.0, 80.0, 80.0))) for s, v in enumerate(vals)]
     scores = pd.DataFrame(rows)
