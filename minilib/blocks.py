@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from .entropy import gram_matrix, mutual_information, squared_distances
-from .lm import decoder_layers
+from .families import family_of
 
 __all__ = ["hidden_states", "BlockMI", "block_influence", "angular_distance", "fast_block_select",
            "best_by_dynamic_programming", "random_blocks", "remove_blocks", "segments"]
@@ -51,7 +51,7 @@ def hidden_states(model: nn.Module, windows: torch.Tensor, n_tokens: int, seed: 
     (the last is the output of the last block, before the final norm). Position 0 of a window is
     never drawn. The same seed draws the same positions.
     """
-    layers = decoder_layers(model)
+    layers = family_of(model).blocks(model)
     count, length = windows.shape
     if n_tokens > count * (length - 1):
         raise ValueError(f"n_tokens={n_tokens} exceeds the {count * (length - 1)} positions the windows offer")
@@ -266,12 +266,12 @@ def angular_distance(states: torch.Tensor, n: int) -> np.ndarray:
 
 def remove_blocks(model: nn.Module, blocks: Sequence[int]) -> nn.Module:
     """A copy of ``model`` without the given decoder blocks; it saves and reloads with ``from_pretrained``."""
-    layers = decoder_layers(model)
+    layers = family_of(model).blocks(model)
     drop = set(blocks)
     if not drop <= set(range(len(layers))) or len(drop) >= len(layers):
         raise ValueError(f"blocks {sorted(drop)} must be distinct indices in 0…{len(layers) - 1}, leaving at least one")
     pruned = copy.deepcopy(model)
-    kept = [b for i, b in enumerate(decoder_layers(pruned)) if i not in drop]
+    kept = [b for i, b in enumerate(family_of(pruned).blocks(pruned)) if i not in drop]
     for i, b in enumerate(kept):  # the KV cache is indexed by layer_idx
         b.self_attn.layer_idx = i
     pruned.model.layers = nn.ModuleList(kept)

@@ -14,12 +14,11 @@ so an interrupted sweep resumes where it stopped, and returns a tidy table with 
 
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -28,18 +27,24 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import glue, mimap, paper, peers, selection, surgery
+from .cli import ArgumentParser
+from . import glue, mimap, paper, surgery
+from .methods import METHODS, PruningState, Settings, kl_choice, mds_candidates
 from .cache import atomic_file, cache_dir, code_revision, read_json, results_dir, write_json
 from .finetune import evaluate, load_finetuned, read_result
 from .models import load_tokenizer
 
-__all__ = ["Context", "Method", "METHODS", "mds_candidates", "kl_choice", "evaluate_keep", "sweep",
+__all__ = ["Context", "METHODS", "mds_candidates", "kl_choice", "evaluate_keep", "sweep",
            "ABLATIONS", "ablate", "published", "summarize", "PAPER_DENSE", "compare_table2", "main"]
 
 
 @dataclass
-class Context:
-    """A fine-tuned run and the data every pruning method may read (built lazily, then kept)."""
+class Context(PruningState):
+    """A fine-tuned run and the data every pruning method may read (built lazily, then kept).
+
+    The MI map comes from :func:`minilib.mimap.neuron_mi_map` (cached per run and setting) on the
+    same calibration rows that the peers read in batches of 32.
+    """
 
     run: Path
     fraction: float = 0.01  # calibration sample: this fraction of the training set (the paper: 1%)
@@ -50,21 +55,21 @@ class Context:
     reduction: str = "mean"  # one sample of a neuron per sentence: "mean", "cls" or every token ("tokens")
     data_dir: str | os.PathLike | None = None
     cache: str | os.PathLike | None = None
-    scores: dict[str, peers.Scores] = field(default_factory=dict)
-    embeddings: dict[tuple[str, int, int], np.ndarray] = field(default_factory=dict)  # MDS fits, shared by levels
-    maps: dict[str, mimap.MIMap] = field(default_factory=dict)  # MI maps by kernel-width estimator, loaded once
 
     def __post_init__(self) -> None:
+        PruningState.__init__(self)
         self.run = Path(self.run)
         self.result = read_result(self.run)
         self.task = glue.get_task(self.result["task"])
+        self.settings = Settings(alpha=self.alpha, reduction=self.reduction, max_batches=self.max_batches,
+                                 mds_seeds=self.mds_seeds)
 
     @cached_property
     def model(self):
         return load_finetuned(self.run)
 
     @cached_property
-    def calibration(self) -> list[dict[str, torch.Tensor]]:
+    def batches(self) -> list[dict[str, torch.Tensor]]:
         """The calibration sentences (with labels) in batches of 32, the same rows as the MI map's."""
         train = glue.load_split(self.task, "train", self.data_dir)
         rows = mimap.calibration_indices(len(train), self.fraction, self.seed)
@@ -74,135 +79,16 @@ class Context:
     def dev(self):
         return glue.encode(glue.load_split(self.task, "validation", self.data_dir), load_tokenizer())
 
-    @property
-    def mi_map(self) -> mimap.MIMap:
-        return self.mi_map_with("aligned")
-
-    def mi_map_with(self, widths: str) -> mimap.MIMap:
-        """The MI map with per-neuron ``"aligned"`` widths (the method) or plain ``"scott"`` ones (Fig. 3)."""
-        if widths not in self.maps:
-            self.maps[widths] = mimap.neuron_mi_map(
-                self.run, self.fraction, reduction=self.reduction, alpha=self.alpha, seed=self.seed,
-                max_batches=self.max_batches, widths=widths, data_dir=self.data_dir, cache=self.cache, progress=False)
-        return self.maps[widths]
+    def compute_mi_map(self, widths: str) -> mimap.MIMap:
+        return mimap.neuron_mi_map(self.run, self.fraction, reduction=self.reduction, alpha=self.alpha, seed=self.seed,
+                                   max_batches=self.max_batches, widths=widths, data_dir=self.data_dir,
+                                   cache=self.cache, progress=False)
 
     @property
     def setting(self) -> str:
         """The settings a pruned cell depends on beyond method, level and trial (its cache folder)."""
         return (f"f{self.fraction:g}-s{self.seed}-m{self.mds_seeds}-b{self.max_batches or 'all'}"
                 f"-a{self.alpha:g}-{self.reduction}")
-
-    def similarity(self, matrix: str) -> tuple[mimap.MIMap, np.ndarray]:
-        """The map and the similarity the MDS pipeline reads: ``"mi"``, ``"mi-scott"`` or ``"pcc"`` (|r|)."""
-        m = self.mi_map_with("scott") if matrix == "mi-scott" else self.mi_map
-        return m, np.abs(m.pearson) if matrix == "pcc" else m.mi
-
-    def embedding(self, matrix: str, layer: int, seed: int) -> np.ndarray:
-        """MDS coordinates of a layer's live neurons (one fit per seed, reused at every level)."""
-        key = (matrix, layer, seed)
-        if key not in self.embeddings:
-            m, S = self.similarity(matrix)
-            live = np.flatnonzero(m.alive[layer])
-            self.embeddings[key] = selection.mds_embedding(S[layer][np.ix_(live, live)], seed=seed)
-        return self.embeddings[key]
-
-    @cached_property
-    def representation(self) -> torch.Tensor:
-        """The dense model's pooler outputs on the calibration sample (the ``z_o`` of Eq. 2)."""
-        return self.represent(self.model)
-
-    @torch.inference_mode()
-    def represent(self, model) -> torch.Tensor:
-        return torch.cat([model.bert(**{k: b[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
-                                     ).pooler_output for b in self.calibration]).double()
-
-    def pruned(self, keep: Sequence[np.ndarray]):
-        return surgery.prune_ffn(copy.deepcopy(self.model), keep)
-
-
-@dataclass(frozen=True)
-class Method:
-    """A pruning method: what it reads, how it is labelled in tables, and its keep-set rule."""
-
-    labels: str  # "U" unsupervised, "S" supervised, "Self-S" self-supervised (Table 2's column)
-    select: Callable[[Context, int, int], list[np.ndarray]]  # (context, keep per layer, seed) → keep-sets
-    trials: int = 1  # seeds averaged in the table (10 for Random, as in the paper)
-    tune: Callable[[Context, Sequence[np.ndarray]], torch.nn.Module] | None = None  # retraining-free weight fix
-    needs_classes: bool = False  # reads a class distribution: not defined for STS-B's regression
-    description: str = ""
-
-
-def _scored(name: str, score: Callable[[Context], peers.Scores]) -> Callable[[Context, int, int], list[np.ndarray]]:
-    def select(ctx: Context, keep: int, seed: int) -> list[np.ndarray]:
-        if name not in ctx.scores:
-            ctx.scores[name] = score(ctx)
-        return peers.keep_top(ctx.scores[name], keep)
-    return select
-
-
-def mds_candidates(ctx: Context, keep: int, seeds: Sequence[int], matrix: str = "mi") -> list[list[np.ndarray]]:
-    """One keep-set per layer for every seed: MDS + k-means (§3.3.3) on a similarity map.
-
-    ``matrix`` is ``"mi"`` (aligned widths), ``"mi-scott"`` (Scott's widths) or ``"pcc"`` (|Pearson r|).
-    """
-    m, S = ctx.similarity(matrix)
-    return [[selection.mds_select(S[layer], keep, s, alive=m.alive[layer], embedding=ctx.embedding(matrix, layer, s))
-             for layer in range(m.n_layers)] for s in seeds]
-
-
-def kl_choice(ctx: Context, candidates: Sequence[Sequence[np.ndarray]]) -> tuple[int, list[float]]:
-    """The subsidiary condition (Eq. 2) on ``ctx``'s calibration sample: (winner, every KL)."""
-    return selection.choose_by_kl(candidates, lambda keep: ctx.represent(ctx.pruned(keep)), ctx.representation)
-
-
-def _mds_kl(matrix: str) -> Callable[[Context, int, int], list[np.ndarray]]:
-    """The proposed pipeline: M seeds of MDS + k-means, the candidate closest in KL kept."""
-    def select(ctx: Context, keep: int, seed: int) -> list[np.ndarray]:
-        candidates = mds_candidates(ctx, keep, [seed * 100_003 + s for s in range(ctx.mds_seeds)], matrix)
-        return candidates[kl_choice(ctx, candidates)[0]]
-    return select
-
-
-def _rearranged_fisher(ctx: Context, keep: int, seed: int) -> list[np.ndarray]:
-    if "fisher-matrices" not in ctx.scores:
-        ctx.scores["fisher-matrices"] = peers.fisher_matrices(ctx.model, ctx.calibration)
-    F = ctx.scores["fisher-matrices"]
-    start = peers.keep_top([np.diag(f) for f in F], keep)
-    return [peers.rearrange_mask(k, f) for k, f in zip(start, F)]
-
-
-def _least_squares(ctx: Context, keep: Sequence[np.ndarray]) -> torch.nn.Module:
-    return peers.least_squares_tuning(ctx.model, ctx.pruned(keep), ctx.calibration)
-
-
-def _algorithm1(ctx: Context, keep: int, seed: int) -> list[np.ndarray]:
-    m = ctx.mi_map
-    return [selection.algorithm1(m.mi[layer], keep, seed=seed, alive=m.alive[layer]) for layer in range(m.n_layers)]
-
-
-METHODS: dict[str, Method] = {
-    "random": Method("U", lambda ctx, keep, seed: peers.keep_top(
-        peers.random_scores(surgery.ffn_sizes(ctx.model), seed), keep), trials=10,
-        description="uniformly random neurons"),
-    "magnitude": Method("U", _scored("magnitude", lambda ctx: peers.magnitude_scores(ctx.model)),
-                        description="L1 norm of the neuron's input weights"),
-    "taylor": Method("S", _scored("taylor", lambda ctx: peers.taylor_scores(ctx.model, ctx.calibration)),
-                     description="TextPruner first-order Taylor, task loss"),
-    "taylor-self": Method("Self-S", _scored("taylor-self", lambda ctx: peers.taylor_scores(
-        ctx.model, ctx.calibration, "self")), needs_classes=True, description="TextPruner Taylor, the model's own predictions"),
-    "fisher": Method("S", _scored("fisher", lambda ctx: peers.fisher_scores(ctx.model, ctx.calibration)),
-                     description="Kwon et al. mask Fisher information (no rearrangement or tuning)"),
-    "mask-tuning": Method("S", _rearranged_fisher, tune=_least_squares,
-                          description="Kwon et al.: Fisher mask, mask rearrangement, least-squares tuning"),
-    "hfprune": Method("U", _scored("hfprune", lambda ctx: peers.entropy_taylor_scores(ctx.model, ctx.calibration)),
-                      needs_classes=True, description="HFPrune entropy-Taylor score"),
-    "kcm": Method("U", _scored("kcm", lambda ctx: peers.kcm_scores(ctx.model, ctx.calibration)),
-                  description="KCM's R2D2: kernelised convex-hull rank of W2 columns × mean-activation rank"),
-    "mi-alg1": Method("U", _algorithm1, description="proposed: Algorithm 1 on the MI map, calibrated T_r"),
-    "pcc-mds": Method("U", _mds_kl("pcc"), description="the proposed pipeline with |Pearson r| in place of MI"),
-    "mi-mds": Method("U", _mds_kl("mi"), description="proposed: MDS + k-means on the MI map, KL among M seeds"),
-    "mi-mds-scott": Method("U", _mds_kl("mi-scott"), description="the proposed pipeline with Scott's widths (Fig. 3)"),
-}
 
 
 def evaluate_keep(ctx: Context, keep: Sequence[np.ndarray], method: str | None = None) -> dict[str, float]:
@@ -236,7 +122,7 @@ def sweep(runs: Sequence[str | os.PathLike], methods: Sequence[str], levels: Seq
     contexts = [Context(Path(r), cache=cache, **context_kwargs) for r in runs]
     cells = [(ctx, name, level, t) for ctx in contexts for name in methods for level in levels
              for t in range(trials or METHODS[name].trials)
-             if not (METHODS[name].needs_classes and ctx.task.is_regression)]  # e.g. HFPrune on STS-B
+             if not (METHODS[name].reads_output and ctx.task.is_regression)]  # e.g. HFPrune on STS-B
     rows = []
     bar = tqdm(cells, desc="pruning sweep", unit="cell", disable=not progress)
     for ctx, name, level, trial in bar:
@@ -345,7 +231,8 @@ def compare_table2(table: pd.DataFrame, dense: pd.DataFrame, level: float = 0.4)
 def main(argv: list[str] | None = None) -> None:
     from .finetune import finetune
 
-    parser = argparse.ArgumentParser(description="Prune fine-tuned BERT-tiny FFN neurons: methods × levels × tasks.")
+    parser = ArgumentParser(prog="minilib sweep",
+                                     description="Prune fine-tuned BERT-tiny FFN neurons: methods × levels × tasks.")
     parser.add_argument("--tasks", nargs="+", default=["sst2", "stsb", "mrpc"])
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--levels", nargs="+", type=float, default=[0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2])
@@ -358,6 +245,17 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.ablate and not args.values:
         parser.error("--ablate needs --values, e.g. --ablate fraction --values 0.01 0.1 0.5 1")
+    # every argument is checked before the first fine-tune (which may take minutes)
+    unknown = [m for m in args.methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+    _check_levels(args.levels)
+    for t in args.tasks:
+        glue.get_task(t)
+    if args.ablate:
+        values = [ABLATIONS[args.ablate](v) for v in args.values]
+        if args.ablate == "reduction" and set(values) - {"mean", "cls", "tokens"}:
+            raise ValueError(f"--values for reduction must be mean, cls or tokens, got {args.values}")
     runs = [finetune(t, args.init, args.seed) for t in args.tasks]
     if args.ablate:
         table = ablate(runs, args.ablate, args.values, args.levels, args.methods[0], mds_seeds=args.mds_seeds,
@@ -367,6 +265,3 @@ def main(argv: list[str] | None = None) -> None:
     atomic_file(Path(args.out), lambda p: table.to_csv(p, index=False))
     print(f"{len(table)} rows → {args.out}")
 
-
-if __name__ == "__main__":
-    main()

@@ -16,7 +16,6 @@ resumes from there; the same seed gives the same weights on CPU. Command line::
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ import transformers
 from tqdm.auto import tqdm
 from transformers import BertForSequenceClassification
 
+from .cli import ArgumentParser
 from . import glue, paper
 from .cache import atomic_dir, atomic_file, cache_dir, code_revision, read_json, sha256, short_hash, write_json
 from .models import INITS, describe, load_classifier, load_tokenizer, model_source, quiet, resolve_init
@@ -224,7 +224,7 @@ def compare_with_paper(scores: pd.DataFrame, stat: str = "mean") -> pd.DataFrame
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Fine-tune BERT-tiny on GLUE with the paper's hyperparameters.")
+    parser = ArgumentParser(prog="minilib finetune", description="Fine-tune BERT-tiny on GLUE with the paper's hyperparameters.")
     parser.add_argument("--task", help="one GLUE task (sst2, stsb, mrpc, qqp, qnli)")
     parser.add_argument("--init", default="auto", help=f"{', '.join(INITS)} or a model folder (auto: hub with a "
                         "network, offline with HF_HUB_OFFLINE=1)")
@@ -247,6 +247,3 @@ def main(argv: list[str] | None = None) -> None:
     else:
         parser.error("give --task (one run) or --table (the score table)")
 
-
-if __name__ == "__main__":
-    main()

@@ -7,8 +7,8 @@ A model is named by a ``source`` string:
   dequantised to float32 once and cached as an ordinary ``from_pretrained`` folder;
 * a Hub id (``HuggingFaceTB/SmolLM2-135M``, a Llama or Qwen model) or a local folder.
 
-The pruning code needs the Llama layout (``model.model.layers[i].mlp.{gate,up,down}_proj``);
-:func:`check_layout` says so in one line when a model lacks it.
+The pruning code needs a decoder family of :mod:`minilib.families` (the Llama layout,
+``model.model.layers[i].mlp.{gate,up,down}_proj``); loading fails in one line otherwise.
 
 Data: WikiText-2 from ``$MINILIB_LM_DIR``, else ``../shared/data/lm``. Perplexity is measured on
 the *test* split in fixed, non-overlapping windows from its start; calibration windows come
@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .cache import REPO, atomic_dir, cache_dir, code_revision, read_json, sha256, write_json
+from .families import family_of
 from .glue import _offline
 from .models import quiet
 
@@ -40,7 +41,7 @@ GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 DEFAULT_LM_DIR = REPO.parent / "shared" / "data" / "lm"
 SPLITS = {"test": "wikitext-2-raw/wiki.test.raw", "valid": "wikitext-2-tokenized/wiki.valid.tokens"}
 
-__all__ = ["HUB_LM", "resolve_source", "gguf_path", "offline_lm_dir", "load_lm", "check_layout", "decoder_layers",
+__all__ = ["HUB_LM", "resolve_source", "gguf_path", "offline_lm_dir", "load_lm",
            "lm_data_dir", "wikitext_ids", "windows", "perplexity", "describe_lm"]
 
 
@@ -104,24 +105,9 @@ def load_lm(source: str = "auto", cache: str | os.PathLike | None = None
     with quiet():
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(source)
-    check_layout(model)
+    if not family_of(model).causal:
+        raise ValueError(f"{type(model).__name__} is not a decoder; chapter 7 needs a Llama-layout causal LM")
     return model.eval(), tokenizer
-
-
-def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The decoder blocks of a Llama-layout causal LM."""
-    check_layout(model)
-    return model.model.layers
-
-
-def check_layout(model: nn.Module) -> None:
-    """Fail in one line unless ``model`` has Llama's layout (blocks with gated MLPs)."""
-    layers = getattr(getattr(model, "model", None), "layers", None)
-    ok = isinstance(layers, nn.ModuleList) and len(layers) > 0 and all(
-        hasattr(getattr(b, "mlp", None), p) for b in layers for p in ("gate_proj", "up_proj", "down_proj"))
-    if not ok:
-        raise TypeError(f"{type(model).__name__} does not have the Llama layout (model.model.layers[i].mlp with "
-                        "gate_proj/up_proj/down_proj); use a Llama, Qwen or SmolLM causal LM")
 
 
 def lm_data_dir(path: str | os.PathLike | None = None) -> Path:

@@ -9,7 +9,7 @@ blocks) are evaluated once. Command line (the full profile writes the committed 
 
 from __future__ import annotations
 
-import argparse
+import copy
 import os
 import time
 from dataclasses import dataclass
@@ -21,16 +21,18 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import blocks, lm, lm_neurons
+from .cli import ArgumentParser
+from . import blocks, lm, surgery
+from .methods import METHODS, Calibrated
+from .scores import keep_fraction, keep_top, magnitude_scores
 from .cache import atomic_file, cache_dir, code_revision, read_json, short_hash, write_json
 from .profile import select
-from .surgery import latency
 
 BLOCK_METHODS = ("mi-prun", "mi-prun-exact", "block-influence", "angular", "random")
-MLP_METHODS = lm_neurons.METHODS
+MLP_METHODS = ("hfprune", "taylor-ce", "magnitude", "wanda", "random")
 
 __all__ = ["BLOCK_METHODS", "MLP_METHODS", "settings", "Setup", "prepare", "choose_blocks", "block_sweep",
-           "mlp_sweep", "speed", "run_all", "summarize", "dpi_check", "at_levels"]
+           "keep_ratio", "prune_mlp", "mlp_sweep", "speed", "run_all", "summarize", "dpi_check", "at_levels"]
 
 
 def settings(profile: str):
@@ -60,6 +62,11 @@ class Setup:
     def states(self) -> torch.Tensor:
         """The residual stream at ``mi_tokens`` calibration tokens (:func:`minilib.blocks.hidden_states`)."""
         return blocks.hidden_states(self.model, self.calib_windows, self.mi_tokens, self.seed)
+
+    @cached_property
+    def state(self) -> Calibrated:
+        """The calibration windows as the method registry reads them (one window per batch)."""
+        return Calibrated(self.model, [{"input_ids": w[None]} for w in self.calib_windows], seed=self.seed)
 
     @cached_property
     def mi(self) -> blocks.BlockMI:
@@ -96,7 +103,7 @@ def prepare(profile: str = "quick", source: str = "auto", cache: str | os.PathLi
 
 def choose_blocks(setup: Setup, method: str, k: int, trial: int = 0) -> list[int]:
     """The ``k`` blocks a method removes (``trial`` seeds the random choice)."""
-    n = len(lm.decoder_layers(setup.model))
+    n = setup.model.config.num_hidden_layers
     if method == "mi-prun":
         return blocks.fast_block_select(setup.mi, k)
     if method == "mi-prun-exact":
@@ -134,6 +141,16 @@ def block_sweep(setup: Setup, n_blocks: list[int], methods=BLOCK_METHODS, trials
     return pd.DataFrame(rows)
 
 
+def keep_ratio(scores: list[np.ndarray], ratio: float) -> list[np.ndarray]:
+    """The highest-scoring ``round((1 − ratio)·m)`` neurons of every block (pruning ``ratio`` of them)."""
+    return keep_top(scores, [keep_fraction(len(s), 1.0 - ratio) for s in scores])
+
+
+def prune_mlp(model: torch.nn.Module, keep: list[np.ndarray]) -> torch.nn.Module:
+    """A pruned copy of ``model`` (the dense one stays for the next cell)."""
+    return surgery.prune_ffn(copy.deepcopy(model), keep)
+
+
 def mlp_sweep(setup: Setup, ratios: list[float], methods=MLP_METHODS, trials: int = 3,
               progress: bool = True) -> pd.DataFrame:
     """Perplexity after pruning a uniform ``ratio`` of every block's MLP neurons, per method."""
@@ -143,17 +160,17 @@ def mlp_sweep(setup: Setup, ratios: list[float], methods=MLP_METHODS, trials: in
         for trial in range(trials if method == "random" else 1):
             def scores(method=method, trial=trial):
                 t0 = time.perf_counter()
-                s = lm_neurons.neuron_scores(method, setup.model, setup.calib_windows, seed=setup.seed + trial)
+                s = METHODS[method].score(setup.state, setup.seed + trial)
                 return {"scores": [x.tolist() for x in s], "seconds": time.perf_counter() - t0}
 
             sc = setup.cell("scores", f"{method}-{trial}", scores)
             arrays = [np.asarray(x) for x in sc["scores"]]
             for ratio in ratios:
-                keep = lm_neurons.keep_uniform(arrays, ratio)
+                keep = keep_ratio(arrays, ratio)
 
                 def evaluate(keep=keep):
                     t0 = time.perf_counter()
-                    ppl = setup.perplexity(lm_neurons.prune_mlp(setup.model, keep))
+                    ppl = setup.perplexity(prune_mlp(setup.model, keep))
                     return {"perplexity": ppl, "eval_seconds": time.perf_counter() - t0}
 
                 key = short_hash("|".join(",".join(map(str, k)) for k in keep))
@@ -177,12 +194,11 @@ def speed(setup: Setup, n_blocks=(2, 4, 6), ratios=(0.2, 0.3, 0.5), repeats: int
     for k in n_blocks:
         models[("blocks", k)] = blocks.remove_blocks(setup.model, blocks.fast_block_select(setup.mi, k))
     for r in ratios:
-        models[("mlp", r)] = lm_neurons.prune_mlp(setup.model, lm_neurons.keep_uniform(
-            lm_neurons.magnitude_scores(setup.model), r))
+        models[("mlp", r)] = prune_mlp(setup.model, keep_ratio(magnitude_scores(setup.model), r))
     times: dict = {key: [] for key in models}
     for _ in range(max(1, repeats // 5)):
         for key, model in models.items():
-            times[key].append(latency(model, window, repeats=5, warmup=1, threads=threads)["median_s"])
+            times[key].append(surgery.latency(model, window, repeats=5, warmup=1, threads=threads)["median_s"])
     tokens = window["input_ids"].numel()
     dense = float(np.median(times[("dense", 0.0)]))
     rows = []
@@ -245,7 +261,7 @@ def run_all(profile: str, out: str | os.PathLike, source: str = "auto", cache=No
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Block (MI-PRUN) and MLP (HFPrune) pruning of a causal LM.")
+    parser = ArgumentParser(prog="minilib lm", description="Block (MI-PRUN) and MLP (HFPrune) pruning of a causal LM.")
     parser.add_argument("--profile", default="full", choices=["quick", "full"])
     parser.add_argument("--source", default="auto", help="'offline', a Hub id or a local model folder")
     parser.add_argument("--out", default="results", help="folder for lm-blocks.csv, lm-mlp.csv, lm-speed.csv")
@@ -255,6 +271,3 @@ def main(argv: list[str] | None = None) -> None:
     for name, df in run_all(args.profile, args.out, args.source, tables=tuple(args.tables)).items():
         print(f"\n{name}\n", df.drop(columns=["model", "code"]).to_string(index=False))
 
-
-if __name__ == "__main__":
-    main()

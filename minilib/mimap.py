@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import glue
-from .activations import Reduction, capture_ffn_activations
+from .hooks import capture_activations
 from .cache import atomic_file, cache_dir, read_json, short_hash, write_json
 from .finetune import load_finetuned, read_result
 from .entropy import pairwise_mutual_information
@@ -102,13 +102,15 @@ def dead_neurons(X: torch.Tensor, batches: list[slice], dead_tol: float = 1e-6) 
 
 def compute_mi_map(activations: list[torch.Tensor], batch_size: int = 100, alpha: float = 1.01,
                    normalization: str = "zscore", dead_tol: float = 1e-6, max_batches: int | None = None,
-                   widths: str = "aligned", progress: bool = False, **width_kwargs) -> MIMap:
+                   widths: str = "aligned", rank_tol: float | None = None, progress: bool = False,
+                   **width_kwargs) -> MIMap:
     """MI and Pearson maps from per-layer activations (samples × neurons, samples in random order).
 
     ``widths="aligned"`` (default) fits per-neuron widths by alignment and EMA (§3.4);
     ``widths="scott"`` gives every neuron Scott's one-dimensional width ``γ N^(−1/5)`` in
     normalised units (the plain estimator of the paper's Fig. 3). ``width_kwargs`` go to
-    :class:`~minilib.kernel_width.NeuronKernelWidth` (``gamma``, ``beta``…).
+    :class:`~minilib.kernel_width.NeuronKernelWidth` (``gamma``, ``beta``…); ``rank_tol`` to
+    :func:`~minilib.entropy.pairwise_mutual_information` (``None``: the exact joint spectra).
     """
     if widths not in ("aligned", "scott"):
         raise ValueError(f"widths must be 'aligned' or 'scott', got {widths!r}")
@@ -118,7 +120,7 @@ def compute_mi_map(activations: list[torch.Tensor], batch_size: int = 100, alpha
     if any(a.shape != activations[0].shape for a in activations):
         raise ValueError("every layer needs the same (samples, neurons) shape")
     if not all(torch.isfinite(a).all() for a in activations):
-        raise ValueError("activations contain NaN or inf; check the model and inputs")
+        raise ValueError("activations contain NaN or inf (a float16 overflow?); load the model in float32")
     batches = split_batches(n, batch_size)[:max_batches]
     L, D = len(activations), activations[0].shape[1]
     mi, pearson = np.zeros((L, D, D)), np.zeros((L, D, D))
@@ -136,10 +138,10 @@ def compute_mi_map(activations: list[torch.Tensor], batch_size: int = 100, alpha
         for s in batches:
             if widths == "scott":
                 sig = torch.full((len(idx),), scott_sigma(s.stop - s.start, 1, width_kwargs.get("gamma", 1.0)))
-                acc += pairwise_mutual_information(normalize(Xa[s], normalization), sig, alpha)
+                acc += pairwise_mutual_information(normalize(Xa[s], normalization), sig, alpha, rank_tol=rank_tol)
             else:
                 fitter.partial_fit(Xa[s])
-                acc += fitter.mutual_information(Xa[s], alpha)
+                acc += fitter.mutual_information(Xa[s], alpha, rank_tol=rank_tol)
             bar.update()
         used = Xa[: batches[-1].stop]
         mi[layer][np.ix_(idx, idx)] = (acc / len(batches)).numpy()
@@ -148,11 +150,12 @@ def compute_mi_map(activations: list[torch.Tensor], batch_size: int = 100, alpha
         sigma[layer, idx] = sig.numpy() if widths == "scott" else fitter.sigma_.numpy()
     bar.close()
     meta = {"samples": int(batches[-1].stop), "batches": len(batches), "batch_size": batch_size, "alpha": alpha,
-            "normalization": normalization, "dead_tol": dead_tol, "widths": widths, **width_kwargs}
+            "normalization": normalization, "dead_tol": dead_tol, "widths": widths,
+            **({"rank_tol": rank_tol} if rank_tol is not None else {}), **width_kwargs}
     return MIMap(mi, pearson, alive, sigma, meta)
 
 
-def calibration_activations(run: str | os.PathLike, fraction: float = 0.01, reduction: Reduction = "mean",
+def calibration_activations(run: str | os.PathLike, fraction: float = 0.01, reduction: str = "mean",
                             seed: int = 0, data_dir: str | os.PathLike | None = None, progress: bool = False
                             ) -> list[torch.Tensor]:
     """FFN activations (per layer, samples × neurons) of a fine-tuned run on its calibration sample.
@@ -164,8 +167,8 @@ def calibration_activations(run: str | os.PathLike, fraction: float = 0.01, redu
     task = glue.get_task(read_result(run)["task"])
     train = glue.load_split(task, "train", data_dir)
     encoded = glue.encode(train.select(calibration_indices(len(train), fraction, seed)), load_tokenizer())
-    acts = capture_ffn_activations(model, glue.Batches(encoded, batch_size=64), reduction,
-                                   progress=progress)  # length-sorted batches: fast; shuffled below
+    acts = capture_activations(model, glue.Batches(encoded, batch_size=64), reduction,
+                               progress=progress)  # length-sorted batches: fast; shuffled below
     perm = torch.as_tensor(np.random.default_rng(seed).permutation(acts[0].shape[0]))
     return [a[perm] for a in acts]
 
@@ -181,14 +184,14 @@ def pairs_table(m: MIMap, layer: int, k: int = 10, by: str = "mi") -> "pd.DataFr
 
 
 def neuron_mi_map(run: str | os.PathLike, fraction: float = 0.01, batch_size: int = 100,
-                  reduction: Reduction = "mean", alpha: float = 1.01, seed: int = 0, max_batches: int | None = None,
+                  reduction: str = "mean", alpha: float = 1.01, seed: int = 0, max_batches: int | None = None,
                   widths: str = "aligned", data_dir: str | os.PathLike | None = None,
                   cache: str | os.PathLike | None = None, progress: bool = True) -> MIMap:
     """The (cached) MI map of a fine-tuned run's FFN neurons on its task's calibration sample.
 
     ``run`` is a folder from :func:`minilib.finetune.finetune`. The calibration sample is a
     random ``fraction`` of the task's training set (``seed``), reduced per sentence with
-    ``reduction`` (see :mod:`minilib.activations`).
+    ``reduction`` (see :mod:`minilib.hooks`).
     """
     run = Path(run).resolve()
     result = read_result(run)

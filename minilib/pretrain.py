@@ -49,7 +49,6 @@ the same weights on CPU.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib.util
 import os
@@ -68,6 +67,7 @@ from tqdm.auto import tqdm
 from transformers import BertConfig, BertModel
 from transformers.models.bert.modeling_bert import BertOnlyMLMHead
 
+from .cli import ArgumentParser
 from . import glue
 from .cache import REPO, atomic_dir, code_revision, read_json, sha256, write_json
 from .models import bert_tiny_dir, load_tokenizer, offline_encoder_dir, quiet
@@ -411,12 +411,9 @@ def build_offline_encoder(recipe: str | Recipe = "full", out: str | os.PathLike 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="minilib pretrain", description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipe", default="full", choices=list(RECIPES))
     parser.add_argument("--out", help="output folder (default: the cache)")
     args = parser.parse_args(argv)
     print(build_offline_encoder(args.recipe, out=args.out))
 
-
-if __name__ == "__main__":
-    main()

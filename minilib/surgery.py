@@ -1,20 +1,19 @@
-"""Model surgery: physically remove FFN neurons from a BERT encoder, and what that saves.
+"""Model surgery: physically remove FFN neurons from any supported model, and what that saves.
 
-A BERT layer's FFN is ``output.dense(GELU(intermediate.dense(x)))``. Removing neuron ``j``
-of a layer deletes row ``j`` of ``intermediate.dense`` (weight and bias) and column ``j`` of
-``output.dense``; the output bias stays. This is exact: the pruned model computes what the
-dense model computes with those neurons' activations set to zero (tests check both).
+Removing neuron ``j`` of a block deletes row ``j`` of every up-projection and column ``j`` of
+``down`` (:mod:`minilib.families`); ``down``'s bias stays. This is exact: the pruned model computes
+what the dense model computes with those neurons' activations set to zero (tests check both).
 
-Layers may keep different numbers of neurons. A uniformly pruned model is an ordinary
-``BertFor*`` with a smaller ``intermediate_size`` and reloads with ``from_pretrained``; a
-non-uniform one records its sizes in ``config.ffn_sizes`` and reloads with
-:func:`load_pruned` (which also reads uniform and dense folders).
+Blocks may keep different numbers of neurons. A uniformly pruned model is an ordinary model of
+its class with a smaller ``intermediate_size`` and reloads with ``from_pretrained``; a non-uniform
+one records its sizes in ``config.ffn_sizes`` and reloads with :func:`load_pruned` (which also
+reads uniform and dense folders).
 
-Cost (method notes, decision 9) uses the per-layer MAC count of Kwon et al. (2022) at a
-sequence length ``L`` (a task's mean dev length, :data:`MEAN_DEV_LENGTH`): per attention head
-``3·L·d·d_h + 2·L²·d_h + L·d_h·d`` and per FFN neuron ``2·L·d``. Pruning only FFN neurons
-leaves the attention untouched, so two ratios are reported: **FFN-relative FLOPs** (the kept
-fraction of neurons) and **encoder-relative FLOPs** (MACs of the pruned encoder over the dense).
+Cost: multiply-adds of the blocks (:meth:`minilib.families.Family.macs`; for BERT the per-layer
+count of Kwon et al., 2022) at a sequence length ``L`` (for GLUE a task's mean dev length,
+:data:`MEAN_DEV_LENGTH`). Pruning only FFN neurons leaves the attention untouched, so two ratios
+are reported: **FFN-relative FLOPs** (the kept fraction of neurons) and **encoder-relative FLOPs**
+(MACs of the pruned blocks over the dense).
 """
 
 from __future__ import annotations
@@ -30,78 +29,29 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedModel
 
-from .activations import encoder_layers, ffn_layers
+from .families import family_of
 
-# Mean dev-set length in word pieces, as used for BERT MACs by Kwon et al. (method notes, decision 9).
+# Mean dev-set length in word pieces, as used for BERT MACs by Kwon et al. (2022).
 MEAN_DEV_LENGTH = {"sst2": 25.16, "stsb": 31.47, "mrpc": 53.24, "qqp": 30.55, "qnli": 50.97}
 
-__all__ = ["MEAN_DEV_LENGTH", "ffn_sizes", "check_keep", "slice_linear", "prune_ffn", "load_pruned", "count_parameters",
-           "encoder_macs", "relative_flops", "latency"]
+__all__ = ["MEAN_DEV_LENGTH", "ffn_sizes", "prune_ffn", "load_pruned", "count_parameters", "macs", "relative_flops",
+           "latency"]
 
 
 def ffn_sizes(model: nn.Module) -> list[int]:
-    """The number of FFN neurons in each layer."""
-    return [m.dense.out_features for m in ffn_layers(model)]
+    """The number of FFN neurons in each block."""
+    return family_of(model).sizes(model)
 
 
-def check_keep(keep: Sequence[Sequence[int]] | Mapping[int, Sequence[int]], sizes: list[int]) -> list[torch.Tensor]:
-    """Validated keep-sets as sorted index tensors, one per layer (a mapping keeps all of unnamed layers)."""
-    if isinstance(keep, Mapping):
-        unknown = set(keep) - set(range(len(sizes)))
-        if unknown:
-            raise ValueError(f"keep names layers {sorted(unknown)}, but the model has layers 0..{len(sizes) - 1}")
-        keep = [keep.get(i, range(n)) for i, n in enumerate(sizes)]
-    if len(keep) != len(sizes):
-        raise ValueError(f"keep has {len(keep)} entries but the model has {len(sizes)} layers; give one per layer")
-    out = []
-    for layer, (idx, n) in enumerate(zip(keep, sizes)):
-        idx = torch.as_tensor(list(idx) if not isinstance(idx, torch.Tensor) else idx, dtype=torch.long).flatten()
-        if idx.numel() == 0:
-            raise ValueError(f"layer {layer}: keep at least one neuron (an empty FFN cannot be saved and reloaded)")
-        if idx.min() < 0 or idx.max() >= n:
-            raise ValueError(f"layer {layer}: neuron indices must lie in 0..{n - 1}, got {idx.min()}..{idx.max()}")
-        if idx.unique().numel() != idx.numel():
-            raise ValueError(f"layer {layer}: keep lists a neuron twice; pass each kept neuron once")
-        out.append(idx.sort().values)
-    return out
-
-
-def slice_linear(linear: nn.Linear, idx: torch.Tensor, dim: int) -> nn.Linear:
-    """A new Linear keeping ``idx`` along the weight's ``dim`` (0: outputs, 1: inputs)."""
-    weight = linear.weight.detach().index_select(dim, idx).clone()
-    bias = linear.bias.detach().clone() if linear.bias is not None else None
-    if bias is not None and dim == 0:
-        bias = bias[idx]
-    new = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None,
-                    device=weight.device, dtype=weight.dtype)
-    with torch.no_grad():
-        new.weight.copy_(weight)
-        if bias is not None:
-            new.bias.copy_(bias)
-    return new
-
-
-@torch.no_grad()
 def prune_ffn(model: PreTrainedModel, keep: Sequence[Sequence[int]] | Mapping[int, Sequence[int]]
               ) -> PreTrainedModel:
     """Remove every FFN neuron not in ``keep``, in place; returns the model.
 
-    ``keep`` gives the kept neuron indices of each layer (a sequence with one entry per layer,
-    or a mapping layer → indices where missing layers keep everything). The config is updated:
-    ``intermediate_size`` when every layer keeps the same number, else ``config.ffn_sizes``.
+    ``keep`` gives the kept neuron indices of each block (a sequence with one entry per block,
+    or a mapping block → indices where missing blocks keep everything). The config is updated:
+    ``intermediate_size`` when every block keeps the same number, else ``config.ffn_sizes``.
     """
-    kept = check_keep(keep, ffn_sizes(model))
-    for layer, idx in zip(encoder_layers(model), kept):
-        layer.intermediate.dense = slice_linear(layer.intermediate.dense, idx, 0)
-        layer.output.dense = slice_linear(layer.output.dense, idx, 1)
-    sizes = [len(i) for i in kept]
-    if len(set(sizes)) == 1:
-        model.config.intermediate_size = sizes[0]
-        if hasattr(model.config, "ffn_sizes"):
-            del model.config.ffn_sizes
-    else:
-        model.config.ffn_sizes = sizes
-    return model
+    return family_of(model).prune(model, keep)
 
 
 def load_pruned(path: str | os.PathLike, model_class: type[PreTrainedModel] = AutoModelForSequenceClassification
@@ -114,11 +64,8 @@ def load_pruned(path: str | os.PathLike, model_class: type[PreTrainedModel] = Au
     sizes = getattr(config, "ffn_sizes", None)
     if sizes is None:
         return model_class.from_pretrained(path)
-    model = model_class.from_config(config)  # full-size layers, replaced by the recorded sizes before loading
-    for layer, n in zip(getattr(model.base_model, "encoder").layer, sizes):
-        d = layer.output.dense.out_features
-        layer.intermediate.dense = nn.Linear(d, n)
-        layer.output.dense = nn.Linear(n, d)
+    model = model_class.from_config(config)  # full-size blocks, cut to the recorded sizes, then loaded
+    prune_ffn(model, [range(n) for n in sizes])
     missing, unexpected = model.load_state_dict(load_file(path / "model.safetensors"), strict=False)
     if unexpected or any("position_ids" not in k for k in missing):
         raise ValueError(f"{path} does not match its config: missing {missing}, unexpected {unexpected}")
@@ -126,39 +73,32 @@ def load_pruned(path: str | os.PathLike, model_class: type[PreTrainedModel] = Au
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
-    """Parameters of the whole model, of its encoder layers, and of their FFNs."""
-    layers = encoder_layers(model)
-    ffn = sum(p.numel() for layer in layers
-              for p in (*layer.intermediate.parameters(), *layer.output.dense.parameters()))
+    """Parameters of the whole model, of its blocks, and of their FFNs (up-projections and ``down``)."""
+    family = family_of(model)
+    blocks = family.blocks(model)
+    ffn = sum(p.numel() for block in blocks
+              for m in (*family.ups(block).values(), family.down(block)) for p in m.parameters())
     return {"total": sum(p.numel() for p in model.parameters()),
-            "encoder": sum(p.numel() for p in layers.parameters()), "ffn": ffn}
+            "blocks": sum(p.numel() for p in blocks.parameters()), "ffn": ffn}
 
 
-def encoder_macs(config, ffn: Sequence[int] | None = None, seq_len: float = 128.0) -> float:
-    """Multiply-accumulates of the encoder layers for one sequence of length ``seq_len``.
+def macs(config, ffn: Sequence[int] | None = None, seq_len: float = 128.0) -> float:
+    """Multiply-accumulates of the blocks for one sequence of ``seq_len`` tokens.
 
-    Per layer: ``H·(3·L·d·d_h + 2·L²·d_h + L·d_h·d)`` for the attention (Q, K, V projections,
-    scores and weighted sum, output projection) plus ``n·2·L·d`` for ``n`` FFN neurons
-    (Kwon et al., 2022; method notes, decision 9). ``ffn`` gives the neurons per layer
-    (default: ``config.intermediate_size`` everywhere).
+    ``ffn`` gives the neurons per block (default: ``config.intermediate_size`` everywhere); the
+    per-block count is the family's (:meth:`minilib.families.Family.block_macs`).
     """
-    d, heads, n_layers = config.hidden_size, config.num_attention_heads, config.num_hidden_layers
-    d_h, L = d // heads, float(seq_len)
-    ffn = list(ffn) if ffn is not None else [config.intermediate_size] * n_layers
-    if len(ffn) != n_layers:
-        raise ValueError(f"ffn has {len(ffn)} layer sizes but the config has {n_layers} layers")
-    attention = heads * (3 * L * d * d_h + 2 * L * L * d_h + L * d_h * d)
-    return sum(attention + n * 2 * L * d for n in ffn)
+    return family_of(config).macs(config, ffn, seq_len)
 
 
 def relative_flops(config, kept: Sequence[int], seq_len: float = 128.0) -> dict[str, float]:
-    """FFN-relative FLOPs (kept fraction of neurons) and encoder-relative FLOPs of a pruned model.
+    """FFN-relative FLOPs (kept fraction of neurons) and block-relative FLOPs of a pruned model.
 
-    ``config`` is the *dense* model's config; ``kept`` the neurons kept per layer.
+    ``config`` is the *dense* model's config; ``kept`` the neurons kept per block. The second
+    ratio is called ``"encoder"`` for the BERT chapters' tables, whatever the family.
     """
     dense = [config.intermediate_size] * config.num_hidden_layers
-    return {"ffn": sum(kept) / sum(dense),
-            "encoder": encoder_macs(config, kept, seq_len) / encoder_macs(config, dense, seq_len)}
+    return {"ffn": sum(kept) / sum(dense), "encoder": macs(config, kept, seq_len) / macs(config, dense, seq_len)}
 
 
 @torch.inference_mode()

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from minilib import experiments, finetune
+from minilib.methods import Method
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "glue"
 
@@ -56,7 +57,7 @@ def test_an_interrupted_sweep_resumes_from_its_cache(runs, monkeypatch):
         raise AssertionError("recomputed a cached cell")
 
     for name in ("magnitude", "mi-alg1"):
-        monkeypatch.setitem(experiments.METHODS, name, experiments.Method("U", boom))
+        monkeypatch.setitem(experiments.METHODS, name, Method("U", "fails if called", select_rule=boom))
     again = _sweep(runs, cache, methods=("magnitude", "mi-alg1"))
     assert again.drop(columns="code").equals(first.drop(columns="code"))
 

@@ -51,11 +51,12 @@ def test_local_folder_round_trip(tiny_llama, lm_windows, tmp_path):
         lm.load_lm(str(tmp_path / "empty"))
 
 
-def test_models_without_llama_layout_fail_clearly():
+def test_models_without_llama_layout_fail_clearly(tmp_path):
     bert = BertModel(BertConfig(vocab_size=20, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
                                 intermediate_size=8))
-    with pytest.raises(TypeError, match="Llama layout"):
-        lm.check_layout(bert)
+    bert.save_pretrained(tmp_path / "bert")
+    with pytest.raises(ValueError, match="not a decoder"):
+        lm.load_lm(str(tmp_path / "bert"))
 
 
 def test_auto_source_is_offline_without_the_hub(monkeypatch):

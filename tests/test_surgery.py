@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import torch
-from transformers import BertConfig, BertForSequenceClassification
+from transformers import BertConfig, BertForSequenceClassification, LlamaConfig
 
 from minilib import surgery
 
@@ -33,7 +33,7 @@ def _zeroed(model, neurons: dict[int, list[int]]):
             out[..., neurons.get(layer, [])] = 0
             return out
         return fn
-    return [m.register_forward_hook(hook(i)) for i, m in enumerate(surgery.ffn_layers(model))]
+    return [m.register_forward_hook(hook(i)) for i, m in enumerate(layer.intermediate for layer in model.bert.encoder.layer)]
 
 
 def test_keeping_everything_changes_nothing(model, batch):
@@ -74,10 +74,14 @@ def test_save_and_reload(model, batch, tmp_path):
 def test_macs_by_hand(model):
     config = BertConfig(hidden_size=4, num_attention_heads=2, num_hidden_layers=1, intermediate_size=6)
     # heads 2, d_h 2, L 3: attention 2·(3·3·4·2 + 2·9·2 + 3·2·4) = 264; FFN 6·2·3·4 = 144
-    assert surgery.encoder_macs(config, seq_len=3) == 264 + 144
-    assert surgery.encoder_macs(config, [3], seq_len=3) == 264 + 72
+    assert surgery.macs(config, seq_len=3) == 264 + 144
+    assert surgery.macs(config, [3], seq_len=3) == 264 + 72
     flops = surgery.relative_flops(config, [3], seq_len=3)
     assert flops == {"ffn": 0.5, "encoder": (264 + 72) / 408}
+    llama = LlamaConfig(hidden_size=4, intermediate_size=6, num_hidden_layers=1, num_attention_heads=2,
+                        num_key_value_heads=1)
+    # d_h 2, q 4, kv 2, L 3: projections 3·4·(2·4 + 2·2) = 144, scores 2·9·4 = 72, MLP 3·3·4·6 = 216
+    assert surgery.macs(llama, seq_len=3) == 144 + 72 + 216 and surgery.macs(llama, [3], seq_len=3) == 144 + 72 + 108
     # BERT-tiny at SST-2's length: the FFN is ~65% of the encoder (decision 9)
     tiny = BertConfig(hidden_size=128, num_attention_heads=2, num_hidden_layers=2, intermediate_size=512)
     ffn_share = 1 - surgery.relative_flops(tiny, [0, 0], surgery.MEAN_DEV_LENGTH["sst2"])["encoder"]

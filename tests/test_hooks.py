@@ -1,10 +1,11 @@
-"""FFN activation capture on a randomly initialised BERT-tiny (the shared config; no weights needed)."""
+"""The shared hook: FFN activation capture on a randomly initialised BERT-tiny (the shared config; no weights)."""
 
 import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from minilib.activations import capture_ffn_activations, ffn_layers, reduce_tokens
+from minilib.families import EncoderFFN
+from minilib.hooks import capture_activations as capture_ffn_activations
 
 TINY = dict(vocab_size=30522, hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=512)
 
@@ -61,23 +62,25 @@ def test_padding_is_masked_out(model):
 def test_hooks_removed_and_mode_restored_even_on_error(model):
     model.train()
     capture_ffn_activations(model, [_batch([3], 3)])
-    assert model.training and all(not m._forward_hooks for m in ffn_layers(model))
-    with pytest.raises(ValueError, match="input_ids and attention_mask"):
-        capture_ffn_activations(model, [{"input_ids": torch.ones(1, 3, dtype=torch.long)}])
-    assert all(not m._forward_hooks for m in ffn_layers(model))
+    downs = [layer.output.dense for layer in model.bert.encoder.layer]
+    assert model.training and all(not m._forward_pre_hooks for m in downs)
+    with pytest.raises(ValueError, match="needs input_ids"):
+        capture_ffn_activations(model, [{"attention_mask": torch.ones(1, 3, dtype=torch.long)}])
+    assert all(not m._forward_pre_hooks for m in downs)
     model.eval()
 
 
 def test_reduce_tokens_mean_by_hand():
-    h = torch.tensor([[[1.0], [3.0], [100.0]]])
-    assert reduce_tokens(h, torch.tensor([[1, 1, 0]]), "mean").item() == 2.0
-    assert reduce_tokens(h, torch.tensor([[1, 1, 0]]), "cls").item() == 1.0
+    h, batch = torch.tensor([[[1.0], [3.0], [100.0]]]), {"attention_mask": torch.tensor([[1, 1, 0]])}
+    assert EncoderFFN().samples(h, batch, "mean").item() == 2.0
+    assert EncoderFFN().samples(h, batch, "cls").item() == 1.0
+    assert EncoderFFN().samples(h, batch, "tokens").flatten().tolist() == [1.0, 3.0]
 
 
 def test_clear_errors(model):
     with pytest.raises(ValueError, match="reduction must be one of"):
         capture_ffn_activations(model, [_batch([3], 3)], "max")
-    with pytest.raises(ValueError, match="no BERT-style encoder"):
-        ffn_layers(torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="unsupported architecture 'Linear'"):
+        capture_ffn_activations(torch.nn.Linear(2, 2), [_batch([3], 3)])
     with pytest.raises(ValueError, match="no batches"):
         capture_ffn_activations(model, [])

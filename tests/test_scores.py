@@ -1,4 +1,4 @@
-"""Peer importance scores: hand-checked magnitudes, gradients against finite differences, clear errors."""
+"""Importance scores of every peer: hand-checked magnitudes, gradients against finite differences, clear errors."""
 
 import copy
 
@@ -7,7 +7,10 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from minilib import peers, surgery
+from minilib import scores as peers
+from minilib import surgery
+from minilib.families import family_of
+from minilib.hooks import frozen
 
 
 def _model(num_labels: int = 2) -> BertForSequenceClassification:
@@ -36,11 +39,11 @@ def _scaled_loss(model, batches, layer, neuron, scale, kind):
         out = out.clone()
         out[..., neuron] *= scale
         return out
-    h = surgery.ffn_layers(model)[layer].register_forward_hook(hook)
+    h = model.bert.encoder.layer[layer].intermediate.register_forward_hook(hook)
     model.eval()
+    loss = peers.objective(kind, family_of(model))
     with torch.no_grad():
-        total = sum(peers._loss(kind, model(**{k: b[k] for k in ("input_ids", "attention_mask")}).logits,
-                                b["labels"]).item() for b in batches)
+        total = sum(loss(model, b).item() for b in batches)
     h.remove()
     return total
 
@@ -87,7 +90,7 @@ def test_scores_ignore_a_neuron_without_output_weights():
     with torch.no_grad():
         model.bert.encoder.layer[0].output.dense.weight[:, 2] = 0.0  # neuron 2 of layer 0 cannot matter
     for scores in (peers.taylor_scores(model, batches), peers.taylor_scores(model, batches, "self"),
-                   peers.fisher_scores(model, batches), peers.entropy_taylor_scores(model, batches)):
+                   peers.fisher_scores(model, batches), peers.token_taylor_scores(model, batches, "entropy")):
         assert scores[0][2] == 0 and (np.delete(scores[0], 2) > 0).all()
 
 
@@ -102,20 +105,20 @@ def test_fisher_sums_squared_per_sample_gradients():
 
 def test_entropy_taylor_uses_tokens_and_skips_padding():
     model, batches = _model(), _batches()
-    base = peers.entropy_taylor_scores(model, batches)
+    base = peers.token_taylor_scores(model, batches, "entropy")
     padded = copy.deepcopy(batches)
     for b in padded:
         b["input_ids"][0, 5:] = 39  # other ids at padded positions change nothing the score reads
-    again = peers.entropy_taylor_scores(model, padded)
+    again = peers.token_taylor_scores(model, padded, "entropy")
     assert all(np.allclose(x, y) for x, y in zip(base, again))
-    assert all(np.array_equal(x, y) for x, y in zip(base, peers.entropy_taylor_scores(model, batches)))
+    assert all(np.array_equal(x, y) for x, y in zip(base, peers.token_taylor_scores(model, batches, "entropy")))
 
 
 def test_label_free_scores_refuse_regression():
     model, batches = _model(num_labels=1), _batches(regression=True)
     assert peers.taylor_scores(model, batches)[0].shape == (10,)  # supervised regression works
-    for fn in (lambda: peers.taylor_scores(model, batches, "self"), lambda: peers.entropy_taylor_scores(model, batches)):
-        with pytest.raises(ValueError, match="needs a class distribution; STS-B is a regression task"):
+    for fn in (lambda: peers.taylor_scores(model, batches, "self"), lambda: peers.token_taylor_scores(model, batches, "entropy")):
+        with pytest.raises(ValueError, match="needs a class distribution; a regression head"):
             fn()
     with pytest.raises(ValueError, match="labels must be 'supervised' or 'self'"):
         peers.taylor_scores(model, batches, "teacher")
@@ -200,7 +203,82 @@ def test_gradient_scores_leave_the_model_as_they_found_it():
     assert model.training and [p.requires_grad for p in model.parameters()] == flags
     assert all(p.grad is None for p in model.parameters())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    with pytest.raises(RuntimeError, match="boom"), peers.frozen(model):
+    with pytest.raises(RuntimeError, match="boom"), frozen(model):
         assert not model.training and not any(p.requires_grad for p in model.parameters())
         raise RuntimeError("boom")
     assert model.training and [p.requires_grad for p in model.parameters()] == flags
+
+
+# --- the same scores on a decoder (a tiny random Llama, float64) -------------------------------------------------
+
+def _activation_gradients(model, window, kind):
+    """Per block, the activations and ∂L/∂a of one batch, through the shared gradient pass."""
+    from minilib.hooks import gradient_pass
+
+    acts, grads = {}, {}
+
+    def keep(layer, a, ga, _gm, _mask):
+        acts[layer], grads[layer] = a, ga
+    gradient_pass(model, [{"input_ids": window}], peers.objective(kind, family_of(model)), keep)
+    return [acts[i] for i in sorted(acts)], [grads[i] for i in sorted(grads)]
+
+
+def _objective_with_bump(model, window, kind, layer, t, j, eps):
+    """The objective after adding ``eps`` to activation (t, j) of ``layer``'s MLP."""
+    def bump(_m, args):
+        a = args[0].clone()
+        a[0, t, j] += eps
+        return (a,)
+    h = model.model.layers[layer].mlp.down_proj.register_forward_pre_hook(bump)
+    try:
+        with torch.no_grad():
+            return peers.objective(kind, family_of(model))(model, {"input_ids": window}).item()
+    finally:
+        h.remove()
+
+
+@pytest.mark.parametrize("kind", ["entropy", "supervised"])  # "self" has kinks where the argmax flips
+def test_decoder_activation_gradients_match_finite_differences(tiny_llama, lm_windows, kind):
+    window = lm_windows[:1]
+    acts, grads = _activation_gradients(tiny_llama, window, kind)
+    assert [a.shape for a in acts] == [(1, 10, 12)] * 3 and not any(p.grad is not None for p in tiny_llama.parameters())
+    eps = 1e-3  # Llama's RMSNorm computes in float32 even in a float64 model: a tiny step drowns in round-off
+    for layer, t, j in [(0, 0, 3), (1, 4, 7), (2, 8, 0), (0, 9, 11)]:
+        fd = (_objective_with_bump(tiny_llama, window, kind, layer, t, j, eps)
+              - _objective_with_bump(tiny_llama, window, kind, layer, t, j, -eps)) / (2 * eps)
+        assert grads[layer][0, t, j].item() == pytest.approx(fd, rel=1e-3, abs=1e-6)
+
+
+def test_hfprune_on_a_decoder_sums_abs_products_over_windows(tiny_llama, lm_windows):
+    windows = [{"input_ids": w} for w in lm_windows.split(1)]
+    scores = peers.token_taylor_scores(tiny_llama, windows, "entropy")
+    expected = np.zeros((3, 12))
+    for w in lm_windows.split(1):
+        acts, grads = _activation_gradients(tiny_llama, w, "entropy")
+        expected += np.stack([(a * g).abs().sum((0, 1)).numpy() for a, g in zip(acts, grads)])
+    assert np.allclose(np.stack(scores), expected, rtol=1e-12)
+    assert not np.allclose(scores, peers.token_taylor_scores(tiny_llama, windows, "supervised"))
+
+
+def test_wanda_is_column_norm_times_activation_norm(tiny_llama, lm_windows):
+    acts, _ = _activation_gradients(tiny_llama, lm_windows, "supervised")
+    wanda = peers.wanda_scores(tiny_llama, [{"input_ids": lm_windows}])
+    for b, a, s in zip(tiny_llama.model.layers, acts, wanda):
+        ref = b.mlp.down_proj.weight.abs().sum(0) * a.pow(2).sum((0, 1)).sqrt()
+        assert np.allclose(s, ref.detach().numpy(), rtol=1e-10)
+
+
+def test_decoder_magnitude_counts_every_weight_of_the_neuron(tiny_llama):
+    m = tiny_llama.model.layers[2].mlp
+    expected = m.gate_proj.weight[5].abs().sum() + m.up_proj.weight[5].abs().sum() + m.down_proj.weight[:, 5].abs().sum()
+    assert peers.magnitude_scores(tiny_llama)[2][5] == pytest.approx(expected.item())
+
+
+def test_keep_fraction_rounds_and_refuses_nothing_left():
+    assert peers.keep_fraction(1536, 0.7) == 1075 and peers.keep_fraction(12, 1.0) == 12
+    with pytest.raises(ValueError, match="rounds to 0"):
+        peers.keep_fraction(12, 0.01)
+    with pytest.raises(ValueError, match=r"in \(0, 1\]"):
+        peers.keep_fraction(12, 1.5)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        peers.keep_top([np.full(12, np.inf)], 5)

@@ -1,0 +1,169 @@
+"""``minilib.prune``: prune the FFN neurons of any supported Hugging Face model with any registered method.
+
+    >>> pruned, report = minilib.prune(model, texts, keep=0.6, method="mi-mds", tokenizer=tokenizer)
+    >>> pruned.save_pretrained("out")          # reloads with AutoModel….from_pretrained("out")
+
+The model keeps ``round(keep · D)`` of the ``D`` FFN neurons of every block (the same fraction in
+each block, so the result is an ordinary model of its class). The paper's choices are the
+keyword options of :class:`minilib.methods.Settings`; every other method of
+:data:`minilib.methods.METHODS` is selected by name. Everything runs on the model's device; the
+MI estimator works in float64 on the CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .cache import code_revision
+from .calibration import as_batches, count_samples, has_labels
+from .families import Family, family_of
+from .methods import Calibrated, Settings, check_method
+from .scores import keep_fraction
+from .surgery import count_parameters, macs
+
+__all__ = ["PruningReport", "prune", "check_samples", "minilib_version", "MIN_SAMPLES"]
+
+# Below this many samples per MI batch, Scott's rule (N^(−1/5)) and the kernel alignment are noise.
+MIN_SAMPLES = 16
+
+
+def minilib_version() -> str:
+    try:
+        return version("minilib")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+        return "unknown"
+
+
+@dataclass
+class PruningReport:
+    """What :func:`prune` did: enough to reproduce it and to judge it."""
+
+    model_class: str
+    family: str
+    method: str
+    keep: float
+    seed: int
+    settings: dict
+    neurons_before: list[int]
+    neurons_after: list[int]
+    parameters_before: int
+    parameters_after: int
+    macs_before: float
+    macs_after: float
+    seq_len: float
+    calibration: dict
+    seconds: dict = field(default_factory=dict)
+    device: str = "cpu"
+    dtype: str = "float32"
+    minilib_version: str = ""
+    code_revision: str = ""
+    torch_version: str = torch.__version__
+    python: str = platform.python_version()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    def summary(self) -> str:
+        return (f"{self.method}: kept {sum(self.neurons_after)}/{sum(self.neurons_before)} FFN neurons "
+                f"({self.family}, {len(self.neurons_after)} blocks); parameters {self.parameters_before:,} → "
+                f"{self.parameters_after:,}; block MACs ×{self.macs_after / self.macs_before:.3f}; "
+                f"{sum(self.seconds.values()):.1f} s")
+
+
+def check_samples(method: str, family: Family, settings: Settings, examples: int, tokens: int | None = None) -> None:
+    """Refuse calibration data too small for the method's estimates (a sample is a token for a decoder
+    or with ``reduction="tokens"``, else an example); ``tokens=None`` checks examples only."""
+    if "activations" not in check_method(method).needs:
+        return
+    per_token = family.causal or settings.reduction == "tokens"
+    count, unit = (tokens, "tokens") if per_token else (examples, "examples")
+    if count is not None and count < MIN_SAMPLES:
+        raise ValueError(f"{method} needs at least {MIN_SAMPLES} calibration samples ({unit}) for its estimates, "
+                         f"got {count}; pass more calibration data")
+
+
+def _settings(options: dict[str, Any]) -> Settings:
+    known = set(Settings.__dataclass_fields__)
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise TypeError(f"unknown option(s) {unknown}; prune() takes {sorted(known)}")
+    return Settings(**options)
+
+
+def prune(model: nn.Module, calibration: Any, keep: float, method: str = "mi-mds", *, tokenizer=None, seed: int = 0,
+          batch_size: int = 32, max_length: int = 128, progress: bool = True,
+          **options: Any) -> tuple[nn.Module, PruningReport]:
+    """Prune ``model`` in place to ``keep`` of each block's FFN neurons; returns it with a report.
+
+    The calibration data are checked before any expensive step; a method that tunes weights
+    (``mask-tuning``) fits a pruned copy against the dense model and copies the result back.
+
+    Parameters
+    ----------
+    model : a ``transformers`` model of a supported family (:mod:`minilib.families`), on any device
+        and in float32, float16 or bfloat16.
+    calibration : a list of texts or ``(text, text_pair)`` tuples, a ``datasets.Dataset``, or a
+        DataLoader of tokenised batches (:mod:`minilib.calibration`). Supervised methods need labels.
+    keep : the fraction of each block's FFN neurons kept, in (0, 1], rounded to whole neurons.
+    method : a name of :data:`minilib.methods.METHODS` (default: the paper's ``"mi-mds"``).
+    tokenizer : needed when ``calibration`` holds raw texts.
+    seed : every random step (calibration order, MDS, k-means, Random) is drawn from it.
+    batch_size, max_length : how raw texts are batched and truncated.
+    options : the paper's settings, :class:`minilib.methods.Settings` (``alpha``, ``widths``,
+        ``reduction``, ``mi_batch``, ``max_batches``, ``mds_seeds``, ``rank_tol``…).
+    """
+    settings = _settings(options)  # every check before any expensive step
+    family = family_of(model)
+    spec = check_method(method)
+    sizes = family.sizes(model)
+    if len(set(sizes)) != 1:
+        raise ValueError(f"the blocks have different FFN widths {sorted(set(sizes))}; minilib.prune keeps one "
+                         "fraction of blocks of equal width (prune such a model with minilib.surgery.prune_ffn)")
+    count = keep_fraction(sizes[0], keep)
+    times: dict[str, float] = {}
+    t0 = time.perf_counter()
+    batches = as_batches(calibration, tokenizer, batch_size, max_length)
+    labelled = family.causal or has_labels(batches)  # a decoder's labels are its next tokens
+    check_method(method, labelled)
+    samples = count_samples(batches)
+    check_samples(method, family, settings, samples["examples"], samples["tokens"])
+    times["calibration"] = time.perf_counter() - t0
+    param = next(model.parameters())
+    seq_len = samples["tokens"] / samples["examples"]
+    parameters, macs_before = count_parameters(model)["total"], macs(model.config, sizes, seq_len)
+    state = Calibrated(model, batches, settings, seed, progress)
+
+    t0 = time.perf_counter()
+    keep_sets = spec.select(state, count, seed)
+    times["select"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    tuned = spec.tune(state, keep_sets) if spec.tune is not None else None  # a pruned copy fitted to the dense model
+    pruned = family.prune(model, keep_sets)
+    if tuned is not None:
+        pruned.load_state_dict(tuned.state_dict())
+    times["surgery"] = time.perf_counter() - t0
+    after = family.sizes(pruned)
+    report = PruningReport(
+        model_class=type(model).__name__, family=family.name, method=method, keep=keep, seed=seed,
+        settings=settings.as_dict(), neurons_before=sizes, neurons_after=after, parameters_before=parameters,
+        parameters_after=count_parameters(pruned)["total"], macs_before=macs_before,
+        macs_after=macs(pruned.config, after, seq_len), seq_len=round(seq_len, 2),
+        calibration={**samples, "batches": len(batches), "labels": labelled},
+        seconds={k: round(v, 3) for k, v in times.items()}, device=str(param.device),
+        dtype=str(param.dtype).replace("torch.", ""), minilib_version=minilib_version(), code_revision=code_revision())
+    return pruned, report

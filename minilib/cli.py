@@ -1,0 +1,227 @@
+"""The command line: ``python -m minilib COMMAND …`` (also installed as ``minilib``).
+
+Commands::
+
+    minilib prune MODEL --calibration DATA --keep FRACTION --method NAME --out DIR [options]
+    minilib pretrain …    the offline BERT-tiny encoder (minilib.pretrain)
+    minilib finetune …    GLUE fine-tunes with the paper's hyperparameters (minilib.finetune)
+    minilib sweep …       the BERT-tiny pruning sweep and ablations (minilib.experiments)
+    minilib lm …          chapter 7's block and MLP sweeps on a causal LM (minilib.lm_experiments)
+
+Every argument is checked before any expensive step; a bad one prints one ``error: …`` line and
+exits with status 2, an interruption exits with 130 and leaves no half-written output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+__all__ = ["ArgumentParser", "main", "run", "prune_main", "load_model"]
+
+# Errors that mean "bad input": printed as one line. Anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, FloatingPointError, OSError)
+WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a bad argument as one ``error: …`` line (no usage block) with exit status 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> None:
+    """Call ``main(argv)``; bad input becomes ``error: …`` and exit status 2, Ctrl-C exit status 130."""
+    try:
+        main(argv)
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing half-written was left behind", file=sys.stderr)
+        sys.exit(130)
+    except USER_ERRORS as err:
+        print(f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--keep must be a number in (0, 1], got {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"--keep is the fraction of each layer's FFN neurons kept, in (0, 1]; "
+                                         f"got {value}")
+    return value
+
+
+def prune_parser() -> argparse.ArgumentParser:
+    from .methods import METHODS, Settings
+
+    d = Settings()
+    p = ArgumentParser(prog="minilib prune", description="Prune the FFN neurons of a Hugging Face model.")
+    p.add_argument("model", help="a local model folder or a Hub id")
+    p.add_argument("--calibration", required=True,
+                   help="a text file (one example per line), a .jsonl/.csv with a 'text' column, or glue:TASK")
+    p.add_argument("--keep", required=True, type=_fraction, help="fraction of each layer's FFN neurons kept, (0, 1]")
+    p.add_argument("--method", default="mi-mds", choices=list(METHODS), metavar="NAME",
+                   help=f"one of {', '.join(METHODS)} (default: mi-mds)")
+    p.add_argument("--out", required=True, help="output folder: the model, its tokenizer and pruning.json")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when available)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--batch-size", type=int, default=32, help="calibration texts per forward pass")
+    p.add_argument("--max-length", type=int, default=128, help="truncate calibration texts to this many tokens")
+    p.add_argument("--max-examples", type=int, help="use at most this many calibration examples (the first ones)")
+    p.add_argument("--alpha", type=float, default=d.alpha, help="Rényi order (default: the paper's 1.01)")
+    p.add_argument("--widths", default=d.widths, choices=["aligned", "scott"])
+    p.add_argument("--reduction", choices=["mean", "cls", "tokens"], help="default: mean (encoders), tokens (decoders)")
+    p.add_argument("--mi-batch", type=int, default=d.mi_batch, help="samples per MI batch (the paper: 100)")
+    p.add_argument("--max-batches", type=int, help="MI batches to average (default: all)")
+    p.add_argument("--mds-seeds", type=int, default=d.mds_seeds, help="M, candidates of the KL choice (Eq. 2)")
+    p.add_argument("--rank-tol", type=float, help="low-rank joint spectra in the MI map (e.g. 1e-8; default: exact)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r} is not a device; use cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    return device
+
+
+def _check_out(out: Path, overwrite: bool, model: str) -> None:
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file; give a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"--out {out} exists and is not empty; pass --overwrite to replace it")
+    if Path(model).exists() and out.resolve() == Path(model).resolve():
+        raise ValueError("--out is the input model folder; write the pruned model somewhere else")
+
+
+def _model_config(source: str):
+    """The config of a local folder (which must hold weights) or a Hub id, loaded without the weights."""
+    from transformers import AutoConfig
+
+    path = Path(source)
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{path} has no config.json; give a folder written by save_pretrained or a Hub id")
+        if not any((path / w).is_file() for w in WEIGHTS):
+            raise FileNotFoundError(f"{path} has no weights ({' or '.join(WEIGHTS[::2])}); "
+                                    "save the model with save_pretrained")
+    try:
+        return AutoConfig.from_pretrained(source)
+    except OSError as err:
+        raise OSError(f"cannot load {source!r}: not a local folder, and the Hub "
+                      f"{'is switched off (HF_HUB_OFFLINE=1)' if os.environ.get('HF_HUB_OFFLINE') else 'did not have it'}"
+                      f" ({str(err).splitlines()[0][:120]})") from None
+
+
+def load_model(source: str, config=None, dtype: str = "float32"):
+    """A model of the class its config names (``architectures``), else ``AutoModel``, with its tokenizer."""
+    import torch
+    import transformers
+    from transformers import AutoModel, AutoTokenizer
+
+    from .models import quiet
+
+    config = config or _model_config(source)
+    names = getattr(config, "architectures", None) or []
+    cls = getattr(transformers, names[0], None) if names else None
+    with quiet():
+        model = (cls or AutoModel).from_pretrained(source, dtype=getattr(torch, dtype))
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    return model.eval(), tokenizer
+
+
+def prune_main(argv: Sequence[str] | None = None) -> None:
+    from .api import check_samples, prune
+    from .cache import atomic_dir
+    from .calibration import read_file
+    from .families import family_of
+    from .methods import Settings, check_method
+    from .scores import keep_fraction
+
+    args = prune_parser().parse_args(argv)
+    options = dict(alpha=args.alpha, widths=args.widths, reduction=args.reduction, mi_batch=args.mi_batch,
+                   max_batches=args.max_batches, mds_seeds=args.mds_seeds, rank_tol=args.rank_tol)
+    Settings(**options)  # validates them before anything is loaded
+    for name in ("batch_size", "max_length", "max_examples"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    out = Path(args.out)
+    _check_out(out, args.overwrite, args.model)
+    device = _device(args.device)
+    data = read_file(args.calibration, seed=args.seed)
+    if args.max_examples:
+        data = data.select(range(min(args.max_examples, len(data))))
+    config = _model_config(args.model)
+    family = family_of(config)
+    keep_fraction(config.intermediate_size, args.keep)
+    check_method(args.method, family.causal or "label" in data.column_names)
+    check_samples(args.method, family, Settings(**options), len(data))
+
+    start = time.perf_counter()
+    model, tokenizer = load_model(args.model, config, args.dtype)
+    model.to(device)
+    loaded = time.perf_counter() - start
+    pruned, report = prune(model, data, args.keep, args.method, tokenizer=tokenizer, seed=args.seed,
+                           batch_size=args.batch_size, max_length=args.max_length, progress=not args.quiet, **options)
+    report.seconds = {"load": round(loaded, 3), **report.seconds}
+    start = time.perf_counter()
+    with atomic_dir(out) as tmp:  # the folder appears only when everything is written
+        pruned.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        report.seconds["save"] = round(time.perf_counter() - start, 3)
+        report.calibration["source"] = args.calibration
+        report.save(tmp / "pruning.json")
+    print(report.summary())
+    print(f"wrote {out} (reload with {type(pruned).__name__}.from_pretrained({str(out)!r}))")
+
+
+def _commands() -> dict[str, tuple[str, Callable[[Sequence[str] | None], None]]]:
+    def lazy(module: str) -> Callable[[Sequence[str] | None], None]:
+        def call(argv: Sequence[str] | None) -> None:
+            import importlib
+
+            importlib.import_module(f"minilib.{module}").main(argv)
+        return call
+
+    return {"prune": ("prune a model's FFN neurons (the library's entry point)", prune_main),
+            "pretrain": ("build the offline BERT-tiny encoder", lazy("pretrain")),
+            "finetune": ("fine-tune BERT-tiny on GLUE (one run or the score table)", lazy("finetune")),
+            "sweep": ("the BERT-tiny pruning sweep or an ablation (chapters 5-6)", lazy("experiments")),
+            "lm": ("block and MLP pruning sweeps of a causal LM (chapter 7)", lazy("lm_experiments"))}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = _commands()
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: minilib COMMAND [options]   (minilib COMMAND --help for each)\n\ncommands:")
+        for name, (about, _) in commands.items():
+            print(f"  {name:<10}{about}")
+        if not argv:
+            sys.exit(2)
+        return
+    if argv[0] not in commands:
+        print(f"error: unknown command {argv[0]!r}; choose from {', '.join(commands)}", file=sys.stderr)
+        sys.exit(2)
+    sys.argv[0] = f"minilib {argv[0]}"
+    run(commands[argv[0]][1], argv[1:])
+

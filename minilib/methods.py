@@ -1,0 +1,299 @@
+"""One registry of pruning methods: the paper's and every peer's, for every model family.
+
+A method maps ``(state, keep, seed)`` to one keep-set per block, where ``keep`` is the number of
+FFN neurons each block keeps and ``state`` (a :class:`PruningState`) holds what any method may
+read: the model, its family, the calibration batches, the MI map and the paper's settings
+(:class:`Settings`, documented once). Each :class:`Method` declares what it needs, so a caller
+can refuse a method before any expensive step (labels it was not given, a class distribution
+that a regression head does not have). Scores, MI maps and MDS fits are computed once per state
+and reused by every level of a sweep.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from functools import cached_property
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import scores as sc
+from . import selection
+from .families import Family, family_of
+from .hooks import capture_activations
+from .mimap import MIMap, compute_mi_map
+
+__all__ = ["Settings", "PruningState", "Calibrated", "Method", "METHODS", "NEEDS", "mds_candidates", "kl_choice",
+           "check_method"]
+
+Batch = Mapping[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The choices of the paper's method (§3.3–3.4), with the paper's values where it states them.
+
+    alpha : Rényi order of the MI map (the paper: 1.01).
+    widths : ``"aligned"``, per-neuron kernel widths by alignment with the layer kernel and EMA
+        (§3.4, Eqs. 4–8); ``"scott"``, Scott's rule for every neuron (the paper's Fig. 3 variant).
+    gamma, beta : Scott's constant γ (Eq. 4; the paper: 1) and the EMA factor β (Eq. 8; not
+        stated, 0.9).
+    reduction : one sample of a neuron per sentence, ``"mean"`` over its tokens, or ``"cls"``, or
+        every token (``"tokens"``); ``None`` = ``"mean"`` for encoders, ``"tokens"`` for decoders
+        (the paper does not say; chapter 6 compares them).
+    mi_batch : samples per MI batch (the paper: 100); the MI map averages over batches.
+    max_batches : use at most this many MI batches (``None``: all).
+    mds_seeds : ``M``, the candidate keep-sets of the subsidiary KL condition (Eq. 2). The paper
+        uses 500; 20 is the default here (chapter 6 measures 1, 5, 20, 100).
+    n_components : MDS dimensions (not stated in the paper; 8).
+    rank_tol : low-rank joint spectra for the MI map (:func:`minilib.entropy.pairwise_mutual_information`;
+        ``None``: exact).
+    """
+
+    alpha: float = 1.01
+    widths: str = "aligned"
+    gamma: float = 1.0
+    beta: float = 0.9
+    reduction: str | None = None
+    mi_batch: int = 100
+    max_batches: int | None = None
+    mds_seeds: int = 20
+    n_components: int = 8
+    rank_tol: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.widths not in ("aligned", "scott"):
+            raise ValueError(f"widths must be 'aligned' or 'scott', got {self.widths!r}")
+        if self.reduction not in (None, "mean", "cls", "tokens"):
+            raise ValueError(f"reduction must be 'mean', 'cls' or 'tokens', got {self.reduction!r}")
+        if not self.alpha > 0:
+            raise ValueError(f"alpha must be > 0 (the paper: 1.01), got {self.alpha}")
+        for name in ("mi_batch", "mds_seeds", "n_components"):
+            if getattr(self, name) < (2 if name == "mi_batch" else 1):
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.max_batches is not None and self.max_batches < 1:
+            raise ValueError(f"max_batches must be ≥ 1 or None, got {self.max_batches}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class PruningState:
+    """What every method reads. Subclasses provide :attr:`model`, :attr:`batches` and the MI map.
+
+    ``seed`` draws the calibration order; ``settings`` are the paper's choices.
+    """
+
+    settings: Settings
+    seed: int
+
+    def __init__(self) -> None:
+        self.scores: dict[str, object] = {}
+        self.embeddings: dict[tuple[str, int, int], np.ndarray] = {}
+        self.maps: dict[str, MIMap] = {}
+
+    # provided by subclasses
+    model: nn.Module
+    batches: list[Batch]
+
+    def compute_mi_map(self, widths: str) -> MIMap:
+        raise NotImplementedError
+
+    @cached_property
+    def family(self) -> Family:
+        return family_of(self.model)
+
+    @property
+    def sizes(self) -> list[int]:
+        return self.family.sizes(self.model)
+
+    def mi_map_with(self, widths: str) -> MIMap:
+        """The MI map with per-neuron ``"aligned"`` widths (the method) or plain ``"scott"`` ones (Fig. 3)."""
+        if widths not in self.maps:
+            self.maps[widths] = self.compute_mi_map(widths)
+        return self.maps[widths]
+
+    @property
+    def mi_map(self) -> MIMap:
+        return self.mi_map_with(self.settings.widths)
+
+    def similarity(self, matrix: str) -> tuple[MIMap, np.ndarray]:
+        """The map and the similarity the MDS pipeline reads: ``"mi"``, ``"mi-scott"`` or ``"pcc"`` (|r|)."""
+        m = self.mi_map_with("scott") if matrix == "mi-scott" else self.mi_map
+        return m, np.abs(m.pearson) if matrix == "pcc" else m.mi
+
+    def embedding(self, matrix: str, layer: int, seed: int) -> np.ndarray:
+        """MDS coordinates of a layer's live neurons (one fit per seed, reused at every level)."""
+        key = (matrix, layer, seed)
+        if key not in self.embeddings:
+            m, S = self.similarity(matrix)
+            live = np.flatnonzero(m.alive[layer])
+            self.embeddings[key] = selection.mds_embedding(S[layer][np.ix_(live, live)], self.settings.n_components,
+                                                           seed=seed)
+        return self.embeddings[key]
+
+    def cached(self, name: str, compute: Callable[[], object]) -> object:
+        if name not in self.scores:
+            self.scores[name] = compute()
+        return self.scores[name]
+
+    @cached_property
+    def representation(self) -> torch.Tensor:
+        """The dense model's representations of the calibration sample (the ``z_o`` of Eq. 2)."""
+        return self.represent(self.model)
+
+    @torch.inference_mode()
+    def represent(self, model: nn.Module) -> torch.Tensor:
+        return torch.cat([self.family.representation(model, b).cpu() for b in self.batches])
+
+    def pruned(self, keep: Sequence[np.ndarray]) -> nn.Module:
+        return self.family.prune(copy.deepcopy(self.model), keep)
+
+
+class Calibrated(PruningState):
+    """A model and its calibration batches: the state :func:`minilib.prune` builds."""
+
+    def __init__(self, model: nn.Module, batches: Sequence[Batch], settings: Settings | None = None,
+                 seed: int = 0, progress: bool = False) -> None:
+        super().__init__()
+        self.model, self.batches = model, list(batches)
+        self.settings, self.seed, self.progress = settings or Settings(), seed, progress
+
+    @cached_property
+    def activations(self) -> list[torch.Tensor]:
+        """Every block's activations on the calibration sample, rows in a seeded random order."""
+        acts = capture_activations(self.model, self.batches, self.settings.reduction, self.family, self.progress)
+        perm = torch.as_tensor(np.random.default_rng(self.seed).permutation(acts[0].shape[0]))
+        return [a[perm] for a in acts]
+
+    @property
+    def n_samples(self) -> int:
+        return self.activations[0].shape[0]
+
+    def compute_mi_map(self, widths: str) -> MIMap:
+        s = self.settings
+        return compute_mi_map(self.activations, s.mi_batch, s.alpha, max_batches=s.max_batches, widths=widths,
+                              rank_tol=s.rank_tol, progress=self.progress, gamma=s.gamma,
+                              **({"beta": s.beta} if widths == "aligned" else {}))
+
+
+# What a method may need, checked before any expensive step.
+NEEDS = {"labels": "labels (a decoder's are its next tokens)", "outputs": "the model's output distribution",
+         "gradients": "backward passes",
+         "activations": "FFN activations on the calibration data"}
+
+
+@dataclass(frozen=True)
+class Method:
+    """A pruning method: how it is labelled in tables, what it needs, and its keep-set rule.
+
+    Score-based methods give ``score(state, seed)`` (higher = keep) and keep the top neurons;
+    the others give ``select(state, keep, seed)`` directly.
+    """
+
+    labels: str  # "U" unsupervised, "S" supervised, "Self-S" self-supervised (Table 2's column)
+    description: str
+    needs: frozenset[str] = frozenset()
+    score: Callable[[PruningState, int], sc.Scores] | None = None
+    select_rule: Callable[[PruningState, int, int], list[np.ndarray]] | None = None
+    tune: Callable[[PruningState, Sequence[np.ndarray]], nn.Module] | None = None  # retraining-free weight fix
+    trials: int = 1  # seeds averaged in the book's tables (10 for Random, as in the paper)
+
+    def select(self, state: PruningState, keep: int, seed: int = 0) -> list[np.ndarray]:
+        if self.select_rule is not None:
+            return self.select_rule(state, keep, seed)
+        return sc.keep_top(self.score(state, seed), keep)
+
+    @property
+    def reads_output(self) -> bool:
+        """Reads a class or token distribution: undefined on a regression head such as STS-B's."""
+        return "outputs" in self.needs
+
+
+def _scored(name: str, compute: Callable[[PruningState], sc.Scores]) -> Callable[[PruningState, int], sc.Scores]:
+    return lambda state, _seed: state.cached(name, lambda: compute(state))
+
+
+def mds_candidates(state: PruningState, keep: int, seeds: Sequence[int], matrix: str = "mi") -> list[list[np.ndarray]]:
+    """One keep-set per layer for every seed: MDS + k-means (§3.3.3) on a similarity map.
+
+    ``matrix`` is ``"mi"`` (the state's widths), ``"mi-scott"`` (Scott's widths) or ``"pcc"`` (|Pearson r|).
+    """
+    m, S = state.similarity(matrix)
+    return [[selection.mds_select(S[layer], keep, s, alive=m.alive[layer], embedding=state.embedding(matrix, layer, s))
+             for layer in range(m.n_layers)] for s in seeds]
+
+
+def kl_choice(state: PruningState, candidates: Sequence[Sequence[np.ndarray]]) -> tuple[int, list[float]]:
+    """The subsidiary condition (Eq. 2) on the calibration sample: (winner, every KL)."""
+    return selection.choose_by_kl(candidates, lambda keep: state.represent(state.pruned(keep)), state.representation)
+
+
+def _mds_kl(matrix: str) -> Callable[[PruningState, int, int], list[np.ndarray]]:
+    """The proposed pipeline: M seeds of MDS + k-means, the candidate closest in KL kept."""
+    def select(state: PruningState, keep: int, seed: int) -> list[np.ndarray]:
+        candidates = mds_candidates(state, keep, [seed * 100_003 + s for s in range(state.settings.mds_seeds)], matrix)
+        return candidates[kl_choice(state, candidates)[0]]
+    return select
+
+
+def _algorithm1(state: PruningState, keep: int, seed: int) -> list[np.ndarray]:
+    m = state.mi_map
+    return [selection.algorithm1(m.mi[layer], keep, seed=seed, alive=m.alive[layer]) for layer in range(m.n_layers)]
+
+
+def _rearranged_fisher(state: PruningState, keep: int, _seed: int) -> list[np.ndarray]:
+    F = state.cached("fisher-matrices", lambda: sc.fisher_matrices(state.model, state.batches))
+    start = sc.keep_top([np.diag(f) for f in F], keep)
+    return [sc.rearrange_mask(k, f) for k, f in zip(start, F)]
+
+
+def _least_squares(state: PruningState, keep: Sequence[np.ndarray]) -> nn.Module:
+    return sc.least_squares_tuning(state.model, state.pruned(keep), state.batches)
+
+
+GRAD = frozenset({"gradients"})
+ACTS = frozenset({"activations"})
+
+METHODS: dict[str, Method] = {
+    "random": Method("U", "uniformly random neurons", score=lambda state, seed: sc.random_scores(state.sizes, seed),
+                     trials=10),
+    "magnitude": Method("U", "weight magnitude of the neuron (the family's norm)",
+                        score=_scored("magnitude", lambda s: sc.magnitude_scores(s.model))),
+    "taylor": Method("S", "TextPruner first-order Taylor, task loss", GRAD | {"labels"},
+                     score=_scored("taylor", lambda s: sc.taylor_scores(s.model, s.batches))),
+    "taylor-self": Method("Self-S", "TextPruner Taylor, the model's own predictions", GRAD | {"outputs"},
+                          score=_scored("taylor-self", lambda s: sc.taylor_scores(s.model, s.batches, "self"))),
+    "fisher": Method("S", "Kwon et al. mask Fisher information (no rearrangement or tuning)", GRAD | {"labels"},
+                     score=_scored("fisher", lambda s: sc.fisher_scores(s.model, s.batches))),
+    "mask-tuning": Method("S", "Kwon et al.: Fisher mask, mask rearrangement, least-squares tuning", GRAD | {"labels"},
+                          select_rule=_rearranged_fisher, tune=_least_squares),
+    "hfprune": Method("U", "HFPrune entropy-Taylor score", GRAD | {"outputs"},
+                      score=_scored("hfprune", lambda s: sc.token_taylor_scores(s.model, s.batches, "entropy"))),
+    "taylor-ce": Method("S", "first-order Taylor |a·∂CE/∂a| per token (LLM-Pruner's criterion)", GRAD | {"labels"},
+                        score=_scored("taylor-ce", lambda s: sc.token_taylor_scores(s.model, s.batches, "supervised"))),
+    "wanda": Method("U", "Wanda: ‖down column‖₁ · ‖activation‖₂", ACTS,
+                    score=_scored("wanda", lambda s: sc.wanda_scores(s.model, s.batches))),
+    "kcm": Method("U", "KCM's R2D2: kernelised convex-hull rank of down columns × mean-activation rank", ACTS,
+                  score=_scored("kcm", lambda s: sc.kcm_scores(s.model, s.batches))),
+    "mi-alg1": Method("U", "proposed: Algorithm 1 on the MI map, calibrated T_r", ACTS, select_rule=_algorithm1),
+    "pcc-mds": Method("U", "the proposed pipeline with |Pearson r| in place of MI", ACTS, select_rule=_mds_kl("pcc")),
+    "mi-mds": Method("U", "proposed: MDS + k-means on the MI map, KL among M seeds", ACTS, select_rule=_mds_kl("mi")),
+    "mi-mds-scott": Method("U", "the proposed pipeline with Scott's widths (Fig. 3)", ACTS,
+                           select_rule=_mds_kl("mi-scott")),
+}
+
+
+def check_method(name: str, has_labels: bool | None = None) -> Method:
+    """The registered method ``name``; one line if it is unknown or needs labels that are not there."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
+    method = METHODS[name]
+    if has_labels is False and "labels" in method.needs:
+        raise ValueError(f"{name} is supervised and needs labels in the calibration data (a 'label' column, or "
+                         "glue:TASK); give labelled data or pick a label-free method such as mi-mds or hfprune")
+    return method
+

@@ -1,0 +1,165 @@
+"""``python -m minilib``: prune end to end from a model folder, and every bad input as one line before any work."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModel, AutoModelForCausalLM
+from zoo import batches, build, outputs, texts, tokenizer
+
+from minilib import cli
+from minilib.api import PruningReport
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """A saved tiny BERT (bare, like all-MiniLM-L6-v2) and a tiny Llama, each with a tokenizer, and data."""
+    root = tmp_path_factory.mktemp("cli")
+    for name in ("bert-bare", "llama"):
+        build(name).save_pretrained(root / name)
+        tokenizer(root / name)
+    (root / "calib.txt").write_text("\n".join(texts(40)) + "\n")
+    (root / "pairs.jsonl").write_text("".join(json.dumps({"text": a, "text_pair": b, "label": i % 2}) + "\n"
+                                              for i, (a, b) in enumerate(zip(texts(30), texts(30, seed=1)))))
+    return root
+
+
+def _cli(*args, **env):
+    """Run the command line in a fresh process, as a user would."""
+    return subprocess.run([sys.executable, "-m", "minilib", *map(str, args)], capture_output=True, text=True,
+                          cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1", **env}, timeout=600)
+
+
+def test_prune_writes_a_model_that_reloads_and_a_report(folders, tmp_path):
+    out = tmp_path / "pruned"
+    done = _cli("prune", folders / "bert-bare", "--calibration", folders / "calib.txt", "--keep", "0.5",
+                "--method", "mi-mds", "--out", out, "--mds-seeds", "2", "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert "mi-mds: kept 24/48 FFN neurons" in done.stdout
+    model = AutoModel.from_pretrained(out)
+    assert model.config.intermediate_size == 12
+    report = json.loads((out / "pruning.json").read_text())
+    assert set(PruningReport.__dataclass_fields__) <= set(report)
+    assert report["method"] == "mi-mds" and report["settings"]["alpha"] == 1.01 and report["neurons_after"] == [12, 12]
+    assert report["calibration"]["examples"] == 40 and set(report["seconds"]) >= {"load", "select", "surgery", "save"}
+    assert (out / "tokenizer.json").is_file()
+
+
+def test_prune_a_decoder_in_process_matches_the_api(folders, tmp_path):
+    cli.main(["prune", str(folders / "llama"), "--calibration", str(folders / "calib.txt"), "--keep", "0.75",
+              "--method", "hfprune", "--out", str(tmp_path / "lm"), "--quiet", "--seed", "3"])
+    back = AutoModelForCausalLM.from_pretrained(tmp_path / "lm")
+    assert back.config.intermediate_size == 9
+    import minilib
+
+    tok = tokenizer(tmp_path / "tok")
+    same, _ = minilib.prune(build("llama"), texts(40), 0.75, "hfprune", tokenizer=tok, progress=False, seed=3)
+    batch = batches("llama")[0]
+    assert torch.equal(outputs(back, batch), outputs(same, batch))
+
+
+def test_supervised_method_reads_labels_from_a_jsonl(folders, tmp_path):
+    model = build("bert-classifier")
+    model.save_pretrained(tmp_path / "clf")
+    tokenizer(tmp_path / "clf")
+    cli.main(["prune", str(tmp_path / "clf"), "--calibration", str(folders / "pairs.jsonl"), "--keep", "0.5",
+              "--method", "fisher", "--out", str(tmp_path / "out"), "--quiet"])
+    report = json.loads((tmp_path / "out" / "pruning.json").read_text())
+    assert report["calibration"]["labels"] is True and report["neurons_after"] == [12, 12]
+
+
+def test_subcommands_share_the_entry_point():
+    done = _cli("--help")
+    assert done.returncode == 0 and all(c in done.stdout for c in ("prune", "pretrain", "finetune", "sweep", "lm"))
+    assert _cli("nope").stderr.strip() == "error: unknown command 'nope'; choose from prune, pretrain, finetune, " \
+                                          "sweep, lm"
+
+
+def _error(capsys, argv) -> str:
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and "Traceback" not in "\n".join(err)
+    return err[-1]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--keep", "1.5"], "in (0, 1]; got 1.5"),
+    (["--keep", "0"], "in (0, 1]; got 0.0"),
+    (["--keep", "0.01"], "rounds to 0"),
+    (["--method", "nope"], "invalid choice: 'nope'"),
+    (["--method", "fisher"], "fisher is supervised and needs labels"),
+    (["--alpha", "-1"], "alpha must be > 0"),
+    (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--device", "tpu"], "--device"),
+])
+def test_bad_arguments_fail_in_one_line(folders, tmp_path, capsys, extra, message):
+    argv = ["prune", str(folders / "bert-bare"), "--calibration", str(folders / "calib.txt"), "--keep", "0.5",
+            "--out", str(tmp_path / "o"), *extra]
+    assert message in _error(capsys, argv)
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_inputs_fail_in_one_line(folders, tmp_path, capsys):
+    base = ["--keep", "0.5", "--out", str(tmp_path / "o")]
+    gpt2 = tmp_path / "gpt2"
+    from transformers import GPT2Config, GPT2Model
+    GPT2Model(GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=10)).save_pretrained(gpt2)
+    empty, binary, few = tmp_path / "empty.txt", tmp_path / "bin.txt", tmp_path / "few.txt"
+    empty.write_text("\n\n")
+    binary.write_bytes(b"\xff\xfe\x00\x81" * 10)
+    few.write_text("w1 w2\nw3 w4\n")
+    no_weights = tmp_path / "noweights"
+    no_weights.mkdir()
+    (no_weights / "config.json").write_text((folders / "bert-bare" / "config.json").read_text())
+    cases = {
+        (str(gpt2), str(folders / "calib.txt")): "unsupported architecture 'gpt2'",
+        (str(no_weights), str(folders / "calib.txt")): "has no weights",
+        (str(tmp_path / "missing"), str(folders / "calib.txt")): "cannot load",
+        (str(folders / "bert-bare"), str(empty)): "has no examples",
+        (str(folders / "bert-bare"), str(binary)): "cannot read calibration file",
+        (str(folders / "bert-bare"), str(tmp_path / "nothing.txt")): "does not exist",
+        (str(folders / "bert-bare"), str(few)): "needs at least 16 calibration samples",
+    }
+    for (model, data), message in cases.items():
+        assert message in _error(capsys, ["prune", model, "--calibration", data, *base]), message
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "keep.txt").write_text("mine")
+    line = _error(capsys, ["prune", str(folders / "bert-bare"), "--calibration", str(folders / "calib.txt"),
+                           "--keep", "0.5", "--out", str(busy)])
+    assert "exists and is not empty; pass --overwrite" in line and (busy / "keep.txt").read_text() == "mine"
+
+
+def test_an_interruption_leaves_no_output_folder(folders, tmp_path, capsys, monkeypatch):
+    import minilib.api
+
+    def interrupted(*_a, **_k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(minilib.api, "prune", interrupted)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["prune", str(folders / "bert-bare"), "--calibration", str(folders / "calib.txt"), "--keep", "0.5",
+                  "--out", str(tmp_path / "o"), "--quiet"])
+    assert exit_.value.code == 130 and "interrupted" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists() and not list(tmp_path.glob(".o.*"))
+
+
+def test_an_interrupted_save_leaves_the_old_output_untouched(folders, tmp_path, monkeypatch):
+    out = tmp_path / "o"
+    cli.main(["prune", str(folders / "bert-bare"), "--calibration", str(folders / "calib.txt"), "--keep", "0.5",
+              "--method", "magnitude", "--out", str(out), "--quiet"])
+    before = (out / "pruning.json").read_text()
+
+    def broken(self, path):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(PruningReport, "save", broken)
+    with pytest.raises(SystemExit):
+        cli.main(["prune", str(folders / "bert-bare"), "--calibration", str(folders / "calib.txt"), "--keep", "0.25",
+                  "--method", "magnitude", "--out", str(out), "--quiet", "--overwrite"])
+    assert (out / "pruning.json").read_text() == before and not list(tmp_path.glob(".o.*"))
