@@ -20,10 +20,12 @@ import time
 import torch
 from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
-from minilib import finetune, glue, mimap
-from minilib.activations import capture_ffn_activations
-from minilib.kernel_width import NeuronKernelWidth
-from minilib.models import load_classifier, load_tokenizer, offline_encoder_dir, quiet
+from minilib.experiments import finetune
+from minilib.data import glue
+from minilib.estimator import mimap
+from minilib.models.hooks import capture_activations
+from minilib.estimator.kernel_width import NeuronKernelWidth
+from minilib.models.bert import load_classifier, load_tokenizer, offline_encoder_dir, quiet
 
 
 def main() -> None:
@@ -69,7 +71,7 @@ def main() -> None:
               f"({res['examples_per_second']:.0f} examples/s), dev accuracy {res['dev']['accuracy']:.1f}")
 
     sample = glue.encode(glue.load_split(task, "train").select(range(100)), tokenizer)
-    acts = capture_ffn_activations(model, glue.Batches(sample, 50))[0].double()
+    acts = capture_activations(model, glue.Batches(sample, 50))[0].double()
     keep = ~mimap.dead_neurons(acts, [slice(0, 100)])
     for alpha in (1.01, 2.0):
         t0 = time.perf_counter()

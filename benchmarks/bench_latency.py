@@ -2,7 +2,7 @@
 
 Latency does not depend on *which* neurons are kept, only on how many, so the model is
 BERT-tiny's architecture (``config.json`` of the local folder or the Hub) with random weights,
-pruned to the first ``k`` neurons of every layer by :func:`minilib.surgery.prune_ffn` (real
+pruned to the first ``k`` neurons of every layer by :func:`minilib.models.surgery.prune_ffn` (real
 removal: smaller matrices, not masks). Each setting is the median of ``--repeats`` forward passes
 on random token ids of the task's mean dev length (decision 9), at batch size 1 (one request)
 and 32 (throughput), with 1 thread and with all threads; the models take turns in blocks and the
@@ -25,9 +25,9 @@ import pandas as pd
 import torch
 from transformers import AutoConfig, BertForSequenceClassification
 
-from minilib import surgery
+from minilib.models import surgery
 from minilib.cache import atomic_file
-from minilib.models import bert_tiny_dir
+from minilib.models.bert import bert_tiny_dir
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_pairwise_mi.py [--naive-pairs 1500] [--bound-matrices 8192]
 
-Compares ``minilib.entropy.pairwise_mutual_information`` at α = 1.01 and α = 2 with
+Compares ``minilib.estimator.entropy.pairwise_mutual_information`` at α = 1.01 and α = 2 with
 (a) a naive per-pair loop the way public reference code computes it: for every pair,
     two Gram matrices and three eigen-decompositions (marginals and joint), one call
     at a time (measured on a random subset of pairs, reported per pair);
@@ -12,7 +12,7 @@ Compares ``minilib.entropy.pairwise_mutual_information`` at α = 1.01 and α = 2
 (c) minilib's optional low-rank path (``rank_tol``), which goes below the bound
     by solving r² × r² eigenproblems instead, with its error against the exact path.
 It prints figures; it asserts nothing. The data are the synthetic stand-in layer of
-chapter 2 (minilib.toydata.gelu_layer, seed 0), z-scored, with alignment-chosen widths.
+chapter 2 (minilib.data.toydata.gelu_layer, seed 0), z-scored, with alignment-chosen widths.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from minilib import toydata
-from minilib.entropy import pairwise_mutual_information
-from minilib.kernel_width import NeuronKernelWidth, normalize
+from minilib.data import toydata
+from minilib.estimator.entropy import pairwise_mutual_information
+from minilib.estimator.kernel_width import NeuronKernelWidth, normalize
 
 D, N = 512, 100
 

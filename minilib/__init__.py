@@ -12,7 +12,7 @@ __all__ = ["prune", "PruningReport"]
 def __getattr__(name: str) -> Any:
     # Imported on first use: the estimator chapters should not pay for loading transformers.
     if name in __all__:
-        from . import api
+        from minilib import api
 
         return getattr(api, name)
     raise AttributeError(f"module 'minilib' has no attribute {name!r}")

@@ -1,5 +1,5 @@
 """``python -m minilib COMMAND …``: see :mod:`minilib.cli`."""
 
-from .cli import main
+from minilib.cli import main
 
 main()

@@ -24,12 +24,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .cache import code_revision
-from .calibration import as_batches, count_samples, has_labels
-from .families import Family, family_of
-from .methods import Calibrated, Settings, check_method
-from .scores import keep_fraction
-from .surgery import count_parameters, macs
+from minilib.cache import code_revision
+from minilib.data.calibration import as_batches, count_samples, has_labels
+from minilib.models.families import Family, family_of
+from minilib.methods import Calibrated, Settings, check_method
+from minilib.methods.scores import keep_fraction
+from minilib.models.surgery import count_parameters, macs
 
 __all__ = ["PruningReport", "prune", "check_samples", "minilib_version", "MIN_SAMPLES"]
 
@@ -115,10 +115,10 @@ def prune(model: nn.Module, calibration: Any, keep: float, method: str = "mi-mds
 
     Parameters
     ----------
-    model : a ``transformers`` model of a supported family (:mod:`minilib.families`), on any device
+    model : a ``transformers`` model of a supported family (:mod:`minilib.models.families`), on any device
         and in float32, float16 or bfloat16.
     calibration : a list of texts or ``(text, text_pair)`` tuples, a ``datasets.Dataset``, or a
-        DataLoader of tokenised batches (:mod:`minilib.calibration`). Supervised methods need labels.
+        DataLoader of tokenised batches (:mod:`minilib.data.calibration`). Supervised methods need labels.
     keep : the fraction of each block's FFN neurons kept, in (0, 1], rounded to whole neurons.
     method : a name of :data:`minilib.methods.METHODS` (default: the paper's ``"mi-mds"``).
     tokenizer : needed when ``calibration`` holds raw texts.
@@ -133,7 +133,7 @@ def prune(model: nn.Module, calibration: Any, keep: float, method: str = "mi-mds
     sizes = family.sizes(model)
     if len(set(sizes)) != 1:
         raise ValueError(f"the blocks have different FFN widths {sorted(set(sizes))}; minilib.prune keeps one "
-                         "fraction of blocks of equal width (prune such a model with minilib.surgery.prune_ffn)")
+                         "fraction of blocks of equal width (prune such a model with minilib.models.surgery.prune_ffn)")
     count = keep_fraction(sizes[0], keep)
     times: dict[str, float] = {}
     t0 = time.perf_counter()

@@ -3,10 +3,10 @@
 Commands::
 
     minilib prune MODEL --calibration DATA --keep FRACTION --method NAME --out DIR [options]
-    minilib pretrain …    the offline BERT-tiny encoder (minilib.pretrain)
-    minilib finetune …    GLUE fine-tunes with the paper's hyperparameters (minilib.finetune)
-    minilib sweep …       the BERT-tiny pruning sweep and ablations (minilib.experiments)
-    minilib lm …          chapter 7's block and MLP sweeps on a causal LM (minilib.lm_experiments)
+    minilib pretrain …    the offline BERT-tiny encoder (minilib.models.pretrain)
+    minilib finetune …    GLUE fine-tunes with the paper's hyperparameters (minilib.experiments.finetune)
+    minilib sweep …       the BERT-tiny pruning sweep and ablations (minilib.experiments.glue_sweep)
+    minilib lm …          chapter 7's block and MLP sweeps on a causal LM (minilib.experiments.lm_sweep)
 
 Every argument is checked before any expensive step; a bad one prints one ``error: …`` line and
 exits with status 2, an interruption exits with 130 and leaves no half-written output.
@@ -21,31 +21,11 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-__all__ = ["ArgumentParser", "main", "run", "prune_main", "load_model"]
+from minilib.console import ArgumentParser, run
 
-# Errors that mean "bad input": printed as one line. Anything else is a bug and keeps its traceback.
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, FloatingPointError, OSError)
+__all__ = ["main", "prune_main", "load_model"]
+
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse that reports a bad argument as one ``error: …`` line (no usage block) with exit status 2."""
-
-    def error(self, message: str):  # type: ignore[override]
-        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
-        sys.exit(2)
-
-
-def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> None:
-    """Call ``main(argv)``; bad input becomes ``error: …`` and exit status 2, Ctrl-C exit status 130."""
-    try:
-        main(argv)
-    except KeyboardInterrupt:
-        print("error: interrupted; nothing half-written was left behind", file=sys.stderr)
-        sys.exit(130)
-    except USER_ERRORS as err:
-        print(f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
-        sys.exit(2)
 
 
 def _fraction(text: str) -> float:
@@ -60,7 +40,7 @@ def _fraction(text: str) -> float:
 
 
 def prune_parser() -> argparse.ArgumentParser:
-    from .methods import METHODS, Settings
+    from minilib.methods import METHODS, Settings
 
     d = Settings()
     p = ArgumentParser(prog="minilib prune", description="Prune the FFN neurons of a Hugging Face model.")
@@ -137,7 +117,7 @@ def load_model(source: str, config=None, dtype: str = "float32"):
     import transformers
     from transformers import AutoModel, AutoTokenizer
 
-    from .models import quiet
+    from minilib.models.bert import quiet
 
     config = config or _model_config(source)
     names = getattr(config, "architectures", None) or []
@@ -149,12 +129,12 @@ def load_model(source: str, config=None, dtype: str = "float32"):
 
 
 def prune_main(argv: Sequence[str] | None = None) -> None:
-    from .api import check_samples, prune
-    from .cache import atomic_dir
-    from .calibration import read_file
-    from .families import family_of
-    from .methods import Settings, check_method
-    from .scores import keep_fraction
+    from minilib.api import check_samples, prune
+    from minilib.cache import atomic_dir
+    from minilib.data.calibration import read_file
+    from minilib.models.families import family_of
+    from minilib.methods import Settings, check_method
+    from minilib.methods.scores import keep_fraction
 
     args = prune_parser().parse_args(argv)
     options = dict(alpha=args.alpha, widths=args.widths, reduction=args.reduction, mi_batch=args.mi_batch,
@@ -203,10 +183,10 @@ def _commands() -> dict[str, tuple[str, Callable[[Sequence[str] | None], None]]]
         return call
 
     return {"prune": ("prune a model's FFN neurons (the library's entry point)", prune_main),
-            "pretrain": ("build the offline BERT-tiny encoder", lazy("pretrain")),
-            "finetune": ("fine-tune BERT-tiny on GLUE (one run or the score table)", lazy("finetune")),
-            "sweep": ("the BERT-tiny pruning sweep or an ablation (chapters 5-6)", lazy("experiments")),
-            "lm": ("block and MLP pruning sweeps of a causal LM (chapter 7)", lazy("lm_experiments"))}
+            "pretrain": ("build the offline BERT-tiny encoder", lazy("models.pretrain")),
+            "finetune": ("fine-tune BERT-tiny on GLUE (one run or the score table)", lazy("experiments.finetune")),
+            "sweep": ("the BERT-tiny pruning sweep or an ablation (chapters 5-6)", lazy("experiments.glue_sweep")),
+            "lm": ("block and MLP pruning sweeps of a causal LM (chapter 7)", lazy("experiments.lm_sweep"))}
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from minilib import blocks
+from minilib.methods import blocks
 
 
 def _chain(n_blocks: int = 5, identity: int | None = 2, n: int = 96, d: int = 6, noise: float = 0.6, seed: int = 0):

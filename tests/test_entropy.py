@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from minilib.entropy import (
+from minilib.estimator.entropy import (
     constant_columns,
     gram_matrix,
     gram_matrices,

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from minilib import experiments, finetune
+from minilib.experiments import glue_sweep
+from minilib.experiments import finetune
 from minilib.methods import Method
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "glue"
@@ -25,8 +26,8 @@ def glue_fixtures(monkeypatch):
     monkeypatch.setenv("MINILIB_GLUE_DIR", str(FIXTURES))
 
 
-def _sweep(runs, cache, methods=tuple(experiments.METHODS), levels=(1.0, 0.5)):
-    return experiments.sweep(list(runs.values()), methods, levels, trials=1, cache=cache, progress=False,
+def _sweep(runs, cache, methods=tuple(glue_sweep.METHODS), levels=(1.0, 0.5)):
+    return glue_sweep.sweep(list(runs.values()), methods, levels, trials=1, cache=cache, progress=False,
                              fraction=1.0, mds_seeds=2)
 
 
@@ -34,13 +35,13 @@ def test_every_method_runs_and_keeping_everything_is_the_dense_model(runs):
     runs, cache = runs
     table = _sweep(runs, cache)
     stsb = set(table[table.task == "stsb"].method)
-    assert stsb == set(experiments.METHODS) - {"hfprune", "taylor-self"}  # need a class distribution
-    assert set(table[table.task == "sst2"].method) == set(experiments.METHODS)
+    assert stsb == set(glue_sweep.METHODS) - {"hfprune", "taylor-self"}  # need a class distribution
+    assert set(table[table.task == "sst2"].method) == set(glue_sweep.METHODS)
     for task, run in runs.items():
         dense = finetune.read_result(run)["dev"]
         full = table[(table.task == task) & (table.ffn_flops == 1.0)]
         for _, row in full.iterrows():  # least-squares tuning with nothing pruned is the identity up to its ridge
-            tol = 0.1 if experiments.METHODS[row.method].tune else 1e-9
+            tol = 0.1 if glue_sweep.METHODS[row.method].tune else 1e-9
             assert row.value == pytest.approx(round(dense[row.metric], 2), abs=tol)
         assert (full.encoder_flops == 1.0).all()
     half = table[table.ffn_flops == 0.5]
@@ -57,7 +58,7 @@ def test_an_interrupted_sweep_resumes_from_its_cache(runs, monkeypatch):
         raise AssertionError("recomputed a cached cell")
 
     for name in ("magnitude", "mi-alg1"):
-        monkeypatch.setitem(experiments.METHODS, name, Method("U", "fails if called", select_rule=boom))
+        monkeypatch.setitem(glue_sweep.METHODS, name, Method("U", "fails if called", select_rule=boom))
     again = _sweep(runs, cache, methods=("magnitude", "mi-alg1"))
     assert again.drop(columns="code").equals(first.drop(columns="code"))
 
@@ -66,7 +67,7 @@ def test_the_proposed_method_is_deterministic(runs, tmp_path):
     runs, cache = runs
     a = _sweep({"sst2": runs["sst2"]}, cache, methods=("mi-mds",), levels=(0.3,))
     # a fresh cache for the cells (the MI map is recomputed too): the same keep-sets and scores
-    b = experiments.sweep([runs["sst2"]], ["mi-mds"], [0.3], trials=1, cache=tmp_path, progress=False,
+    b = glue_sweep.sweep([runs["sst2"]], ["mi-mds"], [0.3], trials=1, cache=tmp_path, progress=False,
                           fraction=1.0, mds_seeds=2, seed=0)
     assert a.value.tolist() == b.value.tolist()
 
@@ -78,46 +79,46 @@ def test_the_proposed_method_is_deterministic(runs, tmp_path):
 ])
 def test_bad_sweeps(runs, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        experiments.sweep(list(runs[0].values()), progress=False, **kwargs)
+        glue_sweep.sweep(list(runs[0].values()), progress=False, **kwargs)
 
 
 def test_summary_and_table2_side_by_side():
     import pandas as pd
-    rows = [{"task": "mrpc", "method": m, "labels": experiments.METHODS[m].labels, "ffn_flops": level,
+    rows = [{"task": "mrpc", "method": m, "labels": glue_sweep.METHODS[m].labels, "ffn_flops": level,
              "encoder_flops": 0.7, "trial": t, "metric": "f1", "value": v}
             for m, level, t, v in [("random", 0.4, 0, 70.0), ("random", 0.4, 1, 72.0), ("mi-mds", 0.4, 0, 75.0),
                                    ("mi-mds", 0.8, 0, 80.0)]]
-    s = experiments.summarize(pd.DataFrame(rows))
+    s = glue_sweep.summarize(pd.DataFrame(rows))
     r = s[(s.method == "random") & (s.ffn_flops == 0.4)].iloc[0]
     assert (r["mean"], r["count"]) == (71.0, 2) and r["std"] == pytest.approx(2 ** 0.5)
     dense = pd.DataFrame([{"task": "mrpc", "metric": "f1", "value": 82.0}])
-    t2 = experiments.compare_table2(pd.DataFrame(rows), dense, level=0.4)
+    t2 = glue_sweep.compare_table2(pd.DataFrame(rows), dense, level=0.4)
     assert t2.loc["dense (this run)", "mrpc f1"] == 82.0 and t2.loc["mi-mds (U)", "mrpc f1"] == 75.0
     assert t2.loc["paper: Proposed method (U)", "mrpc f1"] == 80.9  # F1 first (decision 10)
-    assert "paper: TextPruner (S)" in t2.index and t2.loc[experiments.PAPER_DENSE, "mrpc f1"] == 81.1
+    assert "paper: TextPruner (S)" in t2.index and t2.loc[glue_sweep.PAPER_DENSE, "mrpc f1"] == 81.1
     near = pd.DataFrame(rows).assign(ffn_flops=lambda d: d.ffn_flops.replace(0.4, 205 / 512))  # whole neurons
-    assert experiments.compare_table2(near, dense, level=0.4).loc["mi-mds (U)", "mrpc f1"] == 75.0
+    assert glue_sweep.compare_table2(near, dense, level=0.4).loc["mi-mds (U)", "mrpc f1"] == 75.0
     with pytest.raises(ValueError, match="no level within 0.01 of 0.6"):
-        experiments.compare_table2(near, dense, level=0.6)
+        glue_sweep.compare_table2(near, dense, level=0.6)
 
 
 def test_ablation_varies_one_setting_and_keeps_cells_apart(runs):
     runs, cache = runs
-    table = experiments.ablate([runs["sst2"]], "alpha", ["2", "1.01"], [0.5], trials=1, cache=cache,
+    table = glue_sweep.ablate([runs["sst2"]], "alpha", ["2", "1.01"], [0.5], trials=1, cache=cache,
                                progress=False, fraction=1.0, mds_seeds=2)
     assert set(table.setting) == {"2.0", "1.01"} and set(table.ablation) == {"alpha"}
     assert set(table.method) == {"mi-mds"} and (table.ffn_flops == 0.5).all()
-    summary = experiments.summarize(table, "setting")
+    summary = glue_sweep.summarize(table, "setting")
     assert set(summary.setting) == {"2.0", "1.01"} and (summary["count"] == 1).all()
     folders = {p.parent.parent.name for p in Path(cache).glob("sweeps/**/mi-mds/keep*.json")}
     assert {f for f in folders if "-a2-" in f} and {f for f in folders if "-a1.01-" in f}
     with pytest.raises(ValueError, match="unknown ablation"):
-        experiments.ablate([runs["sst2"]], "beta", [1], [0.5], progress=False)
+        glue_sweep.ablate([runs["sst2"]], "beta", [1], [0.5], progress=False)
 
 
 def test_published_dense_is_the_pruned_fine_tune_only():
-    dense = experiments.published_dense()
+    dense = glue_sweep.published_dense()
     assert set(dense.init) == {"offline"} and set(dense.seed) == {0}
     assert not dense.duplicated(["task", "metric"]).any()  # one dense score per task metric
     with pytest.raises(ValueError, match="no rows for init='offline', seed=99"):
-        experiments.published_dense(seed=99)
+        glue_sweep.published_dense(seed=99)

@@ -9,9 +9,9 @@ from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceCl
 from zoo import DECODERS, ENCODERS, ZOO, batches, build, outputs
 
 import minilib
-from minilib import surgery
-from minilib.families import FAMILIES, family_of
-from minilib.hooks import capture_activations
+from minilib.models import surgery
+from minilib.models.families import FAMILIES, family_of
+from minilib.models.hooks import capture_activations
 from minilib.methods import METHODS
 
 AUTO = {n: (AutoModelForCausalLM if n in DECODERS else AutoModel if n == "bert-bare"

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from minilib import finetune
+from minilib.experiments import finetune
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "glue"
 
@@ -40,7 +40,7 @@ def test_training_moves_the_weights_and_the_result_is_cached(tmp_path):
     stamp = (run / "result.json").stat().st_mtime_ns
     assert finetune.finetune("stsb", "random", seed=0, epochs=1, cache=tmp_path, progress=False) == run
     assert (run / "result.json").stat().st_mtime_ns == stamp  # not re-run
-    from minilib.models import load_classifier
+    from minilib.models.bert import load_classifier
     before = load_classifier("random", "stsb", seed=0, cache=tmp_path).state_dict()
     after = _weights(run)
     assert not torch.equal(before["bert.encoder.layer.0.intermediate.dense.weight"],
@@ -82,7 +82,7 @@ def test_errors(tmp_path):
 def test_run_cache_follows_the_weights_of_a_folder(tmp_path):
     from transformers import BertConfig, BertModel
 
-    from minilib.models import bert_tiny_dir, quiet
+    from minilib.models.bert import bert_tiny_dir, quiet
     folder = tmp_path / "encoder"
     with quiet():
         torch.manual_seed(0)

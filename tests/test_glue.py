@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from minilib import glue
+from minilib.data import glue
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "glue"
 
@@ -91,7 +91,7 @@ def test_metrics_against_hand_computed_values():
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from minilib.models import load_tokenizer
+    from minilib.models.bert import load_tokenizer
 
     return load_tokenizer()
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from minilib.families import EncoderFFN
-from minilib.hooks import capture_activations as capture_ffn_activations
+from minilib.models.families import EncoderFFN
+from minilib.models.hooks import capture_activations as capture_ffn_activations
 
 TINY = dict(vocab_size=30522, hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=512)
 

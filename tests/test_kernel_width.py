@@ -7,8 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minilib.entropy import gram_matrix
-from minilib.kernel_width import (
+from minilib.estimator.entropy import gram_matrix
+from minilib.estimator.kernel_width import (
     NeuronKernelWidth,
     aligned_sigmas,
     ema,
@@ -110,7 +110,7 @@ def test_estimator_mutual_information_uses_fitted_widths():
     M = est.mutual_information(X, alpha=2.0)
     assert M.shape == (8, 8) and torch.equal(M, M.T)
     Z = normalize(X)
-    from minilib.entropy import mutual_information
+    from minilib.estimator.entropy import mutual_information
 
     ref = mutual_information(gram_matrix(Z[:, 0], est.sigma_[0]), gram_matrix(Z[:, 3], est.sigma_[3]), 2.0)
     assert M[0, 3].item() == pytest.approx(ref.item(), abs=1e-10)

@@ -6,7 +6,8 @@ import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
 
-from minilib import lm, models
+from minilib.models import lm
+from minilib.models import bert
 
 
 def test_windows_are_consecutive_and_disjoint():
@@ -28,7 +29,7 @@ def test_perplexity_is_exp_mean_nll_and_batch_independent(tiny_llama, lm_windows
 
 
 def test_wikitext_files_and_errors(tmp_path):
-    tok = models.load_tokenizer()
+    tok = bert.load_tokenizer()
     (tmp_path / "wikitext-2-raw").mkdir()
     (tmp_path / "wikitext-2-raw" / "wiki.test.raw").write_text(" = Title = \n the cat sat on the mat . \n")
     ids = lm.wikitext_ids(tok, "test", tmp_path)
@@ -42,7 +43,7 @@ def test_wikitext_files_and_errors(tmp_path):
 
 def test_local_folder_round_trip(tiny_llama, lm_windows, tmp_path):
     tiny_llama.float().save_pretrained(tmp_path / "m")
-    AutoTokenizer.from_pretrained(models.bert_tiny_dir()).save_pretrained(tmp_path / "m")
+    AutoTokenizer.from_pretrained(bert.bert_tiny_dir()).save_pretrained(tmp_path / "m")
     model, tok = lm.load_lm(str(tmp_path / "m"))
     assert not model.training and tok.vocab_size == 30522
     assert torch.equal(model(input_ids=lm_windows).logits, tiny_llama(input_ids=lm_windows).logits)

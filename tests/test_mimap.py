@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from minilib import mimap
+from minilib.data.calibration import calibration_indices
+from minilib.estimator import mimap
 
 
 def _layer(n=200, d=24, seed=0):
@@ -39,13 +40,13 @@ def test_pearson_is_the_sample_correlation_and_mi_is_averaged_over_batches():
 
 
 def test_calibration_sample_and_batches():
-    rows = mimap.calibration_indices(67349, 0.01, seed=0)
+    rows = calibration_indices(67349, 0.01, seed=0)
     assert len(rows) == 673 and len(set(rows.tolist())) == 673
-    assert (rows == mimap.calibration_indices(67349, 0.01, seed=0)).all()
+    assert (rows == calibration_indices(67349, 0.01, seed=0)).all()
     assert [s.stop - s.start for s in mimap.split_batches(673, 100)] == [100] * 6  # remainder dropped
     assert mimap.split_batches(37, 100) == [slice(0, 37)]  # MRPC's 1%: one smaller batch
     with pytest.raises(ValueError, match="fraction must be in"):
-        mimap.calibration_indices(100, 0.0)
+        calibration_indices(100, 0.0)
 
 
 def test_bad_activations_fail_fast():

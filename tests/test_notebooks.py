@@ -44,7 +44,7 @@ def test_notebook_executes_on_quick_profile(notebook):
 
 
 def test_unknown_profile_is_a_clear_error():
-    from minilib import profile
+    from minilib.experiments import profile
 
     with pytest.raises(ValueError, match="unknown profile 'fast'"):
         profile.select("fast", quick={"n": 1}, full={"n": 2})

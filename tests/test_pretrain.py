@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from minilib import pretrain
-from minilib.models import load_classifier
+from minilib.models import pretrain
+from minilib.models.bert import load_classifier
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "glue"
 
@@ -30,7 +30,7 @@ def test_corpus_has_train_text_only(small_corpus):
     assert sorted(hashes) == sorted([f"lm/{n}" for n in pretrain.WIKI_FILES]
                                     + ["glue/SST-2/train.tsv", "glue/STS-B/train.tsv", "glue/MRPC/train.tsv"])
     texts = {t for u in units for t in u if t}
-    from minilib import glue
+    from minilib.data import glue
     for task in ("sst2", "stsb", "mrpc"):
         dev = glue.load_split(task, "validation", FIXTURES)
         assert not texts & set(dev["text_a"])  # never dev text

@@ -7,10 +7,10 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from minilib import scores as peers
-from minilib import surgery
-from minilib.families import family_of
-from minilib.hooks import frozen
+from minilib.methods import scores as peers
+from minilib.models import surgery
+from minilib.models.families import family_of
+from minilib.models.hooks import frozen
 
 
 def _model(num_labels: int = 2) -> BertForSequenceClassification:
@@ -213,7 +213,7 @@ def test_gradient_scores_leave_the_model_as_they_found_it():
 
 def _activation_gradients(model, window, kind):
     """Per block, the activations and ∂L/∂a of one batch, through the shared gradient pass."""
-    from minilib.hooks import gradient_pass
+    from minilib.models.hooks import gradient_pass
 
     acts, grads = {}, {}
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from minilib import selection
+from minilib.methods import selection
 
 
 def _duplicated(n: int = 20, pairs=((0, 1), (2, 3), (4, 5)), seed: int = 0) -> np.ndarray:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification, LlamaConfig
 
-from minilib import surgery
+from minilib.models import surgery
 
 
 @pytest.fixture

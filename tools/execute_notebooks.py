@@ -30,7 +30,7 @@ DEFAULT_OUT = ROOT / "book" / "chapters"
 def _stamp(notebook: Path, profile: str) -> str:
     """Hash of everything an execution depends on in this repository."""
     h = hashlib.sha256(f"{profile}\n".encode())
-    for f in [notebook, *sorted((ROOT / "minilib").glob("*.py")), *sorted((ROOT / "results").glob("*"))]:
+    for f in [notebook, *sorted((ROOT / "minilib").rglob("*.py")), *sorted((ROOT / "results").glob("*"))]:
         h.update(f.name.encode() + f.read_bytes())
     return h.hexdigest()
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["Batch", "as_batches", "read_file", "glue_sample", "has_labels", "count_samples"]
+__all__ = ["Batch", "calibration_indices", "as_batches", "read_file", "glue_sample", "has_labels", "count_samples"]
 
 Batch = dict[str, torch.Tensor]
 _FORWARD = ("input_ids", "attention_mask", "token_type_ids")
@@ -50,20 +50,27 @@ def _tokenize(tokenizer, texts: list[str], pairs: list[str] | None, labels: list
     if tokenizer.pad_token is None:  # decoders often ship without one; padding is masked out anyway
         tokenizer.pad_token = tokenizer.eos_token
     batches = []
-    for s in range(0, len(texts), batch_size):
-        enc = tokenizer(texts[s:s + batch_size], pairs[s:s + batch_size] if pairs else None, truncation=True,
-                        max_length=max_length, padding=True, return_tensors="pt")
+    for s, e in _spans(len(texts), batch_size):
+        enc = tokenizer(texts[s:e], pairs[s:e] if pairs else None, truncation=True, max_length=max_length,
+                        padding=True, return_tensors="pt")
         batch = {k: enc[k] for k in _FORWARD if k in enc}
         if labels is not None:
-            batch["labels"] = torch.as_tensor(labels[s:s + batch_size])
+            batch["labels"] = torch.as_tensor(labels[s:e])
         batches.append(batch)
     return batches
 
 
+def _spans(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """``ceil(n / batch_size)`` consecutive batches of near-equal size (no lone last example, which a
+    bare encoder's in-batch distribution could not use)."""
+    edges = np.linspace(0, n, -(-n // batch_size) + 1).round().astype(int)
+    return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
+
+
 def _tokenized_rows(dataset, batch_size: int, pad_id: int) -> list[Batch]:
     batches = []
-    for s in range(0, len(dataset), batch_size):
-        rows = dataset[s:s + batch_size]
+    for s, e in _spans(len(dataset), batch_size):
+        rows = dataset[s:e]
         ids = [torch.as_tensor(x) for x in rows["input_ids"]]
         batch = {"input_ids": torch.nn.utils.rnn.pad_sequence(ids, batch_first=True, padding_value=pad_id)}
         lengths = torch.tensor([len(x) for x in ids])
@@ -90,7 +97,7 @@ def as_batches(data: Any, tokenizer=None, batch_size: int = 32, max_length: int 
     except ImportError:  # pragma: no cover - datasets is a dependency
         Dataset = ()  # type: ignore[assignment]
     if isinstance(data, (str, bytes, os.PathLike)):
-        raise TypeError("pass the calibration texts, not a path; read a file with minilib.calibration.read_file")
+        raise TypeError("pass the calibration texts, not a path; read a file with minilib.data.calibration.read_file")
     if isinstance(data, Dataset):
         if len(data) == 0:
             raise ValueError("the calibration dataset is empty")
@@ -120,6 +127,14 @@ def as_batches(data: Any, tokenizer=None, batch_size: int = 32, max_length: int 
     return _tokenize(tokenizer, texts, pairs, labels, batch_size, max_length)
 
 
+def calibration_indices(n: int, fraction: float = 0.01, seed: int = 0, minimum: int = 2) -> np.ndarray:
+    """A random ``fraction`` of ``range(n)`` (at least ``minimum`` rows), in random order."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}; the paper uses 0.01")
+    size = min(n, max(minimum, round(fraction * n)))
+    return np.random.default_rng(seed).choice(n, size, replace=False)
+
+
 def has_labels(batches: Sequence[Batch]) -> bool:
     return all("labels" in b for b in batches)
 
@@ -133,8 +148,7 @@ def count_samples(batches: Sequence[Batch]) -> dict[str, int]:
 def glue_sample(task: str, fraction: float = 0.01, seed: int = 0, data_dir: str | os.PathLike | None = None):
     """The paper's calibration sample of a GLUE task: a seeded random ``fraction`` of its training set,
     as a ``Dataset`` with ``text`` (``text_pair``) and ``label``."""
-    from . import glue
-    from .mimap import calibration_indices
+    from minilib.data import glue
 
     train = glue.load_split(task, "train", data_dir)
     sample = train.select(calibration_indices(len(train), fraction, seed))

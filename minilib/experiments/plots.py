@@ -7,7 +7,7 @@ import numpy as np
 import seaborn as sns
 import torch
 
-from . import paper
+from minilib.experiments import paper
 
 __all__ = ["setup", "source", "gram_heatmap", "cluster_order", "matrix_heatmap", "embedding_scatter", "seed_stability",
            "kl_versus_score", "flops_curves", "curves_grid"]
@@ -126,7 +126,7 @@ def curves_grid(summary: "pd.DataFrame", dense: "pd.DataFrame", by: str = "metho
                 ncols: int = 3, legend_title: str | None = None) -> plt.Figure:
     """:func:`flops_curves` for every (task, metric) of ``summary``, one line per ``by`` value.
 
-    ``summary`` comes from :func:`minilib.experiments.summarize`; ``dense`` has task, metric,
+    ``summary`` comes from :func:`minilib.experiments.glue_sweep.summarize`; ``dense`` has task, metric,
     value rows (the unpruned model's scores). The legend takes a free panel, or the right margin.
     """
     order = list(paper.BERT_TINY)  # the paper's column order
@@ -156,7 +156,7 @@ def perplexity_curves(ax: plt.Axes, summary: "pd.DataFrame", x: str, dense: floa
                       xlabel: str) -> plt.Axes:
     """Perplexity (log scale) against a pruning level, one line per method, the dense model dotted.
 
-    ``summary`` has method, ``x``, mean and std columns (from :func:`minilib.lm_experiments.summarize`);
+    ``summary`` has method, ``x``, mean and std columns (from :func:`minilib.experiments.lm_sweep.summarize`);
     methods with a spread over trials (random) get error bars.
     """
     for method, g in summary.groupby("method", sort=False):

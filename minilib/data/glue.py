@@ -25,8 +25,10 @@ from datasets import Dataset
 from scipy import stats
 from torch import nn
 
+from minilib.cache import REPO
+
 HUB_DATASET = "nyu-mll/glue"
-DEFAULT_GLUE_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "glue"
+DEFAULT_GLUE_DIR = REPO.parent / "shared" / "data" / "glue"
 SPLITS = ("train", "validation")
 
 

@@ -1,6 +1,6 @@
 """The one hook mechanism of every method: a forward pre-hook on each block's ``down`` projection.
 
-The input of ``down`` is the vector of FFN neurons ``a`` (:mod:`minilib.families`), so:
+The input of ``down`` is the vector of FFN neurons ``a`` (:mod:`minilib.models.families`), so:
 
 * :func:`capture_activations` records ``a`` per block and turns tokens into samples (the paper's
   per-sentence reduction, §3.3.1, is a choice: ``"mean"`` over the non-padding tokens, the
@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .families import Family, family_of, model_inputs
+from minilib.models.families import Family, family_of, model_inputs
 
 Batch = Mapping[str, torch.Tensor]
 

@@ -1,6 +1,6 @@
 """Numbers published in the paper (arXiv:2406.00030), for side-by-side comparison in the book.
 
-Metrics are in percent, keyed like :func:`minilib.glue.compute_metrics`. Table 2 prints MRPC
+Metrics are in percent, keyed like :func:`minilib.data.glue.compute_metrics`. Table 2 prints MRPC
 and QQP as "Acc/F1", but the values only make sense as F1/Acc (method notes, decision 10:
 an F1 of 71.1 with an accuracy of 81.1 is implausible for MRPC's 68% positive class); they are
 stored here under the reading F1 first.

@@ -1,7 +1,7 @@
 """Fine-tune BERT-tiny on a GLUE task with the paper's hyperparameters (§4.1), fast on a CPU.
 
 AdamW (β = 0.9, 0.999, ε = 1e-8, no weight decay), the task's batch size and learning rate
-from :data:`minilib.glue.TASKS`, 4 epochs, linear decay to 0 without warm-up (the
+from :data:`minilib.data.glue.TASKS`, 4 epochs, linear decay to 0 without warm-up (the
 ``transformers.Trainer`` default; the paper does not state a schedule), max length 128.
 Speed comes from what does not change the maths: length-grouped batches padded only to
 their own longest sentence, PyTorch's fused AdamW, and no framework overhead.
@@ -10,8 +10,8 @@ Checkpoints are cached under ``<cache>/finetuned/<init>/<task>/<run>`` with a ``
 (dev metrics, wall time, throughput, provenance). A run checkpoints after every epoch and
 resumes from there; the same seed gives the same weights on CPU. Command line::
 
-    python -m minilib.finetune --task sst2 --init offline            # one fine-tune
-    python -m minilib.finetune --table results/finetune_scores.csv --seeds 0 1 2   # the book's table
+    python -m minilib.experiments.finetune --task sst2 --init offline            # one fine-tune
+    python -m minilib.experiments.finetune --table results/finetune_scores.csv --seeds 0 1 2   # the book's table
 """
 
 from __future__ import annotations
@@ -28,10 +28,11 @@ import transformers
 from tqdm.auto import tqdm
 from transformers import BertForSequenceClassification
 
-from .cli import ArgumentParser
-from . import glue, paper
-from .cache import atomic_dir, atomic_file, cache_dir, code_revision, read_json, sha256, short_hash, write_json
-from .models import INITS, describe, load_classifier, load_tokenizer, model_source, quiet, resolve_init
+from minilib.console import ArgumentParser
+from minilib.data import glue
+from minilib.experiments import paper
+from minilib.cache import atomic_dir, atomic_file, cache_dir, code_revision, read_json, sha256, short_hash, write_json
+from minilib.models.bert import INITS, describe, load_classifier, load_tokenizer, model_source, quiet, resolve_init
 
 BETAS, EPS = (0.9, 0.999), 1e-8
 
@@ -114,8 +115,8 @@ def finetune(task: glue.Task | str, init: str = "auto", seed: int = 0, epochs: i
 
     Parameters
     ----------
-    task : GLUE task name or :class:`~minilib.glue.Task`.
-    init : ``"auto"``, ``"offline"``, ``"hub"``, ``"random"`` or a model folder (see :mod:`minilib.models`).
+    task : GLUE task name or :class:`~minilib.data.glue.Task`.
+    init : ``"auto"``, ``"offline"``, ``"hub"``, ``"random"`` or a model folder (see :mod:`minilib.models.bert`).
     seed : seeds the classifier head (all weights for ``"random"``), batch order and dropout.
     epochs : the paper uses 4.
     max_train : fine-tune on a random subset of this many training examples (quick runs).
@@ -179,7 +180,7 @@ def read_result(path: str | os.PathLike) -> dict:
     """The ``result.json`` of a finished run (dev metrics and provenance)."""
     path = Path(path)
     if not (path / "result.json").is_file():
-        raise FileNotFoundError(f"{path} is not a finished fine-tuning run; run minilib.finetune.finetune first")
+        raise FileNotFoundError(f"{path} is not a finished fine-tuning run; run minilib.experiments.finetune.finetune first")
     return read_json(path / "result.json")
 
 

@@ -30,9 +30,9 @@ from typing import Literal
 
 import torch
 
-from minilib import _checks
-from minilib._checks import ArrayLike
-from minilib.entropy import pairwise_mutual_information, squared_distances
+from minilib.estimator import _checks
+from minilib.estimator._checks import ArrayLike
+from minilib.estimator.entropy import pairwise_mutual_information, squared_distances
 
 Normalization = Literal["zscore", "none"]
 NORMALIZATIONS: tuple[str, ...] = ("zscore", "none")

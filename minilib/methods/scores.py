@@ -1,7 +1,7 @@
 """Importance scores of FFN neurons for every peer of the paper, on any family (chapters 5 and 7).
 
 Every scorer returns one float64 array per block, **higher = more important**; :func:`keep_top`
-turns scores into keep-sets. With ``a`` the neuron's activation (:mod:`minilib.families`):
+turns scores into keep-sets. With ``a`` the neuron's activation (:mod:`minilib.models.families`):
 
 =========================  =====================================================================
 ``random_scores``          uniform noise (the book averages several seeds)
@@ -20,7 +20,7 @@ turns scores into keep-sets. With ``a`` the neuron's activation (:mod:`minilib.f
                            express by the others (kernelised convex hull) × its mean activation
 =========================  =====================================================================
 
-All gradient scores come from :func:`minilib.hooks.gradient_pass`. Products are accumulated in float64.
+All gradient scores come from :func:`minilib.models.hooks.gradient_pass`. Products are accumulated in float64.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ import torch
 from scipy.stats import rankdata
 from torch import nn
 
-from .entropy import squared_distances
-from .families import Family, family_of, model_inputs
-from .hooks import capture_activations, gradient_pass
+from minilib.estimator.entropy import squared_distances
+from minilib.models.families import Family, family_of, model_inputs
+from minilib.models.hooks import capture_activations, gradient_pass
 
 Scores = list[np.ndarray]
 Batch = Mapping[str, torch.Tensor]
@@ -94,7 +94,7 @@ def random_scores(sizes: Sequence[int], seed: int = 0) -> Scores:
 
 
 def magnitude_scores(model: nn.Module) -> Scores:
-    """The family's weight magnitude of each neuron (:meth:`minilib.families.Family.magnitude`)."""
+    """The family's weight magnitude of each neuron (:meth:`minilib.models.families.Family.magnitude`)."""
     family = family_of(model)
     return [family.magnitude(b).double().cpu().numpy() for b in family.blocks(model)]
 

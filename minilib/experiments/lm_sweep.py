@@ -4,7 +4,7 @@ Every evaluated model is a cell cached as JSON under ``<cache>/lm-runs/<setting>
 interrupted run resumes where it stopped and identical choices (two methods picking the same
 blocks) are evaluated once. Command line (the full profile writes the committed tables)::
 
-    python -m minilib.lm_experiments --profile full --out results
+    python -m minilib.experiments.lm_sweep --profile full --out results
 """
 
 from __future__ import annotations
@@ -21,12 +21,14 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .cli import ArgumentParser
-from . import blocks, lm, surgery
-from .methods import METHODS, Calibrated
-from .scores import keep_fraction, keep_top, magnitude_scores
-from .cache import atomic_file, cache_dir, code_revision, read_json, short_hash, write_json
-from .profile import select
+from minilib.console import ArgumentParser
+from minilib.methods import blocks
+from minilib.models import lm
+from minilib.models import surgery
+from minilib.methods import METHODS, Calibrated
+from minilib.methods.scores import keep_fraction, keep_top, magnitude_scores
+from minilib.cache import atomic_file, cache_dir, code_revision, read_json, short_hash, write_json
+from minilib.experiments.profile import select
 
 BLOCK_METHODS = ("mi-prun", "mi-prun-exact", "block-influence", "angular", "random")
 MLP_METHODS = ("hfprune", "taylor-ce", "magnitude", "wanda", "random")
@@ -60,7 +62,7 @@ class Setup:
 
     @cached_property
     def states(self) -> torch.Tensor:
-        """The residual stream at ``mi_tokens`` calibration tokens (:func:`minilib.blocks.hidden_states`)."""
+        """The residual stream at ``mi_tokens`` calibration tokens (:func:`minilib.methods.blocks.hidden_states`)."""
         return blocks.hidden_states(self.model, self.calib_windows, self.mi_tokens, self.seed)
 
     @cached_property

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import scores as sc
-from . import selection
-from .families import Family, family_of
-from .hooks import capture_activations
-from .mimap import MIMap, compute_mi_map
+from minilib.methods import scores as sc
+from minilib.methods import selection
+from minilib.models.families import Family, family_of
+from minilib.models.hooks import capture_activations
+from minilib.estimator.mimap import MIMap, compute_mi_map
 
 __all__ = ["Settings", "PruningState", "Calibrated", "Method", "METHODS", "NEEDS", "mds_candidates", "kl_choice",
            "check_method"]
@@ -49,7 +49,7 @@ class Settings:
     mds_seeds : ``M``, the candidate keep-sets of the subsidiary KL condition (Eq. 2). The paper
         uses 500; 20 is the default here (chapter 6 measures 1, 5, 20, 100).
     n_components : MDS dimensions (not stated in the paper; 8).
-    rank_tol : low-rank joint spectra for the MI map (:func:`minilib.entropy.pairwise_mutual_information`;
+    rank_tol : low-rank joint spectra for the MI map (:func:`minilib.estimator.entropy.pairwise_mutual_information`;
         ``None``: exact).
     """
 

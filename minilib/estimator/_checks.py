@@ -79,7 +79,7 @@ def no_constant_columns(X: torch.Tensor, name: str) -> None:
         raise ValueError(
             f"{name} has {len(idx)} constant column(s) ({shown}) over its {X.shape[0]} samples: "
             "they have no entropy and no kernel width; drop them first "
-            "(minilib.entropy.constant_columns(X) gives the mask)"
+            "(minilib.estimator.entropy.constant_columns(X) gives the mask)"
         )
 
 

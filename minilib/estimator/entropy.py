@@ -25,8 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 from tqdm.auto import tqdm
 
-from minilib import _checks
-from minilib._checks import ArrayLike
+from minilib.estimator import _checks
+from minilib.estimator._checks import ArrayLike
 
 __all__ = [
     "gram_matrix",

@@ -15,7 +15,7 @@ Mistral, Qwen2/3)
 =================  ==========================================  ==============================
 
 So one forward pre-hook on ``down`` captures the activations and carries the gradient mask of
-every method (:mod:`minilib.hooks`), and removing neuron ``j`` deletes row ``j`` of every
+every method (:mod:`minilib.models.hooks`), and removing neuron ``j`` deletes row ``j`` of every
 up-projection and column ``j`` of ``down`` (exact: the pruned model computes what the dense one
 computes with ``a_j = 0``). A family also says what the subsidiary KL criterion (Eq. 2) compares
 (:meth:`Family.representation`), which output distribution HFPrune's entropy reads

@@ -40,7 +40,7 @@ MiniLM's hidden states on single sentences (all, or SST-2's own; no gain); and t
 (16,000; 78.1%, seed 0). MiniLM itself reaches 80.3% as a frozen sentence-embedding probe, so the
 teacher leaves little room above random weights.
 
-``python -m minilib.pretrain --recipe full`` builds it (≈30 min on 2 CPU cores);
+``python -m minilib.models.pretrain --recipe full`` builds it (≈30 min on 2 CPU cores);
 ``--recipe quick`` is the few-minute version the CI profile uses. The result is a
 ``BertModel`` folder with a ``manifest.json`` (recipe, seed, data hashes, losses, timings).
 A build can be interrupted: it resumes from its last checkpoint, and the same seed gives
@@ -67,10 +67,10 @@ from tqdm.auto import tqdm
 from transformers import BertConfig, BertModel
 from transformers.models.bert.modeling_bert import BertOnlyMLMHead
 
-from .cli import ArgumentParser
-from . import glue
-from .cache import REPO, atomic_dir, code_revision, read_json, sha256, write_json
-from .models import bert_tiny_dir, load_tokenizer, offline_encoder_dir, quiet
+from minilib.console import ArgumentParser
+from minilib.data import glue
+from minilib.cache import REPO, atomic_dir, code_revision, read_json, sha256, write_json
+from minilib.models.bert import bert_tiny_dir, load_tokenizer, offline_encoder_dir, quiet
 
 DEFAULT_LM_DIR = REPO.parent / "shared" / "data" / "lm"
 WIKI_FILES = ("wikitext-2-raw/wiki.test.raw", "wikitext-2-tokenized/wiki.valid.tokens")
@@ -398,7 +398,7 @@ def build_offline_encoder(recipe: str | Recipe = "full", out: str | os.PathLike 
         student.bert.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         write_json(tmp / "manifest.json", {
-            "what": "offline pretrained encoder with BERT-tiny's architecture (minilib.pretrain)",
+            "what": "offline pretrained encoder with BERT-tiny's architecture (minilib.models.pretrain)",
             "recipe_name": name, "recipe": dataclasses.asdict(recipe), "data_sha256": hashes,
             "units": len(units), "tokens": n_tokens, "log": log, "seconds": round(time.perf_counter() - start, 1),
             "torch": torch.__version__, "transformers": transformers.__version__, "code": revision,

@@ -1,7 +1,7 @@
 """The paper's selection of FFN neurons by redundancy (§3.3.2–3.3.4).
 
 Every function works on one layer's symmetric *similarity* matrix ``S`` (the MI map of
-:mod:`minilib.mimap`, or ``|Pearson r|`` for the PCC ablation) and returns the sorted indices of
+:mod:`minilib.estimator.mimap`, or ``|Pearson r|`` for the PCC ablation) and returns the sorted indices of
 the neurons to **keep**. Dead neurons (``alive=False``) carry no information and are removed
 first; the methods choose among the live ones.
 

@@ -36,8 +36,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .entropy import gram_matrix, mutual_information, squared_distances
-from .families import family_of
+from minilib.estimator.entropy import gram_matrix, mutual_information, squared_distances
+from minilib.models.families import family_of
 
 __all__ = ["hidden_states", "BlockMI", "block_influence", "angular_distance", "fast_block_select",
            "best_by_dynamic_programming", "random_blocks", "remove_blocks", "segments"]

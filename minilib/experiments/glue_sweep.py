@@ -1,10 +1,10 @@
 """The pruning sweep: methods × compression levels × tasks, evaluated on each task's dev set.
 
-For one fine-tuned run (:func:`minilib.finetune.finetune`) a :class:`Context` holds what every
+For one fine-tuned run (:func:`minilib.experiments.finetune.finetune`) a :class:`Context` holds what every
 method may read: the dense model, the calibration sample (the random 1% of the training set the
 MI map uses, with labels for the supervised peers), the MI map and the dev set. A method maps
 ``(context, keep, seed)`` to one keep-set per layer; :func:`evaluate_keep` removes the other
-neurons (:mod:`minilib.surgery`) and scores the pruned model with the task's official metrics.
+neurons (:mod:`minilib.models.surgery`) and scores the pruned model with the task's official metrics.
 
 The compression level is the **FFN-relative FLOPs** (the kept fraction of FFN neurons, the same
 in every layer: method notes, decision 6); the encoder-relative FLOPs at the task's mean dev
@@ -14,7 +14,6 @@ so an interrupted sweep resumes where it stopped, and returns a tidy table with 
 
 from __future__ import annotations
 
-import copy
 import os
 import time
 from collections.abc import Sequence
@@ -27,22 +26,74 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .cli import ArgumentParser
-from . import glue, mimap, paper, surgery
-from .methods import METHODS, PruningState, Settings, kl_choice, mds_candidates
-from .cache import atomic_file, cache_dir, code_revision, read_json, results_dir, write_json
-from .finetune import evaluate, load_finetuned, read_result
-from .models import load_tokenizer
+from minilib.console import ArgumentParser
+from minilib.data import glue
+from minilib.estimator import mimap
+from minilib.experiments import paper
+from minilib.models import surgery
+from minilib.methods import METHODS, PruningState, Settings, kl_choice, mds_candidates
+from minilib.cache import atomic_file, cache_dir, code_revision, read_json, results_dir, short_hash, write_json
+from minilib.data.calibration import calibration_indices
+from minilib.models.hooks import capture_activations
+from minilib.experiments.finetune import evaluate, load_finetuned, read_result
+from minilib.models.bert import load_tokenizer
 
-__all__ = ["Context", "METHODS", "mds_candidates", "kl_choice", "evaluate_keep", "sweep",
+__all__ = ["calibration_activations", "neuron_mi_map", "Context", "METHODS", "mds_candidates", "kl_choice", "evaluate_keep", "sweep",
            "ABLATIONS", "ablate", "published", "summarize", "PAPER_DENSE", "compare_table2", "main"]
+
+
+def calibration_activations(run: str | os.PathLike, fraction: float = 0.01, reduction: str = "mean",
+                            seed: int = 0, data_dir: str | os.PathLike | None = None, progress: bool = False
+                            ) -> list[torch.Tensor]:
+    """FFN activations (per layer, samples × neurons) of a fine-tuned run on its calibration sample.
+
+    The sample is a random ``fraction`` of the task's training set; the rows come back in a
+    seeded random order, so consecutive batches of them are random draws.
+    """
+    model = load_finetuned(run)
+    task = glue.get_task(read_result(run)["task"])
+    train = glue.load_split(task, "train", data_dir)
+    encoded = glue.encode(train.select(calibration_indices(len(train), fraction, seed)), load_tokenizer())
+    acts = capture_activations(model, glue.Batches(encoded, batch_size=64), reduction,
+                               progress=progress)  # length-sorted batches: fast; shuffled below
+    perm = torch.as_tensor(np.random.default_rng(seed).permutation(acts[0].shape[0]))
+    return [a[perm] for a in acts]
+
+
+def neuron_mi_map(run: str | os.PathLike, fraction: float = 0.01, batch_size: int = 100,
+                  reduction: str = "mean", alpha: float = 1.01, seed: int = 0, max_batches: int | None = None,
+                  widths: str = "aligned", data_dir: str | os.PathLike | None = None,
+                  cache: str | os.PathLike | None = None, progress: bool = True) -> mimap.MIMap:
+    """The (cached) MI map of a fine-tuned run's FFN neurons on its task's calibration sample.
+
+    ``run`` is a folder from :func:`minilib.experiments.finetune.finetune`. The calibration sample is a
+    random ``fraction`` of the task's training set (``seed``), reduced per sentence with
+    ``reduction`` (see :mod:`minilib.models.hooks`).
+    """
+    run = Path(run).resolve()
+    result = read_result(run)
+    key = (f"{fraction:g}-b{batch_size}-{reduction}-a{alpha:g}-s{seed}" + (f"-m{max_batches}" if max_batches else "")
+           + ("" if widths == "aligned" else f"-{widths}"))
+    runs = cache_dir(cache).resolve() / "finetuned"
+    rel = run.relative_to(runs) if run.is_relative_to(runs) else Path("other", short_hash(str(run)))
+    path = cache_dir(cache) / "mimaps" / rel / f"{key}.npz"
+    if path.is_file() and path.with_suffix(".json").is_file():
+        return mimap.MIMap.load(path)
+    task = glue.get_task(result["task"])
+    acts = calibration_activations(run, fraction, reduction, seed, data_dir, progress)
+    m = mimap.compute_mi_map(acts, batch_size, alpha, max_batches=max_batches, widths=widths, progress=progress)
+    m.meta.update({"task": task.name, "model": result["model"], "init": result["init"], "run": str(rel),
+                   "fraction": fraction, "reduction": reduction, "seed": seed,
+                   "calibration_samples": int(acts[0].shape[0])})
+    m.save(path)
+    return m
 
 
 @dataclass
 class Context(PruningState):
     """A fine-tuned run and the data every pruning method may read (built lazily, then kept).
 
-    The MI map comes from :func:`minilib.mimap.neuron_mi_map` (cached per run and setting) on the
+    The MI map comes from :func:`neuron_mi_map` (cached per run and setting) on the
     same calibration rows that the peers read in batches of 32.
     """
 
@@ -72,7 +123,7 @@ class Context(PruningState):
     def batches(self) -> list[dict[str, torch.Tensor]]:
         """The calibration sentences (with labels) in batches of 32, the same rows as the MI map's."""
         train = glue.load_split(self.task, "train", self.data_dir)
-        rows = mimap.calibration_indices(len(train), self.fraction, self.seed)
+        rows = calibration_indices(len(train), self.fraction, self.seed)
         return list(glue.Batches(glue.encode(train.select(rows), load_tokenizer()), 32))
 
     @cached_property
@@ -80,7 +131,7 @@ class Context(PruningState):
         return glue.encode(glue.load_split(self.task, "validation", self.data_dir), load_tokenizer())
 
     def compute_mi_map(self, widths: str) -> mimap.MIMap:
-        return mimap.neuron_mi_map(self.run, self.fraction, reduction=self.reduction, alpha=self.alpha, seed=self.seed,
+        return neuron_mi_map(self.run, self.fraction, reduction=self.reduction, alpha=self.alpha, seed=self.seed,
                                    max_batches=self.max_batches, widths=widths, data_dir=self.data_dir,
                                    cache=self.cache, progress=False)
 
@@ -229,7 +280,7 @@ def compare_table2(table: pd.DataFrame, dense: pd.DataFrame, level: float = 0.4)
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .finetune import finetune
+    from minilib.experiments.finetune import finetune
 
     parser = ArgumentParser(prog="minilib sweep",
                                      description="Prune fine-tuned BERT-tiny FFN neurons: methods × levels × tasks.")

@@ -1,7 +1,7 @@
 """Model surgery: physically remove FFN neurons from any supported model, and what that saves.
 
 Removing neuron ``j`` of a block deletes row ``j`` of every up-projection and column ``j`` of
-``down`` (:mod:`minilib.families`); ``down``'s bias stays. This is exact: the pruned model computes
+``down`` (:mod:`minilib.models.families`); ``down``'s bias stays. This is exact: the pruned model computes
 what the dense model computes with those neurons' activations set to zero (tests check both).
 
 Blocks may keep different numbers of neurons. A uniformly pruned model is an ordinary model of
@@ -9,7 +9,7 @@ its class with a smaller ``intermediate_size`` and reloads with ``from_pretraine
 one records its sizes in ``config.ffn_sizes`` and reloads with :func:`load_pruned` (which also
 reads uniform and dense folders).
 
-Cost: multiply-adds of the blocks (:meth:`minilib.families.Family.macs`; for BERT the per-layer
+Cost: multiply-adds of the blocks (:meth:`minilib.models.families.Family.macs`; for BERT the per-layer
 count of Kwon et al., 2022) at a sequence length ``L`` (for GLUE a task's mean dev length,
 :data:`MEAN_DEV_LENGTH`). Pruning only FFN neurons leaves the attention untouched, so two ratios
 are reported: **FFN-relative FLOPs** (the kept fraction of neurons) and **encoder-relative FLOPs**
@@ -29,7 +29,7 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedModel
 
-from .families import family_of
+from minilib.models.families import family_of
 
 # Mean dev-set length in word pieces, as used for BERT MACs by Kwon et al. (2022).
 MEAN_DEV_LENGTH = {"sst2": 25.16, "stsb": 31.47, "mrpc": 53.24, "qqp": 30.55, "qnli": 50.97}
@@ -86,7 +86,7 @@ def macs(config, ffn: Sequence[int] | None = None, seq_len: float = 128.0) -> fl
     """Multiply-accumulates of the blocks for one sequence of ``seq_len`` tokens.
 
     ``ffn`` gives the neurons per block (default: ``config.intermediate_size`` everywhere); the
-    per-block count is the family's (:meth:`minilib.families.Family.block_macs`).
+    per-block count is the family's (:meth:`minilib.models.families.Family.block_macs`).
     """
     return family_of(config).macs(config, ffn, seq_len)
 

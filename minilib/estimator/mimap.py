@@ -4,7 +4,7 @@ For each encoder layer, on a calibration sample (the paper: a random 1% of the t
 training set) cut into mini-batches of 100 samples:
 
 1. the per-neuron kernel widths are fitted batch by batch (alignment, Eq. 7) and smoothed
-   across batches (EMA, Eq. 8) by :class:`~minilib.kernel_width.NeuronKernelWidth`;
+   across batches (EMA, Eq. 8) by :class:`~minilib.estimator.kernel_width.NeuronKernelWidth`;
 2. on each batch, the all-pairs MI matrix (Eq. 3) is computed with the widths as they stand
    after that batch (the running EMA), and the matrices are averaged over batches;
 3. the Pearson correlation matrix of the same sample is kept beside it.
@@ -25,16 +25,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import glue
-from .hooks import capture_activations
-from .cache import atomic_file, cache_dir, read_json, short_hash, write_json
-from .finetune import load_finetuned, read_result
-from .entropy import pairwise_mutual_information
-from .kernel_width import NeuronKernelWidth, normalize, scott_sigma
-from .models import load_tokenizer
+from minilib.cache import atomic_file, read_json, write_json
+from minilib.estimator.entropy import pairwise_mutual_information
+from minilib.estimator.kernel_width import NeuronKernelWidth, normalize, scott_sigma
 
-__all__ = ["MIMap", "calibration_indices", "split_batches", "dead_neurons", "compute_mi_map", "calibration_activations",
-           "pairs_table", "neuron_mi_map"]
+__all__ = ["MIMap", "split_batches", "dead_neurons", "compute_mi_map", "pairs_table"]
 
 
 @dataclass
@@ -73,14 +68,6 @@ class MIMap:
         return [(int(iu[0][o]), int(iu[1][o]), float(vals[o])) for o in order]
 
 
-def calibration_indices(n: int, fraction: float = 0.01, seed: int = 0, minimum: int = 2) -> np.ndarray:
-    """A random ``fraction`` of ``range(n)`` (at least ``minimum`` rows), in random order."""
-    if not 0 < fraction <= 1:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}; the paper uses 0.01")
-    size = min(n, max(minimum, round(fraction * n)))
-    return np.random.default_rng(seed).choice(n, size, replace=False)
-
-
 def split_batches(n: int, batch_size: int = 100) -> list[slice]:
     """Consecutive batches of ``batch_size``; a shorter remainder is dropped unless it is the only batch."""
     if batch_size < 2:
@@ -109,8 +96,8 @@ def compute_mi_map(activations: list[torch.Tensor], batch_size: int = 100, alpha
     ``widths="aligned"`` (default) fits per-neuron widths by alignment and EMA (§3.4);
     ``widths="scott"`` gives every neuron Scott's one-dimensional width ``γ N^(−1/5)`` in
     normalised units (the plain estimator of the paper's Fig. 3). ``width_kwargs`` go to
-    :class:`~minilib.kernel_width.NeuronKernelWidth` (``gamma``, ``beta``…); ``rank_tol`` to
-    :func:`~minilib.entropy.pairwise_mutual_information` (``None``: the exact joint spectra).
+    :class:`~minilib.estimator.kernel_width.NeuronKernelWidth` (``gamma``, ``beta``…); ``rank_tol`` to
+    :func:`~minilib.estimator.entropy.pairwise_mutual_information` (``None``: the exact joint spectra).
     """
     if widths not in ("aligned", "scott"):
         raise ValueError(f"widths must be 'aligned' or 'scott', got {widths!r}")
@@ -155,24 +142,6 @@ def compute_mi_map(activations: list[torch.Tensor], batch_size: int = 100, alpha
     return MIMap(mi, pearson, alive, sigma, meta)
 
 
-def calibration_activations(run: str | os.PathLike, fraction: float = 0.01, reduction: str = "mean",
-                            seed: int = 0, data_dir: str | os.PathLike | None = None, progress: bool = False
-                            ) -> list[torch.Tensor]:
-    """FFN activations (per layer, samples × neurons) of a fine-tuned run on its calibration sample.
-
-    The sample is a random ``fraction`` of the task's training set; the rows come back in a
-    seeded random order, so consecutive batches of them are random draws.
-    """
-    model = load_finetuned(run)
-    task = glue.get_task(read_result(run)["task"])
-    train = glue.load_split(task, "train", data_dir)
-    encoded = glue.encode(train.select(calibration_indices(len(train), fraction, seed)), load_tokenizer())
-    acts = capture_activations(model, glue.Batches(encoded, batch_size=64), reduction,
-                               progress=progress)  # length-sorted batches: fast; shuffled below
-    perm = torch.as_tensor(np.random.default_rng(seed).permutation(acts[0].shape[0]))
-    return [a[perm] for a in acts]
-
-
 def pairs_table(m: MIMap, layer: int, k: int = 10, by: str = "mi") -> "pd.DataFrame":
     """The ``k`` most redundant neuron pairs of a layer with their MI, Pearson r and entropies."""
     import pandas as pd
@@ -181,32 +150,3 @@ def pairs_table(m: MIMap, layer: int, k: int = 10, by: str = "mi") -> "pd.DataFr
              "Pearson r": m.pearson[layer, i, j], "H(i)": m.mi[layer, i, i], "H(j)": m.mi[layer, j, j]}
             for i, j, _ in m.top_pairs(layer, k, by)]
     return pd.DataFrame(rows)
-
-
-def neuron_mi_map(run: str | os.PathLike, fraction: float = 0.01, batch_size: int = 100,
-                  reduction: str = "mean", alpha: float = 1.01, seed: int = 0, max_batches: int | None = None,
-                  widths: str = "aligned", data_dir: str | os.PathLike | None = None,
-                  cache: str | os.PathLike | None = None, progress: bool = True) -> MIMap:
-    """The (cached) MI map of a fine-tuned run's FFN neurons on its task's calibration sample.
-
-    ``run`` is a folder from :func:`minilib.finetune.finetune`. The calibration sample is a
-    random ``fraction`` of the task's training set (``seed``), reduced per sentence with
-    ``reduction`` (see :mod:`minilib.hooks`).
-    """
-    run = Path(run).resolve()
-    result = read_result(run)
-    key = (f"{fraction:g}-b{batch_size}-{reduction}-a{alpha:g}-s{seed}" + (f"-m{max_batches}" if max_batches else "")
-           + ("" if widths == "aligned" else f"-{widths}"))
-    runs = cache_dir(cache).resolve() / "finetuned"
-    rel = run.relative_to(runs) if run.is_relative_to(runs) else Path("other", short_hash(str(run)))
-    path = cache_dir(cache) / "mimaps" / rel / f"{key}.npz"
-    if path.is_file() and path.with_suffix(".json").is_file():
-        return MIMap.load(path)
-    task = glue.get_task(result["task"])
-    acts = calibration_activations(run, fraction, reduction, seed, data_dir, progress)
-    mimap = compute_mi_map(acts, batch_size, alpha, max_batches=max_batches, widths=widths, progress=progress)
-    mimap.meta.update({"task": task.name, "model": result["model"], "init": result["init"], "run": str(rel),
-                       "fraction": fraction, "reduction": reduction, "seed": seed,
-                       "calibration_samples": int(acts[0].shape[0])})
-    mimap.save(path)
-    return mimap

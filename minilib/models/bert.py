@@ -6,7 +6,7 @@ neurons, uncased 30,522-token vocabulary). A model is named by an ``init`` strin
 * ``"auto"`` (the default): ``"hub"`` with a network, ``"offline"`` when ``HF_HUB_OFFLINE`` is set;
 * ``"hub"``: the real BERT-tiny from the Hugging Face Hub (needs a network);
 * ``"offline"``: the offline pretrained encoder of the same architecture that
-  :mod:`minilib.pretrain` builds from what this environment has (no BERT-tiny weights here);
+  :mod:`minilib.models.pretrain` builds from what this environment has (no BERT-tiny weights here);
 * ``"random"``: BERT-tiny's architecture, randomly initialised (the lower reference);
 * a path: any local folder that ``from_pretrained`` reads (e.g. a downloaded BERT-tiny).
 
@@ -25,8 +25,8 @@ import torch
 from transformers import logging as hf_logging
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, PreTrainedTokenizerBase
 
-from .cache import REPO, cache_dir
-from .glue import Task, _offline, get_task
+from minilib.cache import REPO, cache_dir
+from minilib.data.glue import Task, _offline, get_task
 
 HUB_BERT_TINY = "prajjwal1/bert-tiny"
 DEFAULT_BERT_TINY_DIR = REPO.parent / "shared" / "data" / "models" / "bert-tiny"
@@ -70,7 +70,7 @@ def _from_hub(source: str) -> str:
     if source == HUB_BERT_TINY and _offline():
         raise FileNotFoundError(
             f"{HUB_BERT_TINY} is not available offline; unset HF_HUB_OFFLINE to download it, pass a local "
-            "folder, or use init='offline' (python -m minilib.pretrain builds it)")
+            "folder, or use init='offline' (python -m minilib.models.pretrain builds it)")
     return source
 
 
@@ -80,7 +80,7 @@ def load_tokenizer() -> PreTrainedTokenizerBase:
 
 
 def offline_encoder_dir(recipe: str = "full", cache: str | os.PathLike | None = None) -> Path:
-    """Where :func:`minilib.pretrain.build_offline_encoder` keeps the encoder of a recipe."""
+    """Where :func:`minilib.models.pretrain.build_offline_encoder` keeps the encoder of a recipe."""
     return cache_dir(cache) / "encoders" / f"offline-bert-tiny-{recipe}"
 
 
@@ -95,7 +95,7 @@ def model_source(init: str, recipe: str = "full", cache: str | os.PathLike | Non
         path = offline_encoder_dir(recipe, cache)
         if not (path / "manifest.json").is_file():
             raise FileNotFoundError(f"the offline encoder ({recipe} recipe) is not built at {path}; build it with "
-                                    f"`python -m minilib.pretrain --recipe {recipe}`")
+                                    f"`python -m minilib.models.pretrain --recipe {recipe}`")
         return str(path)
     if Path(init).is_dir():
         return init
