@@ -106,7 +106,7 @@ def _settings(options: dict[str, Any]) -> Settings:
 
 
 def prune(model: nn.Module, calibration: Any, keep: float, method: str = "mi-mds", *, tokenizer=None, seed: int = 0,
-          batch_size: int = 32, max_length: int = 128, progress: bool = True,
+          batch_size: int | None = None, max_length: int = 128, progress: bool = True,
           **options: Any) -> tuple[nn.Module, PruningReport]:
     """Prune ``model`` in place to ``keep`` of each block's FFN neurons; returns it with a report.
 
@@ -123,7 +123,9 @@ def prune(model: nn.Module, calibration: Any, keep: float, method: str = "mi-mds
     method : a name of :data:`minilib.methods.METHODS` (default: the paper's ``"mi-mds"``).
     tokenizer : needed when ``calibration`` holds raw texts.
     seed : every random step (calibration order, MDS, k-means, Random) is drawn from it.
-    batch_size, max_length : how raw texts are batched and truncated.
+    batch_size, max_length : how raw texts are batched and truncated; ``batch_size=None`` is the
+        family's :attr:`~minilib.models.families.Family.batch_size` (32 sentences for an encoder, 4 for a
+        decoder, whose output distributions over the vocabulary dominate the memory of the gradient scores).
     options : the paper's settings, :class:`minilib.methods.Settings` (``alpha``, ``widths``,
         ``reduction``, ``mi_batch``, ``max_batches``, ``mds_seeds``, ``rank_tol``…).
     """
@@ -137,7 +139,7 @@ def prune(model: nn.Module, calibration: Any, keep: float, method: str = "mi-mds
     count = keep_fraction(sizes[0], keep)
     times: dict[str, float] = {}
     t0 = time.perf_counter()
-    batches = as_batches(calibration, tokenizer, batch_size, max_length)
+    batches = as_batches(calibration, tokenizer, batch_size or family.batch_size, max_length)
     labelled = family.causal or has_labels(batches)  # a decoder's labels are its next tokens
     check_method(method, labelled)
     samples = count_samples(batches)

@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 REPO = Path(__file__).resolve().parent.parent
 
-__all__ = ["cache_dir", "atomic_dir", "atomic_file", "write_json", "read_json", "sha256", "short_hash", "results_dir",
+__all__ = ["cache_dir", "atomic_dir", "atomic_file", "write_json", "read_json", "cell", "sha256", "short_hash", "results_dir",
            "code_revision"]
 
 
@@ -67,6 +67,18 @@ def write_json(target: Path, obj: Any) -> Path:
 
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def cell(path: Path, compute: Callable[[], Any]) -> Any:
+    """The cached JSON result at ``path``, or ``compute()`` written there atomically: every sweep's cells.
+
+    An interrupted sweep resumes where it stopped, since only finished cells exist.
+    """
+    if Path(path).is_file():
+        return read_json(path)
+    result = compute()
+    write_json(Path(path), result)
+    return result
 
 
 def sha256(path: str | os.PathLike) -> str:

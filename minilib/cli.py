@@ -55,7 +55,8 @@ def prune_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when available)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
-    p.add_argument("--batch-size", type=int, default=32, help="calibration texts per forward pass")
+    p.add_argument("--batch-size", type=int, help="calibration texts per forward pass (default: 32 for an encoder, "
+                   "4 for a decoder)")
     p.add_argument("--max-length", type=int, default=128, help="truncate calibration texts to this many tokens")
     p.add_argument("--max-examples", type=int, help="use at most this many calibration examples (the first ones)")
     p.add_argument("--alpha", type=float, default=d.alpha, help="Rényi order (default: the paper's 1.01)")

@@ -163,3 +163,23 @@ def test_an_interrupted_save_leaves_the_old_output_untouched(folders, tmp_path, 
         cli.main(["prune", str(folders / "bert-bare"), "--calibration", str(folders / "calib.txt"), "--keep", "0.25",
                   "--method", "magnitude", "--out", str(out), "--quiet", "--overwrite"])
     assert (out / "pruning.json").read_text() == before and not list(tmp_path.glob(".o.*"))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["sweep", "--levels", "1.5", "--init", "offline"], "compression levels are kept fractions in (0, 1]"),
+    (["sweep", "--methods", "nope", "--init", "offline"], "unknown method(s) ['nope']"),
+    (["sweep", "--tasks", "cola", "--init", "offline"], "unknown GLUE task 'cola'"),
+    (["sweep", "--ablate", "reduction", "--values", "max"], "--values for reduction must be mean, cls or tokens"),
+    (["lm", "--tables", "nope", "--profile", "quick"], "unknown tables"),
+    (["finetune"], "give --task (one run) or --table"),
+])
+def test_subcommand_arguments_are_checked_before_any_expensive_step(capsys, monkeypatch, tmp_path, argv, message):
+    import minilib.experiments.finetune as ft
+    import minilib.models.lm as lm
+
+    def expensive(*_a, **_k):
+        raise AssertionError("an expensive step ran before the arguments were checked")
+    monkeypatch.setattr(ft, "finetune", expensive)
+    monkeypatch.setattr(lm, "load_lm", expensive)
+    monkeypatch.setenv("MINILIB_CACHE", str(tmp_path))  # no offline encoder here: a fine-tune would fail first
+    assert message in _error(capsys, argv)

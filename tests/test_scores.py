@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from minilib.methods import scores as peers
+from minilib.methods import scores as sc
 from minilib.models import surgery
 from minilib.models.families import family_of
 from minilib.models.hooks import frozen
@@ -41,7 +41,7 @@ def _scaled_loss(model, batches, layer, neuron, scale, kind):
         return out
     h = model.bert.encoder.layer[layer].intermediate.register_forward_hook(hook)
     model.eval()
-    loss = peers.objective(kind, family_of(model))
+    loss = sc.objective(kind, family_of(model))
     with torch.no_grad():
         total = sum(loss(model, b).item() for b in batches)
     h.remove()
@@ -49,12 +49,12 @@ def _scaled_loss(model, batches, layer, neuron, scale, kind):
 
 
 def test_keep_top_and_random():
-    kept = peers.keep_top([np.array([0.1, 0.9, 0.5, 0.9]), np.array([3.0, 1.0])], [2, 1])
+    kept = sc.keep_top([np.array([0.1, 0.9, 0.5, 0.9]), np.array([3.0, 1.0])], [2, 1])
     assert [k.tolist() for k in kept] == [[1, 3], [0]]
-    a, b = peers.random_scores([5, 5], seed=2), peers.random_scores([5, 5], seed=2)
+    a, b = sc.random_scores([5, 5], seed=2), sc.random_scores([5, 5], seed=2)
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
     with pytest.raises(ValueError, match="layer 1: keep must be between 1 and 2"):
-        peers.keep_top([np.ones(3), np.ones(2)], 3)
+        sc.keep_top([np.ones(3), np.ones(2)], 3)
 
 
 def test_magnitude_is_the_l1_norm_of_the_input_row():
@@ -63,7 +63,7 @@ def test_magnitude_is_the_l1_norm_of_the_input_row():
     with torch.no_grad():
         w[4] = 0.0
         w[7] = 1.0
-    scores = peers.magnitude_scores(model)
+    scores = sc.magnitude_scores(model)
     assert scores[1][4] == 0 and scores[1][7] == pytest.approx(16.0) and np.argmax(scores[1]) == 7
 
 
@@ -79,7 +79,7 @@ def test_mask_gradients_match_finite_differences(layer, neuron):
         per_batch.append((_scaled_loss(model, [b], layer, neuron, 1 + eps, "supervised")
                           - _scaled_loss(model, [b], layer, neuron, 1 - eps, "supervised")) / (2 * eps))
     model.train()
-    taylor = peers.taylor_scores(model, batches)
+    taylor = sc.taylor_scores(model, batches)
     assert taylor[layer][neuron] == pytest.approx(sum(abs(g) for g in per_batch), rel=1e-2, abs=1e-6)
     assert abs(numeric) <= taylor[layer][neuron] + 1e-6
     assert model.training and all(p.requires_grad for p in model.parameters())  # state restored
@@ -89,8 +89,8 @@ def test_scores_ignore_a_neuron_without_output_weights():
     model, batches = _model(), _batches()
     with torch.no_grad():
         model.bert.encoder.layer[0].output.dense.weight[:, 2] = 0.0  # neuron 2 of layer 0 cannot matter
-    for scores in (peers.taylor_scores(model, batches), peers.taylor_scores(model, batches, "self"),
-                   peers.fisher_scores(model, batches), peers.token_taylor_scores(model, batches, "entropy")):
+    for scores in (sc.taylor_scores(model, batches), sc.taylor_scores(model, batches, "self"),
+                   sc.fisher_scores(model, batches), sc.token_taylor_scores(model, batches, "entropy")):
         assert scores[0][2] == 0 and (np.delete(scores[0], 2) > 0).all()
 
 
@@ -100,34 +100,34 @@ def test_fisher_sums_squared_per_sample_gradients():
     single = [{k: v[i:i + 1] for k, v in batches[0].items()} for i in range(4)]
     grads = [(_scaled_loss(model, [s], layer, neuron, 1 + eps, "supervised")
               - _scaled_loss(model, [s], layer, neuron, 1 - eps, "supervised")) / (2 * eps) for s in single]
-    assert peers.fisher_scores(model, batches)[layer][neuron] == pytest.approx(sum(g * g for g in grads), rel=2e-2)
+    assert sc.fisher_scores(model, batches)[layer][neuron] == pytest.approx(sum(g * g for g in grads), rel=2e-2)
 
 
 def test_entropy_taylor_uses_tokens_and_skips_padding():
     model, batches = _model(), _batches()
-    base = peers.token_taylor_scores(model, batches, "entropy")
+    base = sc.token_taylor_scores(model, batches, "entropy")
     padded = copy.deepcopy(batches)
     for b in padded:
         b["input_ids"][0, 5:] = 39  # other ids at padded positions change nothing the score reads
-    again = peers.token_taylor_scores(model, padded, "entropy")
+    again = sc.token_taylor_scores(model, padded, "entropy")
     assert all(np.allclose(x, y) for x, y in zip(base, again))
-    assert all(np.array_equal(x, y) for x, y in zip(base, peers.token_taylor_scores(model, batches, "entropy")))
+    assert all(np.array_equal(x, y) for x, y in zip(base, sc.token_taylor_scores(model, batches, "entropy")))
 
 
 def test_label_free_scores_refuse_regression():
     model, batches = _model(num_labels=1), _batches(regression=True)
-    assert peers.taylor_scores(model, batches)[0].shape == (10,)  # supervised regression works
-    for fn in (lambda: peers.taylor_scores(model, batches, "self"), lambda: peers.token_taylor_scores(model, batches, "entropy")):
+    assert sc.taylor_scores(model, batches)[0].shape == (10,)  # supervised regression works
+    for fn in (lambda: sc.taylor_scores(model, batches, "self"), lambda: sc.token_taylor_scores(model, batches, "entropy")):
         with pytest.raises(ValueError, match="needs a class distribution; a regression head"):
             fn()
     with pytest.raises(ValueError, match="labels must be 'supervised' or 'self'"):
-        peers.taylor_scores(model, batches, "teacher")
+        sc.taylor_scores(model, batches, "teacher")
 
 
 def test_fisher_matrix_diagonal_is_the_fisher_score():
     model, batches = _model(), _batches()
-    F = peers.fisher_matrices(model, batches)
-    for layer, diag in enumerate(peers.fisher_scores(model, batches)):
+    F = sc.fisher_matrices(model, batches)
+    for layer, diag in enumerate(sc.fisher_scores(model, batches)):
         assert np.allclose(np.diag(F[layer]), diag) and np.allclose(F[layer], F[layer].T)
 
 
@@ -138,11 +138,11 @@ def test_rearrangement_sees_what_the_diagonal_cannot():
     g[:, 1] = -g[:, 0]
     F = g.T @ g
     loss = lambda p: np.ones(len(p)) @ F[np.ix_(p, p)] @ np.ones(len(p))  # noqa: E731
-    kept = peers.rearrange_mask(np.array([0, 3, 4, 5]), F)
+    kept = sc.rearrange_mask(np.array([0, 3, 4, 5]), F)
     pruned = np.setdiff1d(np.arange(6), kept)
     assert len(kept) == 4 and set(pruned) == {0, 1} and loss(pruned) < 1e-9 < loss(np.array([1, 2]))
     for start in ([0, 1, 2, 3], [2, 3, 4, 5], [1, 3, 4, 5]):  # never worse than where it starts
-        out = np.setdiff1d(np.arange(6), peers.rearrange_mask(np.array(start), F))
+        out = np.setdiff1d(np.arange(6), sc.rearrange_mask(np.array(start), F))
         assert loss(out) <= loss(np.setdiff1d(np.arange(6), start)) + 1e-9
 
 
@@ -159,7 +159,7 @@ def test_least_squares_tuning_recovers_a_rescaled_duplicate():
     dense_hidden = model.bert(**inputs).last_hidden_state
     pruned = surgery.prune_ffn(copy.deepcopy(model), keep)
     before = (pruned.bert(**inputs).last_hidden_state - dense_hidden).abs().max()
-    peers.least_squares_tuning(model, pruned, batches, ridge=1e-10)
+    sc.least_squares_tuning(model, pruned, batches, ridge=1e-10)
     after = (pruned.bert(**inputs).last_hidden_state - dense_hidden).abs().max()
     # ...which tuning gives back by scaling neuron 0 by 1.5: the pruned model is the dense one again
     assert before > 1e-3 and after < 1e-6
@@ -170,14 +170,14 @@ def test_representative_ranking_ranks_hull_vertices_above_interior_and_duplicate
     theta = np.linspace(0, 2 * np.pi, 12, endpoint=False)
     ring = np.c_[np.cos(theta), np.sin(theta)]
     points = np.vstack([ring, [[0.0, 0.0], [0.2, 0.1], [-0.1, 0.3]], ring[:1]])  # 3 inside, vertex 0 twice
-    r2 = peers.representative_ranking(points)
+    r2 = sc.representative_ranking(points)
     unique_vertices = r2[1:12]
     assert r2[12:15].max() < unique_vertices.min()  # the interior is expressed by the ring
     assert max(r2[0], r2[15]) < unique_vertices.min()  # a duplicated vertex shares its weight
     with pytest.raises(ValueError, match="coincide"):
-        peers.representative_ranking(np.ones((4, 3)))
+        sc.representative_ranking(np.ones((4, 3)))
     with pytest.raises(ValueError, match="finite"):
-        peers.representative_ranking(np.array([[0.0, np.nan], [1.0, 1.0]]))
+        sc.representative_ranking(np.array([[0.0, np.nan], [1.0, 1.0]]))
 
 
 def test_kcm_keeps_an_active_unique_neuron_and_is_label_free():
@@ -186,11 +186,11 @@ def test_kcm_keeps_an_active_unique_neuron_and_is_label_free():
         model.bert.encoder.layer[0].intermediate.dense.bias[3] = 10.0
         model.bert.encoder.layer[0].output.dense.weight[:, 3] *= 50
     unlabeled = [{k: v for k, v in b.items() if k != "labels"} for b in batches]
-    scores = peers.kcm_scores(model, unlabeled)
+    scores = sc.kcm_scores(model, unlabeled)
     assert [len(s) for s in scores] == [10, 10]
     assert all(((s > 0) & (s <= 1)).all() for s in scores)
     assert np.argmax(scores[0]) == 3 and scores[0][3] == 1.0
-    assert all(np.array_equal(a, b) for a, b in zip(scores, peers.kcm_scores(model, unlabeled)))
+    assert all(np.array_equal(a, b) for a, b in zip(scores, sc.kcm_scores(model, unlabeled)))
 
 
 def test_gradient_scores_leave_the_model_as_they_found_it():
@@ -199,7 +199,7 @@ def test_gradient_scores_leave_the_model_as_they_found_it():
     model.classifier.requires_grad_(False)  # a caller's own choice, restored as it was
     before = {k: v.clone() for k, v in model.state_dict().items()}
     flags = [p.requires_grad for p in model.parameters()]
-    peers.fisher_scores(model, _batches())
+    sc.fisher_scores(model, _batches())
     assert model.training and [p.requires_grad for p in model.parameters()] == flags
     assert all(p.grad is None for p in model.parameters())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
@@ -219,7 +219,7 @@ def _activation_gradients(model, window, kind):
 
     def keep(layer, a, ga, _gm, _mask):
         acts[layer], grads[layer] = a, ga
-    gradient_pass(model, [{"input_ids": window}], peers.objective(kind, family_of(model)), keep)
+    gradient_pass(model, [{"input_ids": window}], sc.objective(kind, family_of(model)), keep)
     return [acts[i] for i in sorted(acts)], [grads[i] for i in sorted(grads)]
 
 
@@ -232,7 +232,7 @@ def _objective_with_bump(model, window, kind, layer, t, j, eps):
     h = model.model.layers[layer].mlp.down_proj.register_forward_pre_hook(bump)
     try:
         with torch.no_grad():
-            return peers.objective(kind, family_of(model))(model, {"input_ids": window}).item()
+            return sc.objective(kind, family_of(model))(model, {"input_ids": window}).item()
     finally:
         h.remove()
 
@@ -251,18 +251,18 @@ def test_decoder_activation_gradients_match_finite_differences(tiny_llama, lm_wi
 
 def test_hfprune_on_a_decoder_sums_abs_products_over_windows(tiny_llama, lm_windows):
     windows = [{"input_ids": w} for w in lm_windows.split(1)]
-    scores = peers.token_taylor_scores(tiny_llama, windows, "entropy")
+    scores = sc.token_taylor_scores(tiny_llama, windows, "entropy")
     expected = np.zeros((3, 12))
     for w in lm_windows.split(1):
         acts, grads = _activation_gradients(tiny_llama, w, "entropy")
         expected += np.stack([(a * g).abs().sum((0, 1)).numpy() for a, g in zip(acts, grads)])
     assert np.allclose(np.stack(scores), expected, rtol=1e-12)
-    assert not np.allclose(scores, peers.token_taylor_scores(tiny_llama, windows, "supervised"))
+    assert not np.allclose(scores, sc.token_taylor_scores(tiny_llama, windows, "supervised"))
 
 
 def test_wanda_is_column_norm_times_activation_norm(tiny_llama, lm_windows):
     acts, _ = _activation_gradients(tiny_llama, lm_windows, "supervised")
-    wanda = peers.wanda_scores(tiny_llama, [{"input_ids": lm_windows}])
+    wanda = sc.wanda_scores(tiny_llama, [{"input_ids": lm_windows}])
     for b, a, s in zip(tiny_llama.model.layers, acts, wanda):
         ref = b.mlp.down_proj.weight.abs().sum(0) * a.pow(2).sum((0, 1)).sqrt()
         assert np.allclose(s, ref.detach().numpy(), rtol=1e-10)
@@ -271,14 +271,14 @@ def test_wanda_is_column_norm_times_activation_norm(tiny_llama, lm_windows):
 def test_decoder_magnitude_counts_every_weight_of_the_neuron(tiny_llama):
     m = tiny_llama.model.layers[2].mlp
     expected = m.gate_proj.weight[5].abs().sum() + m.up_proj.weight[5].abs().sum() + m.down_proj.weight[:, 5].abs().sum()
-    assert peers.magnitude_scores(tiny_llama)[2][5] == pytest.approx(expected.item())
+    assert sc.magnitude_scores(tiny_llama)[2][5] == pytest.approx(expected.item())
 
 
 def test_keep_fraction_rounds_and_refuses_nothing_left():
-    assert peers.keep_fraction(1536, 0.7) == 1075 and peers.keep_fraction(12, 1.0) == 12
+    assert sc.keep_fraction(1536, 0.7) == 1075 and sc.keep_fraction(12, 1.0) == 12
     with pytest.raises(ValueError, match="rounds to 0"):
-        peers.keep_fraction(12, 0.01)
+        sc.keep_fraction(12, 0.01)
     with pytest.raises(ValueError, match=r"in \(0, 1\]"):
-        peers.keep_fraction(12, 1.5)
+        sc.keep_fraction(12, 1.5)
     with pytest.raises(ValueError, match="NaN or inf"):
-        peers.keep_top([np.full(12, np.inf)], 5)
+        sc.keep_top([np.full(12, np.inf)], 5)

@@ -32,7 +32,8 @@ from minilib.estimator import mimap
 from minilib.experiments import paper
 from minilib.models import surgery
 from minilib.methods import METHODS, PruningState, Settings, kl_choice, mds_candidates
-from minilib.cache import atomic_file, cache_dir, code_revision, read_json, results_dir, short_hash, write_json
+from minilib.cache import atomic_file, cache_dir, code_revision, results_dir, short_hash
+from minilib.cache import cell as cached_cell
 from minilib.data.calibration import calibration_indices
 from minilib.models.hooks import capture_activations
 from minilib.experiments.finetune import evaluate, load_finetuned, read_result
@@ -182,20 +183,20 @@ def sweep(runs: Sequence[str | os.PathLike], methods: Sequence[str], levels: Seq
         keep_n = max(1, round(level * sizes[0]))
         path = (cache_dir(cache) / "sweeps" / ctx.run.parent.parent.name / ctx.run.parent.name / ctx.run.name
                 / ctx.setting / name / f"keep{keep_n}-t{trial}.json")
-        if path.is_file():
-            cell = read_json(path)
-        else:
+
+        def compute(ctx=ctx, name=name, keep_n=keep_n, trial=trial, sizes=sizes) -> dict:
             start = time.perf_counter()
             keep = METHODS[name].select(ctx, keep_n, trial)
             if [len(k) for k in keep] != [keep_n] * len(sizes):
                 raise RuntimeError(f"{name} kept {[len(k) for k in keep]} neurons, expected {keep_n} per layer")
             metrics = evaluate_keep(ctx, keep, name)
             kept = [len(k) for k in keep]
-            cell = {"metrics": metrics, "kept": kept, "seconds": round(time.perf_counter() - start, 2),
+            return {"metrics": metrics, "kept": kept, "seconds": round(time.perf_counter() - start, 2),
                     "encoder_flops": surgery.relative_flops(ctx.model.config, kept,
                                                             surgery.MEAN_DEV_LENGTH[ctx.task.name])["encoder"],
                     "keep_sets": [k.tolist() for k in keep], "code": revision}
-            write_json(path, cell)
+
+        cell = cached_cell(path, compute)
         for metric, value in cell["metrics"].items():
             rows.append({"task": ctx.task.name, "method": name, "labels": METHODS[name].labels,
                          "ffn_flops": keep_n / sizes[0], "encoder_flops": round(cell["encoder_flops"], 4),

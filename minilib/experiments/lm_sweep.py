@@ -27,7 +27,8 @@ from minilib.models import lm
 from minilib.models import surgery
 from minilib.methods import METHODS, Calibrated
 from minilib.methods.scores import keep_fraction, keep_top, magnitude_scores
-from minilib.cache import atomic_file, cache_dir, code_revision, read_json, short_hash, write_json
+from minilib.cache import atomic_file, cache_dir, code_revision, short_hash
+from minilib.cache import cell as cached_cell
 from minilib.experiments.profile import select
 
 BLOCK_METHODS = ("mi-prun", "mi-prun-exact", "block-influence", "angular", "random")
@@ -76,12 +77,7 @@ class Setup:
 
     def cell(self, kind: str, key: str, compute) -> dict:
         """Read a cached result, or compute it and write it atomically."""
-        path = self.folder / kind / f"{key}.json"
-        if path.is_file():
-            return read_json(path)
-        result = compute()
-        write_json(path, result)
-        return result
+        return cached_cell(self.folder / kind / f"{key}.json", compute)
 
     def perplexity(self, model: torch.nn.Module) -> float:
         return lm.perplexity(model, self.eval_windows)
@@ -243,14 +239,14 @@ def run_all(profile: str, out: str | os.PathLike, source: str = "auto", cache=No
             tables: tuple[str, ...] = ("blocks", "mlp", "speed")) -> dict[str, pd.DataFrame]:
     """The sweeps and the speed table of a profile, written to ``out/lm-{blocks,mlp,speed}.csv``."""
     s = settings(profile)
+    unknown = set(tables) - {"blocks", "mlp", "speed"}
+    if unknown:  # before the model is loaded
+        raise ValueError(f"unknown tables {sorted(unknown)}; choose from blocks, mlp, speed")
     code = code_revision()  # the code that runs, even if the tree changes before a table is written
     setup = prepare(profile, source, cache)
     runs = {"blocks": lambda: block_sweep(setup, s.n_blocks, trials=s.trials),
             "mlp": lambda: mlp_sweep(setup, s.ratios, trials=s.trials),
             "speed": lambda: speed(setup, repeats=s.speed_repeats)}
-    unknown = set(tables) - set(runs)
-    if unknown:
-        raise ValueError(f"unknown tables {sorted(unknown)}; choose from {sorted(runs)}")
     done = {}
     for name in tables:
         t0 = time.perf_counter()

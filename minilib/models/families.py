@@ -99,6 +99,7 @@ class Family:
     model_types: frozenset[str] = frozenset()  # ``config.model_type`` values this family serves
     examples: str = ""
     causal: bool = False  # one sample of a neuron is a token (decoders) rather than a sentence
+    batch_size: int = 32  # calibration texts per forward pass by default
 
     # -- layout ---------------------------------------------------------------------------------
     def blocks(self, model: nn.Module) -> nn.ModuleList:
@@ -297,6 +298,7 @@ class GatedMLP(Family):
     model_types = frozenset({"llama", "mistral", "qwen2", "qwen3"})
     examples = "Llama, SmolLM2, Mistral, Qwen2, Qwen3"
     causal = True
+    batch_size = 4  # B·T·V log-probabilities in float64 (V ≈ 50k): 4 × 128 tokens ≈ 0.2 GB per copy
     _down_path = "mlp.down_proj"
 
     def blocks(self, model: nn.Module) -> nn.ModuleList:
