@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, GPT2Config, GPT2Model
-from zoo import DECODERS, ENCODERS, ZOO, batches, build, outputs
+from zoo import DECODERS, ZOO, batches, build, outputs
 
 import minilib
 from minilib.models import surgery

@@ -89,15 +89,13 @@ class PruningState:
 
     settings: Settings
     seed: int
+    model: nn.Module  # provided by subclasses, with batches and compute_mi_map
+    batches: list[Batch]
 
     def __init__(self) -> None:
-        self.scores: dict[str, object] = {}
+        self.scores: dict[str, object] = {}  # per-method scores and matrices, computed once
         self.embeddings: dict[tuple[str, int, int], np.ndarray] = {}
         self.maps: dict[str, MIMap] = {}
-
-    # provided by subclasses
-    model: nn.Module
-    batches: list[Batch]
 
     def compute_mi_map(self, widths: str) -> MIMap:
         raise NotImplementedError
@@ -180,10 +178,9 @@ class Calibrated(PruningState):
                               **({"beta": s.beta} if widths == "aligned" else {}))
 
 
-# What a method may need, checked before any expensive step.
+# What a method may need (its Method.needs), checked before any expensive step.
 NEEDS = {"labels": "labels (a decoder's are its next tokens)", "outputs": "the model's output distribution",
-         "gradients": "backward passes",
-         "activations": "FFN activations on the calibration data"}
+         "gradients": "backward passes", "activations": "FFN activations on the calibration data"}
 
 
 @dataclass(frozen=True)
@@ -201,6 +198,13 @@ class Method:
     select_rule: Callable[[PruningState, int, int], list[np.ndarray]] | None = None
     tune: Callable[[PruningState, Sequence[np.ndarray]], nn.Module] | None = None  # retraining-free weight fix
     trials: int = 1  # seeds averaged in the book's tables (10 for Random, as in the paper)
+
+    def __post_init__(self) -> None:
+        if (self.score is None) == (self.select_rule is None):
+            raise ValueError("a Method gives exactly one of score= and select_rule=")
+        unknown = set(self.needs) - set(NEEDS)
+        if unknown:
+            raise ValueError(f"unknown needs {sorted(unknown)}; a method may need {sorted(NEEDS)}")
 
     def select(self, state: PruningState, keep: int, seed: int = 0) -> list[np.ndarray]:
         if self.select_rule is not None:
