@@ -110,7 +110,7 @@ def test_ablation_varies_one_setting_and_keeps_cells_apart(runs):
     assert set(table.method) == {"mi-mds"} and (table.ffn_flops == 0.5).all()
     summary = glue_sweep.summarize(table, "setting")
     assert set(summary.setting) == {"2.0", "1.01"} and (summary["count"] == 1).all()
-    folders = {p.parent.parent.name for p in Path(cache).glob("sweeps/**/mi-mds/keep*.json")}
+    folders = {p.parent.parent.parent.name for p in Path(cache).glob("sweeps/**/choices/mi-mds/*.json")}
     assert {f for f in folders if "-a2-" in f} and {f for f in folders if "-a1.01-" in f}
     with pytest.raises(ValueError, match="unknown ablation"):
         glue_sweep.ablate([runs["sst2"]], "beta", [1], [0.5], progress=False)

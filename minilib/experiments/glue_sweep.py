@@ -14,8 +14,8 @@ so an interrupted sweep resumes where it stopped, and returns a tidy table with 
 
 from __future__ import annotations
 
+import json
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -24,23 +24,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from minilib.console import ArgumentParser
 from minilib.data import glue
 from minilib.estimator import mimap
-from minilib.experiments import paper
+from minilib.experiments import engine, paper
 from minilib.models import surgery
 from minilib.methods import METHODS, PruningState, Settings, kl_choice, mds_candidates
-from minilib.cache import atomic_file, cache_dir, code_revision, results_dir, short_hash
-from minilib.cache import cell as cached_cell
+from minilib.cache import atomic_file, cache_dir, results_dir, short_hash
 from minilib.data.calibration import calibration_indices
 from minilib.models.hooks import capture_activations
 from minilib.experiments.finetune import evaluate, load_finetuned, read_result
 from minilib.models.bert import load_tokenizer
 
-__all__ = ["calibration_activations", "neuron_mi_map", "Context", "METHODS", "mds_candidates", "kl_choice", "evaluate_keep", "sweep",
-           "ABLATIONS", "ablate", "published", "summarize", "PAPER_DENSE", "compare_table2", "main"]
+__all__ = ["calibration_activations", "neuron_mi_map", "Context", "METHODS", "mds_candidates", "kl_choice",
+           "pruned_model", "evaluate_keep", "sweep", "ABLATIONS", "ablate", "published", "summarize", "PAPER_DENSE", "compare_table2", "main"]
 
 
 def calibration_activations(run: str | os.PathLike, fraction: float = 0.01, reduction: str = "mean",
@@ -143,10 +141,15 @@ class Context(PruningState):
                 f"-a{self.alpha:g}-{self.reduction}")
 
 
-def evaluate_keep(ctx: Context, keep: Sequence[np.ndarray], method: str | None = None) -> dict[str, float]:
-    """Dev metrics of the model pruned to ``keep`` (and tuned, if ``method`` tunes weights)."""
+def pruned_model(ctx: Context, keep: Sequence[Sequence[int]], method: str | None = None) -> torch.nn.Module:
+    """The model pruned to ``keep`` (and tuned, if ``method`` tunes weights); the dense one is left as it is."""
     tune = METHODS[method].tune if method else None
-    return evaluate(tune(ctx, keep) if tune else ctx.pruned(keep), ctx.task, ctx.dev)
+    return tune(ctx, keep) if tune else ctx.pruned(keep)
+
+
+def evaluate_keep(ctx: Context, keep: Sequence[Sequence[int]], method: str | None = None) -> dict[str, float]:
+    """Dev metrics of the model pruned to ``keep`` (and tuned, if ``method`` tunes weights)."""
+    return evaluate(pruned_model(ctx, keep, method), ctx.task, ctx.dev)
 
 
 def _check_levels(levels: Sequence[float]) -> list[float]:
@@ -163,46 +166,45 @@ def sweep(runs: Sequence[str | os.PathLike], methods: Sequence[str], levels: Seq
 
     ``levels`` are FFN-relative FLOPs (kept fractions). ``trials`` overrides each method's
     number of seeds (e.g. 1 for a quick profile). Methods that need a class distribution are
-    skipped on regression tasks. Cells are cached under ``<cache>/sweeps/<run>/<settings>/`` and
-    reused, so an interrupted sweep resumes; ``context_kwargs`` go to :class:`Context`.
+    skipped on regression tasks. Cells run on :mod:`minilib.experiments.engine`, cached under
+    ``<cache>/sweeps/<run>/<settings>/``, so an interrupted sweep resumes; ``context_kwargs`` go to
+    :class:`Context`.
     """
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
     levels = _check_levels(levels)
-    revision = code_revision()
     contexts = [Context(Path(r), cache=cache, **context_kwargs) for r in runs]
-    cells = [(ctx, name, level, t) for ctx in contexts for name in methods for level in levels
-             for t in range(trials or METHODS[name].trials)
-             if not (METHODS[name].reads_output and ctx.task.is_regression)]  # e.g. HFPrune on STS-B
     rows = []
-    bar = tqdm(cells, desc="pruning sweep", unit="cell", disable=not progress)
-    for ctx, name, level, trial in bar:
-        bar.set_postfix(task=ctx.task.name, method=name, level=level)
-        sizes = surgery.ffn_sizes(ctx.model)
-        keep_n = max(1, round(level * sizes[0]))
-        path = (cache_dir(cache) / "sweeps" / ctx.run.parent.parent.name / ctx.run.parent.name / ctx.run.name
-                / ctx.setting / name / f"keep{keep_n}-t{trial}.json")
+    for ctx in contexts:
+        size = surgery.ffn_sizes(ctx.model)[0]
+        cells = [engine.Cell(name, max(1, round(level * size)), t) for name in methods for level in levels
+                 for t in range(trials or METHODS[name].trials)
+                 if not (METHODS[name].reads_output and ctx.task.is_regression)]  # e.g. HFPrune on STS-B
 
-        def compute(ctx=ctx, name=name, keep_n=keep_n, trial=trial, sizes=sizes) -> dict:
-            start = time.perf_counter()
-            keep = METHODS[name].select(ctx, keep_n, trial)
-            if [len(k) for k in keep] != [keep_n] * len(sizes):
-                raise RuntimeError(f"{name} kept {[len(k) for k in keep]} neurons, expected {keep_n} per layer")
-            metrics = evaluate_keep(ctx, keep, name)
-            kept = [len(k) for k in keep]
-            return {"metrics": metrics, "kept": kept, "seconds": round(time.perf_counter() - start, 2),
-                    "encoder_flops": surgery.relative_flops(ctx.model.config, kept,
-                                                            surgery.MEAN_DEV_LENGTH[ctx.task.name])["encoder"],
-                    "keep_sets": [k.tolist() for k in keep], "code": revision}
+        def choose(cell: engine.Cell, ctx: Context = ctx) -> list[np.ndarray]:
+            keep = METHODS[cell.method].select(ctx, cell.level, cell.trial)
+            if any(len(k) != cell.level for k in keep):
+                raise RuntimeError(f"{cell.method} kept {[len(k) for k in keep]} neurons, expected {cell.level} per layer")
+            return keep
 
-        cell = cached_cell(path, compute)
-        for metric, value in cell["metrics"].items():
-            rows.append({"task": ctx.task.name, "method": name, "labels": METHODS[name].labels,
-                         "ffn_flops": keep_n / sizes[0], "encoder_flops": round(cell["encoder_flops"], 4),
-                         "trial": trial, "metric": metric, "value": round(value, 2),
-                         "seconds": cell["seconds"], "model": ctx.result["model"], "profile": profile,
-                         "code": cell["code"]})
+        def key(cell: engine.Cell, choice) -> str:  # a method that tunes weights has its own evaluations
+            return (f"{cell.method}-" if METHODS[cell.method].tune else "") + short_hash(json.dumps(choice))
+
+        folder = (cache_dir(cache) / "sweeps" / ctx.run.parent.parent.name / ctx.run.parent.name / ctx.run.name
+                  / ctx.setting)
+        records = engine.run(cells, choose, lambda cell, keep, ctx=ctx: pruned_model(ctx, keep, cell.method),
+                             lambda model, ctx=ctx: evaluate(model, ctx.task, ctx.dev), folder, key, progress,
+                             f"pruning sweep ({ctx.task.name})")
+        for r in records:
+            cell, kept = r["cell"], [len(k) for k in r["choice"]]
+            flops = surgery.relative_flops(ctx.model.config, kept, surgery.MEAN_DEV_LENGTH[ctx.task.name])["encoder"]
+            for metric, value in r["metrics"].items():
+                rows.append({"task": ctx.task.name, "method": cell.method, "labels": METHODS[cell.method].labels,
+                             "ffn_flops": cell.level / size, "encoder_flops": round(flops, 4), "trial": cell.trial,
+                             "metric": metric, "value": round(value, 2),
+                             "seconds": round(r["select_seconds"] + r["eval_seconds"], 2),
+                             "model": ctx.result["model"], "profile": profile, "code": r["code"]})
     return pd.DataFrame(rows)
 
 

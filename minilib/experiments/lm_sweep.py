@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from minilib.console import ArgumentParser
 from minilib.methods import blocks
@@ -29,6 +28,7 @@ from minilib.methods import METHODS, Calibrated
 from minilib.methods.scores import keep_fraction, keep_top, magnitude_scores
 from minilib.cache import atomic_file, cache_dir, code_revision, short_hash
 from minilib.cache import cell as cached_cell
+from minilib.experiments import engine
 from minilib.experiments.profile import select
 
 BLOCK_METHODS = ("mi-prun", "mi-prun-exact", "block-influence", "angular", "random")
@@ -120,23 +120,15 @@ def block_sweep(setup: Setup, n_blocks: list[int], methods=BLOCK_METHODS, trials
                 progress: bool = True) -> pd.DataFrame:
     """Perplexity after removing ``k`` blocks, for every method and k (random: ``trials`` draws)."""
     dense = setup.dense_perplexity()
-    jobs = [(m, k, t) for k in n_blocks for m in methods for t in range(trials if m == "random" else 1)]
-    rows = []
-    for method, k, trial in tqdm(jobs, desc="block pruning", disable=not progress):
-        start = time.perf_counter()
-        chosen = choose_blocks(setup, method, k, trial)
-        select_s = time.perf_counter() - start
-
-        def evaluate(chosen=chosen):
-            t0 = time.perf_counter()
-            ppl = setup.perplexity(blocks.remove_blocks(setup.model, chosen))
-            return {"perplexity": ppl, "eval_seconds": time.perf_counter() - t0}
-
-        res = setup.cell("blocks", "-".join(map(str, chosen)), evaluate)
-        rows.append({"method": method, "blocks_removed": k, "trial": trial, "blocks": " ".join(map(str, chosen)),
-                     "perplexity": res["perplexity"], "dense_perplexity": dense, "select_seconds": select_s,
-                     "eval_seconds": res["eval_seconds"]})
-    return pd.DataFrame(rows)
+    cells = [engine.Cell(m, k, t) for k in n_blocks for m in methods for t in range(trials if m == "random" else 1)]
+    records = engine.run(cells, lambda c: choose_blocks(setup, c.method, c.level, c.trial),
+                         lambda _c, chosen: blocks.remove_blocks(setup.model, chosen),
+                         lambda model: {"perplexity": setup.perplexity(model)}, setup.folder / "blocks",
+                         lambda _c, chosen: "-".join(map(str, chosen)), progress, "block pruning")
+    return pd.DataFrame([{"method": r["cell"].method, "blocks_removed": r["cell"].level, "trial": r["cell"].trial,
+                          "blocks": " ".join(map(str, r["choice"])), "perplexity": r["metrics"]["perplexity"],
+                          "dense_perplexity": dense, "select_seconds": r["select_seconds"],
+                          "eval_seconds": r["eval_seconds"]} for r in records])
 
 
 def keep_ratio(scores: list[np.ndarray], ratio: float) -> list[np.ndarray]:
@@ -151,32 +143,23 @@ def prune_mlp(model: torch.nn.Module, keep: list[np.ndarray]) -> torch.nn.Module
 
 def mlp_sweep(setup: Setup, ratios: list[float], methods=MLP_METHODS, trials: int = 3,
               progress: bool = True) -> pd.DataFrame:
-    """Perplexity after pruning a uniform ``ratio`` of every block's MLP neurons, per method."""
+    """Perplexity after pruning a uniform ``ratio`` of every block's MLP neurons, per method.
+
+    A method's scores are computed once (the first of its cells pays for them, ``select_seconds``).
+    """
     dense = setup.dense_perplexity()
-    rows = []
-    for method in tqdm(methods, desc="MLP pruning", disable=not progress):
-        for trial in range(trials if method == "random" else 1):
-            def scores(method=method, trial=trial):
-                t0 = time.perf_counter()
-                s = METHODS[method].score(setup.state, setup.seed + trial)
-                return {"scores": [x.tolist() for x in s], "seconds": time.perf_counter() - t0}
-
-            sc = setup.cell("scores", f"{method}-{trial}", scores)
-            arrays = [np.asarray(x) for x in sc["scores"]]
-            for ratio in ratios:
-                keep = keep_ratio(arrays, ratio)
-
-                def evaluate(keep=keep):
-                    t0 = time.perf_counter()
-                    ppl = setup.perplexity(prune_mlp(setup.model, keep))
-                    return {"perplexity": ppl, "eval_seconds": time.perf_counter() - t0}
-
-                key = short_hash("|".join(",".join(map(str, k)) for k in keep))
-                res = setup.cell("mlp", f"{method}-{ratio:g}-{key}", evaluate)
-                rows.append({"method": method, "ratio": ratio, "trial": trial, "kept_per_block": len(keep[0]),
-                             "perplexity": res["perplexity"], "dense_perplexity": dense,
-                             "score_seconds": sc["seconds"], "eval_seconds": res["eval_seconds"]})
-    return pd.DataFrame(rows)
+    size = setup.state.sizes[0]
+    jobs = [(r, engine.Cell(m, keep_fraction(size, 1.0 - r), t)) for m in methods
+            for t in range(trials if m == "random" else 1) for r in ratios]
+    records = engine.run([c for _, c in jobs],
+                         lambda c: METHODS[c.method].select(setup.state, c.level, setup.seed + c.trial),
+                         lambda _c, keep: prune_mlp(setup.model, keep),
+                         lambda model: {"perplexity": setup.perplexity(model)}, setup.folder / "mlp",
+                         progress=progress, desc="MLP pruning")
+    return pd.DataFrame([{"method": r["cell"].method, "ratio": ratio, "trial": r["cell"].trial,
+                          "kept_per_block": r["cell"].level, "perplexity": r["metrics"]["perplexity"],
+                          "dense_perplexity": dense, "select_seconds": r["select_seconds"],
+                          "eval_seconds": r["eval_seconds"]} for (ratio, _), r in zip(jobs, records)])
 
 
 def speed(setup: Setup, n_blocks=(2, 4, 6), ratios=(0.2, 0.3, 0.5), repeats: int = 20,

@@ -1,0 +1,91 @@
+"""The one sweep engine: cached choices and evaluations, identical choices evaluated once, resumption;
+and chapter 7's two sweeps on it, on a tiny Llama."""
+
+import numpy as np
+import pytest
+import torch
+
+from minilib.experiments import engine, lm_sweep
+
+
+def _counting(choices):
+    calls = {"choose": 0, "evaluate": 0}
+
+    def choose(cell):
+        calls["choose"] += 1
+        return choices[cell.method]
+
+    def evaluate(model):
+        calls["evaluate"] += 1
+        return {"score": float(model.weight.detach().sum())}
+    return calls, choose, evaluate
+
+
+def _apply(_cell, choice):
+    layer = torch.nn.Linear(1, len(choice[0]), bias=False)
+    torch.nn.init.ones_(layer.weight)
+    return layer
+
+
+def test_identical_choices_are_evaluated_once_and_cells_are_cached(tmp_path):
+    calls, choose, evaluate = _counting({"a": [np.array([0, 2])], "b": [np.array([0, 2])], "c": [np.array([1])]})
+    cells = [engine.Cell(m, 2) for m in "abc"]
+    first = engine.run(cells, choose, _apply, evaluate, tmp_path, progress=False)
+    assert calls == {"choose": 3, "evaluate": 2}  # a and b chose the same neurons
+    assert [r["metrics"]["score"] for r in first] == [2.0, 2.0, 1.0] and first[0]["choice"] == [[0, 2]]
+    again = engine.run(cells, choose, _apply, evaluate, tmp_path, progress=False)
+    assert calls == {"choose": 3, "evaluate": 2}  # everything from the cache
+    assert [r["metrics"] for r in again] == [r["metrics"] for r in first]
+
+
+def test_a_key_can_keep_evaluations_apart(tmp_path):
+    calls, choose, evaluate = _counting({"a": [[0]], "b": [[0]]})
+    engine.run([engine.Cell("a", 1), engine.Cell("b", 1)], choose, _apply, evaluate, tmp_path,
+               key=lambda cell, choice: f"{cell.method}-{choice}", progress=False)
+    assert calls["evaluate"] == 2
+
+
+def test_an_interrupted_sweep_resumes_where_it_stopped(tmp_path):
+    calls, choose, evaluate = _counting({"a": [[0]], "b": [[1, 2]], "c": [[0, 1, 2]]})
+
+    def flaky(model):
+        if model.out_features == 3:
+            raise KeyboardInterrupt
+        return evaluate(model)
+    cells = [engine.Cell(m, 1) for m in "abc"]
+    with pytest.raises(KeyboardInterrupt):
+        engine.run(cells, choose, _apply, flaky, tmp_path, progress=False)
+    assert calls["evaluate"] == 2
+    done = engine.run(cells, choose, _apply, evaluate, tmp_path, progress=False)
+    assert calls["evaluate"] == 3 and done[2]["metrics"]["score"] == 3.0
+
+
+@pytest.fixture
+def setup(tiny_llama, tmp_path):
+    g = torch.Generator().manual_seed(3)
+    return lm_sweep.Setup(tiny_llama, torch.randint(0, 40, (2, 12), generator=g),
+                          torch.randint(0, 40, (3, 12), generator=g), "tiny Llama", tmp_path, mi_tokens=24, mi_batch=12)
+
+
+def test_mlp_sweep_runs_every_method_and_resumes_from_its_cells(setup):
+    table = lm_sweep.mlp_sweep(setup, [0.25, 0.5], methods=("magnitude", "hfprune", "random"), trials=2,
+                               progress=False)
+    assert len(table) == 2 * (1 + 1 + 2) and set(table.ratio) == {0.25, 0.5}
+    assert set(table.kept_per_block) == {9, 6} and (table.perplexity > 0).all()
+    assert table.dense_perplexity.nunique() == 1
+    expected = lm_sweep.keep_ratio(lm_sweep.METHODS["hfprune"].score(setup.state, 0), 0.5)
+    cell = setup.folder / "mlp" / "choices" / "hfprune" / "6-t0.json"
+    assert cell.is_file() and cell.read_text().count("[") == 1 + len(expected)
+    again = lm_sweep.mlp_sweep(setup, [0.25, 0.5], methods=("magnitude", "hfprune", "random"), trials=2,
+                               progress=False)
+    assert again.drop(columns=["select_seconds", "eval_seconds"]).equals(
+        table.drop(columns=["select_seconds", "eval_seconds"]))
+
+
+def test_block_sweep_removes_the_chosen_blocks(setup):
+    table = lm_sweep.block_sweep(setup, [1, 2], methods=("block-influence", "mi-prun", "random"), trials=2,
+                                 progress=False)
+    assert len(table) == 2 * (1 + 1 + 2)
+    assert all(len(b.split()) == k for b, k in zip(table.blocks, table.blocks_removed))
+    with pytest.raises(ValueError, match="unknown block method"):
+        lm_sweep.block_sweep(setup, [1], methods=("nope",), progress=False)
