@@ -137,3 +137,22 @@ def test_event_simulation_has_the_distribution_of_the_draw_by_draw_algorithm():
     b = share([tuple(selection.algorithm1(S, 3, threshold=0.5, max_iter=200, seed=s)) for s in range(4000)])
     tv = 0.5 * sum(abs(a.get(k, 0) - b.get(k, 0)) for k in set(a) | set(b))
     assert len(a) > 3 and tv < 0.05
+
+
+def test_classical_mds_recovers_euclidean_distances_exactly():
+    points = np.random.default_rng(0).normal(size=(30, 3))
+    d = np.linalg.norm(points[:, None] - points[None], axis=-1)
+    S = -np.log(np.where(d > 0, d, 1.0))  # so that exp(−S) = d off the diagonal (Eq. 1, A = 1)
+    X = selection.mds_embedding(S, n_components=3, solver="classical")
+    assert np.allclose(np.linalg.norm(X[:, None] - X[None], axis=-1), d, atol=1e-9)
+    assert np.array_equal(X, selection.mds_embedding(S, n_components=3, seed=7, solver="classical"))  # seed-free
+    with pytest.raises(ValueError, match="solver must be one of"):
+        selection.mds_embedding(S, solver="isomap")
+
+
+def test_classical_mds_keeps_one_of_each_duplicated_pair():
+    S = _duplicated()
+    E = selection.mds_embedding(S, solver="classical")
+    kept = selection.mds_select(S, 17, 0, embedding=E)
+    for i, j in ((0, 1), (2, 3), (4, 5)):
+        assert (i in kept) != (j in kept)

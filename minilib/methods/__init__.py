@@ -49,6 +49,9 @@ class Settings:
     mds_seeds : ``M``, the candidate keep-sets of the subsidiary KL condition (Eq. 2). The paper
         uses 500; 20 is the default here (chapter 6 measures 1, 5, 20, 100).
     n_components : MDS dimensions (not stated in the paper; 8).
+    mds : ``"smacof"`` (metric MDS, one random start per seed; the book's tables) or ``"classical"``
+        (Torgerson's, one eigendecomposition per layer, seed-free: the M candidates then differ only in
+        their k-means seeds); see :func:`minilib.methods.selection.mds_embedding`.
     rank_tol : low-rank joint spectra for the MI map (:func:`minilib.estimator.entropy.pairwise_mutual_information`;
         ``None``: exact).
     """
@@ -62,11 +65,14 @@ class Settings:
     max_batches: int | None = None
     mds_seeds: int = 20
     n_components: int = 8
+    mds: str = "smacof"
     rank_tol: float | None = None
 
     def __post_init__(self) -> None:
         if self.widths not in ("aligned", "scott"):
             raise ValueError(f"widths must be 'aligned' or 'scott', got {self.widths!r}")
+        if self.mds not in selection.MDS_SOLVERS:
+            raise ValueError(f"mds must be one of {selection.MDS_SOLVERS}, got {self.mds!r}")
         if self.reduction not in (None, "mean", "cls", "tokens"):
             raise ValueError(f"reduction must be 'mean', 'cls' or 'tokens', got {self.reduction!r}")
         if not self.alpha > 0:
@@ -125,12 +131,13 @@ class PruningState:
 
     def embedding(self, matrix: str, layer: int, seed: int) -> np.ndarray:
         """MDS coordinates of a layer's live neurons (one fit per seed, reused at every level)."""
-        key = (matrix, layer, seed)
+        classical = self.settings.mds == "classical"
+        key = (matrix, layer, 0 if classical else seed)  # classical MDS does not depend on the seed
         if key not in self.embeddings:
             m, S = self.similarity(matrix)
             live = np.flatnonzero(m.alive[layer])
             self.embeddings[key] = selection.mds_embedding(S[layer][np.ix_(live, live)], self.settings.n_components,
-                                                           seed=seed)
+                                                           seed=seed, solver=self.settings.mds)
         return self.embeddings[key]
 
     def cached(self, name: str, compute: Callable[[], object]) -> object:

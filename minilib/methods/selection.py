@@ -29,7 +29,7 @@ import torch
 from sklearn.cluster import KMeans
 from sklearn.manifold import MDS
 
-__all__ = ["algorithm1", "calibrate_threshold", "mds_embedding", "kmeans_clusters", "cluster_representatives", "mds_select",
+__all__ = ["algorithm1", "calibrate_threshold", "MDS_SOLVERS", "mds_embedding", "kmeans_clusters", "cluster_representatives", "mds_select",
            "gaussian_kl", "choose_by_kl"]
 
 
@@ -129,13 +129,33 @@ def algorithm1(similarity: np.ndarray, keep: int, threshold: float | None = None
     return _with_dead(kept, alive, keep)
 
 
+MDS_SOLVERS = ("smacof", "classical")
+
+
 def mds_embedding(similarity: np.ndarray, n_components: int = 8, scale: float = 1.0, seed: int = 0,
-                  max_iter: int = 300) -> np.ndarray:
-    """Coordinates whose distances approximate ``d = A·exp(−S)`` (Eq. 1; ``A`` = ``scale``), by metric MDS."""
+                  max_iter: int = 300, solver: str = "smacof") -> np.ndarray:
+    """Coordinates whose distances approximate ``d = A·exp(−S)`` (Eq. 1; ``A`` = ``scale``).
+
+    ``solver="smacof"`` (the book's default) is metric MDS from a random start (``seed``);
+    ``"classical"`` is Torgerson's MDS: the top eigenvectors of ``B = −½ J d² J`` (``J`` the centring
+    matrix) scaled by the square roots of their eigenvalues, one symmetric eigendecomposition and no
+    iterations (deterministic: ``seed`` is not used; signs are fixed so the largest entry of each
+    axis is positive). Classical MDS is exact when ``d`` is Euclidean in ``n_components`` dimensions
+    and the usual starting point of SMACOF otherwise; it is the cheap choice for thousands of neurons.
+    """
+    if solver not in MDS_SOLVERS:
+        raise ValueError(f"solver must be one of {MDS_SOLVERS}, got {solver!r}")
     S = np.asarray(similarity, dtype=np.float64)
     d = scale * np.exp(-S)
     np.fill_diagonal(d, 0.0)
     d = (d + d.T) / 2
+    if solver == "classical":
+        d2 = d**2
+        B = -0.5 * (d2 - d2.mean(0) - d2.mean(1)[:, None] + d2.mean())
+        lam, U = np.linalg.eigh(B)
+        lam, U = lam[::-1][:n_components], U[:, ::-1][:, :n_components]
+        U = U * np.sign(U[np.abs(U).argmax(0), np.arange(U.shape[1])])
+        return U * np.sqrt(np.clip(lam, 0.0, None))
     mds = MDS(n_components=n_components, metric="precomputed", init="random", n_init=1, max_iter=max_iter,
               random_state=seed, normalized_stress="auto")
     return mds.fit_transform(d)
