@@ -142,7 +142,7 @@ def prune_main(argv: Sequence[str] | None = None) -> None:
     args = prune_parser().parse_args(argv)
     options = dict(alpha=args.alpha, widths=args.widths, reduction=args.reduction, mi_batch=args.mi_batch,
                    max_batches=args.max_batches, mds_seeds=args.mds_seeds, mds=args.mds, rank_tol=args.rank_tol)
-    Settings(**options)  # validates them before anything is loaded
+    settings = Settings(**options)  # validates them before anything is loaded
     for name in ("batch_size", "max_length", "max_examples"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -157,7 +157,7 @@ def prune_main(argv: Sequence[str] | None = None) -> None:
     family = family_of(config)
     keep_fraction(config.intermediate_size, args.keep)
     check_method(args.method, family.causal or "label" in data.column_names)
-    check_samples(args.method, family, Settings(**options), len(data))
+    check_samples(args.method, family, settings, len(data))
 
     start = time.perf_counter()
     model, tokenizer = load_model(args.model, config, args.dtype)

@@ -23,6 +23,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from datasets import Dataset
+
+from minilib.data import glue
 
 __all__ = ["Batch", "calibration_indices", "as_batches", "read_file", "glue_sample", "has_labels", "count_samples"]
 
@@ -67,21 +70,9 @@ def _spans(n: int, batch_size: int) -> list[tuple[int, int]]:
     return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
 
 
-def _tokenized_rows(dataset, batch_size: int, pad_id: int) -> list[Batch]:
-    batches = []
-    for s, e in _spans(len(dataset), batch_size):
-        rows = dataset[s:e]
-        ids = [torch.as_tensor(x) for x in rows["input_ids"]]
-        batch = {"input_ids": torch.nn.utils.rnn.pad_sequence(ids, batch_first=True, padding_value=pad_id)}
-        lengths = torch.tensor([len(x) for x in ids])
-        batch["attention_mask"] = (torch.arange(batch["input_ids"].shape[1])[None] < lengths[:, None]).long()
-        if "token_type_ids" in rows:
-            batch["token_type_ids"] = torch.nn.utils.rnn.pad_sequence(
-                [torch.as_tensor(x) for x in rows["token_type_ids"]], batch_first=True)
-        if "label" in rows:
-            batch["labels"] = torch.as_tensor(rows["label"])
-        batches.append(batch)
-    return batches
+def _tokenized_rows(dataset: Dataset, batch_size: int, pad_id: int) -> list[Batch]:
+    rows = glue.Batches(dataset, batch_size, pad_token_id=pad_id)  # pads, masks; token types and labels if there
+    return [rows.collate(np.arange(s, e)) for s, e in _spans(len(dataset), batch_size)]
 
 
 def as_batches(data: Any, tokenizer=None, batch_size: int = 32, max_length: int = 128) -> list[Batch]:
@@ -92,10 +83,6 @@ def as_batches(data: Any, tokenizer=None, batch_size: int = 32, max_length: int 
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
-    try:
-        from datasets import Dataset
-    except ImportError:  # pragma: no cover - datasets is a dependency
-        Dataset = ()  # type: ignore[assignment]
     if isinstance(data, (str, bytes, os.PathLike)):
         raise TypeError("pass the calibration texts, not a path; read a file with minilib.data.calibration.read_file")
     if isinstance(data, Dataset):
@@ -148,8 +135,6 @@ def count_samples(batches: Sequence[Batch]) -> dict[str, int]:
 def glue_sample(task: str, fraction: float = 0.01, seed: int = 0, data_dir: str | os.PathLike | None = None):
     """The paper's calibration sample of a GLUE task: a seeded random ``fraction`` of its training set,
     as a ``Dataset`` with ``text`` (``text_pair``) and ``label``."""
-    from minilib.data import glue
-
     train = glue.load_split(task, "train", data_dir)
     sample = train.select(calibration_indices(len(train), fraction, seed))
     return sample.rename_columns({"text_a": "text", **({"text_b": "text_pair"} if "text_b" in sample.column_names
@@ -158,8 +143,6 @@ def glue_sample(task: str, fraction: float = 0.01, seed: int = 0, data_dir: str 
 
 def read_file(spec: str, seed: int = 0, data_dir: str | os.PathLike | None = None):
     """Calibration data from the command line: a file path or ``glue:TASK`` (see the module docstring)."""
-    from datasets import Dataset
-
     if spec.startswith("glue:"):
         return glue_sample(spec.split(":", 1)[1], seed=seed, data_dir=data_dir)
     path = Path(spec)

@@ -234,8 +234,9 @@ class Batches:
         if len(encoded) == 0:
             raise ValueError("the dataset is empty; nothing to batch")
         self.ids = [torch.tensor(x) for x in encoded["input_ids"]]
-        self.types = [torch.tensor(x) for x in encoded["token_type_ids"]]
-        self.labels = torch.tensor(encoded["label"])
+        columns = encoded.column_names  # token types and labels are optional (RoBERTa; unlabelled calibration)
+        self.types = [torch.tensor(x) for x in encoded["token_type_ids"]] if "token_type_ids" in columns else None
+        self.labels = torch.tensor(encoded["label"]) if "label" in columns else None
         self.lengths = np.array([len(x) for x in self.ids])
         self.batch_size, self.shuffle, self.seed, self.group = batch_size, shuffle, seed, group
         self.pad_token_id = pad_token_id
@@ -265,9 +266,13 @@ class Batches:
 
     def collate(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
         ids = nn.utils.rnn.pad_sequence([self.ids[i] for i in rows], batch_first=True, padding_value=self.pad_token_id)
-        types = nn.utils.rnn.pad_sequence([self.types[i] for i in rows], batch_first=True)
         mask = (torch.arange(ids.shape[1])[None] < torch.as_tensor(self.lengths[rows])[:, None]).long()
-        return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask, "labels": self.labels[rows]}
+        batch = {"input_ids": ids, "attention_mask": mask}
+        if self.types is not None:
+            batch["token_type_ids"] = nn.utils.rnn.pad_sequence([self.types[i] for i in rows], batch_first=True)
+        if self.labels is not None:
+            batch["labels"] = self.labels[rows]
+        return batch
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         for rows in self.order():

@@ -12,6 +12,7 @@ and reused by every level of a sweep.
 from __future__ import annotations
 
 import copy
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import cached_property
@@ -87,7 +88,7 @@ class Settings:
         return asdict(self)
 
 
-class PruningState:
+class PruningState(ABC):
     """What every method reads. Subclasses provide :attr:`model`, :attr:`batches` and the MI map.
 
     ``seed`` draws the calibration order; ``settings`` are the paper's choices.
@@ -103,8 +104,9 @@ class PruningState:
         self.embeddings: dict[tuple[str, int, int], np.ndarray] = {}
         self.maps: dict[str, MIMap] = {}
 
+    @abstractmethod
     def compute_mi_map(self, widths: str) -> MIMap:
-        raise NotImplementedError
+        """The MI map with ``"aligned"`` or ``"scott"`` kernel widths (computed once, by :meth:`mi_map_with`)."""
 
     @cached_property
     def family(self) -> Family:
@@ -173,10 +175,6 @@ class Calibrated(PruningState):
         acts = capture_activations(self.model, self.batches, self.settings.reduction, self.family, self.progress)
         perm = torch.as_tensor(np.random.default_rng(self.seed).permutation(acts[0].shape[0]))
         return [a[perm] for a in acts]
-
-    @property
-    def n_samples(self) -> int:
-        return self.activations[0].shape[0]
 
     def compute_mi_map(self, widths: str) -> MIMap:
         s = self.settings

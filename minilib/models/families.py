@@ -27,6 +27,7 @@ once with one line naming the supported families (:func:`family_of`).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -92,44 +93,73 @@ def _masked_mean(hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tenso
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
-class Family:
-    """Where one family of models keeps its FFN neurons (subclass and register in :data:`FAMILIES`)."""
+def _get(module: nn.Module, path: str) -> nn.Module:
+    for part in path.split("."):
+        module = getattr(module, part)
+    return module
+
+
+def _set(module: nn.Module, path: str, value: nn.Module) -> None:
+    *parents, last = path.split(".")
+    setattr(_get(module, ".".join(parents)) if parents else module, last, value)
+
+
+class Family(ABC):
+    """Where one family of models keeps its FFN neurons (subclass and register in :data:`FAMILIES`).
+
+    A subclass names the layout by attribute paths inside a block (``down_path``, ``up_paths``,
+    ``ffn_input_path``) and gives what depends on the family's arithmetic (the abstract methods).
+    """
 
     name: str = ""
     model_types: frozenset[str] = frozenset()  # ``config.model_type`` values this family serves
     examples: str = ""
     causal: bool = False  # one sample of a neuron is a token (decoders) rather than a sentence
     batch_size: int = 32  # calibration texts per forward pass by default
+    down_path: str = ""  # the linear map whose inputs are the neurons
+    up_paths: tuple[str, ...] = ()  # the up-projections, one output row per neuron
+    ffn_input_path: str = ""  # the module whose first input is the FFN's input ``x``
 
-    # -- layout ---------------------------------------------------------------------------------
+    # -- what each family defines ---------------------------------------------------------------
+    @abstractmethod
     def blocks(self, model: nn.Module) -> nn.ModuleList:
-        raise NotImplementedError
+        """The model's blocks (checked to have the family's layout)."""
 
-    def down(self, block: nn.Module) -> nn.Linear:
-        """The linear map whose inputs are the neurons."""
-        raise NotImplementedError
-
-    def ups(self, block: nn.Module) -> dict[str, nn.Linear]:
-        """The up-projections (one output row per neuron), by attribute path inside the block."""
-        raise NotImplementedError
-
-    def ffn_input(self, block: nn.Module) -> nn.Module:
-        """The module whose first input is the FFN's input ``x``."""
-        raise NotImplementedError
-
+    @abstractmethod
     def activation(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """``a`` from the FFN's input ``x`` (what ``down`` receives)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def magnitude(self, block: nn.Module) -> torch.Tensor:
         """The weight-magnitude score of each neuron (higher = keep)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def block_macs(self, config: Any, neurons: int, seq_len: float) -> float:
         """Multiply-adds of one block with ``neurons`` FFN neurons for a sequence of ``seq_len`` tokens."""
-        raise NotImplementedError
+
+    @abstractmethod
+    def representation(self, model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """What the subsidiary KL criterion (Eq. 2) compares: one float64 row per sample."""
+
+    @abstractmethod
+    def output_distribution(self, model: nn.Module, batch: Mapping[str, torch.Tensor]
+                            ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Log-probabilities of the model's output distributions and a mask of the rows that count."""
+
+    @abstractmethod
+    def supervised_loss(self, model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The task loss, summed over samples (each sample's mask gradient is its own)."""
 
     # -- shared logic -----------------------------------------------------------------------------
+    def down(self, block: nn.Module) -> nn.Linear:
+        return _get(block, self.down_path)
+
+    def ups(self, block: nn.Module) -> dict[str, nn.Linear]:
+        return {path: _get(block, path) for path in self.up_paths}
+
+    def ffn_input(self, block: nn.Module) -> nn.Module:
+        return _get(block, self.ffn_input_path)
+
     def sizes(self, model: nn.Module) -> list[int]:
         """The number of FFN neurons in each block."""
         return [self.down(b).in_features for b in self.blocks(model)]
@@ -151,7 +181,7 @@ class Family:
         for block, idx in zip(self.blocks(model), kept):
             for path, linear in self.ups(block).items():
                 _set(block, path, slice_linear(linear, idx, 0))
-            _set(block, self._down_path, slice_linear(self.down(block), idx, 1))
+            _set(block, self.down_path, slice_linear(self.down(block), idx, 1))
         sizes = [len(i) for i in kept]
         if len(set(sizes)) == 1:
             model.config.intermediate_size = sizes[0]
@@ -168,19 +198,6 @@ class Family:
             raise ValueError(f"got {len(sizes)} layer sizes but the config has {config.num_hidden_layers} layers")
         return sum(self.block_macs(config, n, float(seq_len)) for n in sizes)
 
-    def representation(self, model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """What the subsidiary KL criterion (Eq. 2) compares: one float64 row per sample."""
-        raise NotImplementedError
-
-    def output_distribution(self, model: nn.Module, batch: Mapping[str, torch.Tensor]
-                            ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Log-probabilities of the model's output distributions and a mask of the rows that count."""
-        raise NotImplementedError
-
-    def supervised_loss(self, model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """The task loss, summed over samples (each sample's mask gradient is its own)."""
-        raise NotImplementedError
-
     def samples(self, hidden: torch.Tensor, batch: Mapping[str, torch.Tensor], reduction: str) -> torch.Tensor:
         """Per-token activations (B, T, D) → samples of the neurons: (B, D), or (tokens, D)."""
         mask = batch.get("attention_mask")
@@ -195,21 +212,6 @@ class Family:
             return _masked_mean(hidden, None if mask is None else mask.cpu())
         raise ValueError(f"reduction must be 'mean', 'cls' or 'tokens', got {reduction!r}")
 
-    @property
-    def _down_path(self) -> str:
-        raise NotImplementedError
-
-
-def _get(module: nn.Module, path: str) -> nn.Module:
-    for part in path.split("."):
-        module = getattr(module, part)
-    return module
-
-
-def _set(module: nn.Module, path: str, value: nn.Module) -> None:
-    *parents, last = path.split(".")
-    setattr(_get(module, ".".join(parents)) if parents else module, last, value)
-
 
 class EncoderFFN(Family):
     """BERT-style encoders: ``layer.intermediate.dense`` → GELU → ``layer.output.dense``."""
@@ -217,22 +219,13 @@ class EncoderFFN(Family):
     name = "encoder-ffn"
     model_types = frozenset({"bert", "roberta", "xlm-roberta", "electra", "camembert"})
     examples = "BERT, MiniLM, RoBERTa, ELECTRA"
-    _down_path = "output.dense"
+    down_path, up_paths, ffn_input_path = "output.dense", ("intermediate.dense",), "intermediate"
 
     def blocks(self, model: nn.Module) -> nn.ModuleList:
         layers = getattr(getattr(self.base(model), "encoder", None), "layer", None)
         if layers is None or not all(hasattr(layer, "intermediate") for layer in layers):
             raise ValueError(f"{type(model).__name__} has no encoder.layer[i].intermediate (the BERT layout)")
         return layers
-
-    def down(self, block: nn.Module) -> nn.Linear:
-        return block.output.dense
-
-    def ups(self, block: nn.Module) -> dict[str, nn.Linear]:
-        return {"intermediate.dense": block.intermediate.dense}
-
-    def ffn_input(self, block: nn.Module) -> nn.Module:
-        return block.intermediate
 
     def activation(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return block.intermediate(x)
@@ -267,10 +260,9 @@ class EncoderFFN(Family):
             z = F.normalize(self.representation(model, batch).float(), dim=-1)
             if len(z) < 2:
                 raise ValueError("a bare encoder's in-batch similarity distribution needs batches of ≥ 2 texts")
-            sim = SIMILARITY_SCALE * z @ z.T
-            sim = sim.masked_fill(torch.eye(len(z), dtype=torch.bool, device=z.device), float("-inf"))
-            return torch.log_softmax(sim, -1).masked_fill(torch.eye(len(z), dtype=torch.bool, device=z.device),
-                                                          0.0), None
+            self_pairs = torch.eye(len(z), dtype=torch.bool, device=z.device)
+            sim = (SIMILARITY_SCALE * z @ z.T).masked_fill(self_pairs, float("-inf"))
+            return torch.log_softmax(sim, -1).masked_fill(self_pairs, 0.0), None  # p log p = 0 on the diagonal
         logits = model(**model_inputs(model, batch)).logits
         if logits.ndim != 2 or logits.shape[-1] == 1:
             raise ValueError("this score needs a class distribution; a regression head (e.g. STS-B) has none "
@@ -299,22 +291,13 @@ class GatedMLP(Family):
     examples = "Llama, SmolLM2, Mistral, Qwen2, Qwen3"
     causal = True
     batch_size = 4  # B·T·V log-probabilities in float64 (V ≈ 50k): 4 × 128 tokens ≈ 0.2 GB per copy
-    _down_path = "mlp.down_proj"
+    down_path, up_paths, ffn_input_path = "mlp.down_proj", ("mlp.gate_proj", "mlp.up_proj"), "mlp"
 
     def blocks(self, model: nn.Module) -> nn.ModuleList:
         layers = getattr(self.base(model), "layers", None)
         if layers is None or not all(hasattr(getattr(b, "mlp", None), "down_proj") for b in layers):
             raise ValueError(f"{type(model).__name__} has no layers[i].mlp.gate_proj/up_proj/down_proj (the Llama layout)")
         return layers
-
-    def down(self, block: nn.Module) -> nn.Linear:
-        return block.mlp.down_proj
-
-    def ups(self, block: nn.Module) -> dict[str, nn.Linear]:
-        return {"mlp.gate_proj": block.mlp.gate_proj, "mlp.up_proj": block.mlp.up_proj}
-
-    def ffn_input(self, block: nn.Module) -> nn.Module:
-        return block.mlp
 
     def activation(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return block.mlp.act_fn(block.mlp.gate_proj(x)) * block.mlp.up_proj(x)
