@@ -127,7 +127,7 @@ def prune(model: nn.Module, calibration: Any, keep: float, method: str = "mi-mds
         family's :attr:`~minilib.models.families.Family.batch_size` (32 sentences for an encoder, 4 for a
         decoder, whose output distributions over the vocabulary dominate the memory of the gradient scores).
     options : the paper's settings, :class:`minilib.methods.Settings` (``alpha``, ``widths``,
-        ``reduction``, ``mi_batch``, ``max_batches``, ``mds_seeds``, ``rank_tol``…).
+        ``reduction``, ``mi_batch``, ``max_batches``, ``mds_seeds``, ``mi_tol``…).
     """
     settings = _settings(options)  # every check before any expensive step
     family = family_of(model)

@@ -67,9 +67,22 @@ def prune_parser() -> argparse.ArgumentParser:
     p.add_argument("--mds-seeds", type=int, default=d.mds_seeds, help="M, candidates of the KL choice (Eq. 2)")
     p.add_argument("--mds", default=d.mds, choices=["smacof", "classical"],
                    help="MDS solver: metric SMACOF (default) or classical (one eigendecomposition, for large layers)")
-    p.add_argument("--rank-tol", type=float, help="low-rank joint spectra in the MI map (e.g. 1e-8; default: exact)")
+    p.add_argument("--mi-tol", type=_tolerance, default=d.mi_tol,
+                   help=f"certified error bound (bits) of every MI entry, or 'exact' (default: {d.mi_tol:g})")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
+
+
+def _tolerance(text: str) -> float | None:
+    if text == "exact":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of bits or 'exact'")
+    return value
 
 
 def _device(name: str):
@@ -141,7 +154,7 @@ def prune_main(argv: Sequence[str] | None = None) -> None:
 
     args = prune_parser().parse_args(argv)
     options = dict(alpha=args.alpha, widths=args.widths, reduction=args.reduction, mi_batch=args.mi_batch,
-                   max_batches=args.max_batches, mds_seeds=args.mds_seeds, mds=args.mds, rank_tol=args.rank_tol)
+                   max_batches=args.max_batches, mds_seeds=args.mds_seeds, mds=args.mds, mi_tol=args.mi_tol)
     settings = Settings(**options)  # validates them before anything is loaded
     for name in ("batch_size", "max_length", "max_examples"):
         value = getattr(args, name)

@@ -15,7 +15,6 @@ from minilib.estimator.entropy import (
     gram_matrices,
     joint_entropy,
     mutual_information,
-    pairwise_mutual_information,
     renyi_entropy,
 )
 
@@ -125,43 +124,11 @@ def test_mi_sees_dependence_and_is_small_for_independence():
     assert mi_dep > 3 * mi_ind
 
 
-@pytest.mark.parametrize("alpha", [1.0, 1.01, 2.0])
-def test_pairwise_matrix_equals_pairwise_calls(alpha):
-    X = _data(n=30, d=5)
-    sig = torch.tensor([0.3, 0.5, 0.8, 1.0, 2.0], dtype=torch.float64)
-    M = pairwise_mutual_information(X, sig, alpha, max_chunk_mb=0.01, n_jobs=2)  # many tiny chunks
-    grams = [gram_matrix(X[:, i], sig[i]) for i in range(5)]
-    for i in range(5):
-        assert M[i, i].item() == pytest.approx(renyi_entropy(grams[i], alpha).item(), abs=1e-10)
-        for j in range(5):
-            if i != j:
-                assert M[i, j].item() == pytest.approx(mutual_information(grams[i], grams[j], alpha).item(), abs=1e-9)
-    assert torch.equal(M, M.T)
-
-
 def test_gram_matrices_match_single_calls():
     X = _data(n=12, d=3)
     K = gram_matrices(X, [0.5, 1.0, 2.0])
     for i, s in enumerate([0.5, 1.0, 2.0]):
         torch.testing.assert_close(K[i], gram_matrix(X[:, i], s))
-
-
-@pytest.mark.parametrize("alpha", [1.01, 2.0])
-def test_pairwise_is_permutation_equivariant(alpha):
-    X = _data(n=25, d=6)
-    perm = torch.tensor([3, 0, 5, 1, 4, 2])
-    M = pairwise_mutual_information(X, 0.7, alpha)
-    Mp = pairwise_mutual_information(X[:, perm], 0.7, alpha)
-    torch.testing.assert_close(Mp, M[perm][:, perm], atol=1e-10, rtol=0)
-    rows = torch.randperm(25, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(pairwise_mutual_information(X[rows], 0.7, alpha), M, atol=1e-9, rtol=0)
-
-
-def test_pairwise_is_deterministic_and_chunking_only_moves_round_off():
-    X = _data(n=20, d=8)
-    a = pairwise_mutual_information(X, 0.6, 1.01, n_jobs=2, max_chunk_mb=0.005)
-    assert torch.equal(a, pairwise_mutual_information(X, 0.6, 1.01, n_jobs=2, max_chunk_mb=0.005))
-    torch.testing.assert_close(a, pairwise_mutual_information(X, 0.6, 1.01, n_jobs=1), atol=1e-12, rtol=0)
 
 
 finite = st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False)
@@ -207,7 +174,7 @@ def test_constant_variable_is_rejected():
     X = _data(n=10, d=4)
     X[:, 2] = 3.0
     with pytest.raises(ValueError, match=r"1 constant column\(s\) \(2\)"):
-        pairwise_mutual_information(X, 1.0)
+        gram_matrices(X, 1.0)
     assert constant_columns(X).tolist() == [False, False, True, False]
 
 
@@ -215,7 +182,7 @@ def test_too_few_samples():
     with pytest.raises(ValueError, match="at least 2"):
         gram_matrix([1.0], 1.0)
     with pytest.raises(ValueError, match="at least 2"):
-        pairwise_mutual_information(torch.zeros(1, 3), 1.0)
+        gram_matrices(torch.zeros(1, 3), 1.0)
 
 
 @pytest.mark.parametrize("alpha", [0.0, -1.0, float("nan"), float("inf")])
@@ -241,16 +208,3 @@ def test_bad_sigma():
 def test_non_square_gram():
     with pytest.raises(ValueError, match="square"):
         renyi_entropy(torch.ones(3, 4))
-
-
-@pytest.mark.parametrize("alpha", [1.0, 1.01, 3.0])
-def test_low_rank_option_is_close_to_exact_and_tightens_with_tolerance(alpha):
-    X = _data(n=60, d=8)
-    exact = pairwise_mutual_information(X, 1.5, alpha)
-    loose = pairwise_mutual_information(X, 1.5, alpha, rank_tol=1e-6)
-    tight = pairwise_mutual_information(X, 1.5, alpha, rank_tol=1e-12)
-    torch.testing.assert_close(loose.diagonal(), exact.diagonal(), atol=1e-12, rtol=0)  # marginals stay exact
-    err_loose, err_tight = (loose - exact).abs().max().item(), (tight - exact).abs().max().item()
-    assert err_tight < 1e-8 and err_tight <= err_loose < 1e-3
-    with pytest.raises(ValueError, match="rank_tol"):
-        pairwise_mutual_information(X, 1.5, alpha, rank_tol=0.0)

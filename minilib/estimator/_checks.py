@@ -15,10 +15,10 @@ import torch
 ArrayLike = Any  # numpy array, torch tensor or nested sequence of numbers
 
 
-def as_float64(x: ArrayLike, name: str) -> torch.Tensor:
-    """``x`` as a float64 CPU tensor, rejecting NaN and infinity."""
+def as_float64(x: ArrayLike, name: str, keep_device: bool = False) -> torch.Tensor:
+    """``x`` as a float64 tensor (on the CPU unless ``keep_device``), rejecting NaN and infinity."""
     t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
-    t = t.detach().to(device="cpu", dtype=torch.float64)
+    t = t.detach().to(device=t.device if keep_device else "cpu", dtype=torch.float64)
     if not torch.isfinite(t).all():
         bad = (~torch.isfinite(t)).nonzero()[0].tolist()
         raise ValueError(
@@ -38,9 +38,9 @@ def samples(x: ArrayLike, name: str = "x") -> torch.Tensor:
     return t
 
 
-def sample_matrix(x: ArrayLike, name: str = "X") -> torch.Tensor:
+def sample_matrix(x: ArrayLike, name: str = "X", keep_device: bool = False) -> torch.Tensor:
     """Samples of many scalar variables: shape (N, D), N >= 2 samples as rows."""
-    t = as_float64(x, name)
+    t = as_float64(x, name, keep_device)
     if t.ndim != 2:
         raise ValueError(f"{name} must have shape (N samples, D variables), got {tuple(t.shape)}")
     if t.shape[0] < 2:

@@ -20,10 +20,8 @@ round-off clamped to 0 and the spectrum renormalised to sum 1.
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
-from tqdm.auto import tqdm
 
 from minilib.estimator import _checks
 from minilib.estimator._checks import ArrayLike
@@ -35,7 +33,7 @@ __all__ = [
     "renyi_entropy",
     "joint_entropy",
     "mutual_information",
-    "pairwise_mutual_information",
+    "entropy_from_spectrum",
     "constant_columns",
 ]
 
@@ -78,11 +76,11 @@ def gram_matrices(X: ArrayLike, sigma: ArrayLike) -> torch.Tensor:
 
     Returns
     -------
-    (D, N, N) float64 tensor; slice ``i`` is ``gram_matrix(X[:, i], sigma[i])``.
+    (D, N, N) float64 tensor on the device of ``X``; slice ``i`` is ``gram_matrix(X[:, i], sigma[i])``.
     """
-    X = _checks.sample_matrix(X, "X")
+    X = _checks.sample_matrix(X, "X", keep_device=True)
     _checks.no_constant_columns(X, "X")
-    s = _checks.sigmas(sigma, X.shape[1])
+    s = _checks.sigmas(sigma, X.shape[1]).to(X.device)
     Xt = X.T.contiguous()  # (D, N)
     d2 = (Xt[:, :, None] - Xt[:, None, :]) ** 2
     return torch.exp(d2.mul_((-0.5 / s**2)[:, None, None]))
@@ -104,8 +102,8 @@ def _trace_normalise(K: torch.Tensor) -> torch.Tensor:
     return K / tr[..., None, None]
 
 
-def _entropy_from_spectrum(lam: torch.Tensor, alpha: float) -> torch.Tensor:
-    """Rényi entropy (bits) from eigenvalues of unit-trace PSD matrices, last dim."""
+def entropy_from_spectrum(lam: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Rényi entropy (bits) from the eigenvalues (last dim) of unit-trace PSD matrices."""
     # eigvalsh is accurate to about N·eps·λ_max: below that a "λ" is round-off, and
     # λ^α with α < 1 would amplify it, so zero it and renormalise the spectrum.
     floor = lam.shape[-1] * torch.finfo(lam.dtype).eps * lam.amax(-1, keepdim=True)
@@ -119,7 +117,7 @@ def _entropy_from_spectrum(lam: torch.Tensor, alpha: float) -> torch.Tensor:
 def _entropy_normalised(A: torch.Tensor, alpha: float) -> torch.Tensor:
     if alpha == 2.0:  # tr(A²) = ‖A‖_F² for symmetric A: no eigen-decomposition
         return -torch.log2((A * A).sum((-2, -1)))
-    return _entropy_from_spectrum(torch.linalg.eigvalsh(A), alpha)
+    return entropy_from_spectrum(torch.linalg.eigvalsh(A), alpha)
 
 
 def renyi_entropy(K: ArrayLike, alpha: float = 1.01) -> torch.Tensor:
@@ -176,139 +174,3 @@ def mutual_information(Kx: ArrayLike, Ky: ArrayLike, alpha: float = 1.01) -> tor
 def constant_columns(X: ArrayLike, rtol: float = 1e-12) -> torch.Tensor:
     """Boolean mask of the columns of ``X`` (N, D) that are constant (dead neurons)."""
     return _checks.constant_columns(_checks.sample_matrix(X, "X"), rtol)
-
-
-def _alpha2_pairwise(K: torch.Tensor) -> torch.Tensor:
-    """All-pairs α = 2 MI from one matrix product (method notes, decision 5).
-
-    ‖K_i∘K_j‖_F² = ⟨K_i∘K_i, K_j∘K_j⟩, so the Gram of the squared kernels gives
-    every joint term. Each matrix is symmetric: use the strict upper triangle
-    twice plus the diagonal, which halves the product.
-    """
-    D, N, _ = K.shape
-    iu = torch.triu_indices(N, N, offset=1)
-    Ku = K[:, iu[0], iu[1]]  # (D, N(N−1)/2)
-    diag = torch.diagonal(K, dim1=-2, dim2=-1)  # (D, N)
-    U, Q = Ku * Ku, diag * diag
-    frob = 2.0 * (U @ U.T) + Q @ Q.T  # Σ_ab (K_i K_j)_ab²
-    tr = diag @ diag.T  # tr(K_i∘K_j)
-    joint = -torch.log2(frob / tr**2)
-    marg = -torch.log2((2.0 * U.sum(1) + Q.sum(1)) / diag.sum(1) ** 2)
-    joint = 0.5 * (joint + joint.T)  # the product is symmetric up to round-off; make it exact
-    mi = marg[:, None] + marg[None, :] - joint
-    mi.diagonal().copy_(marg)
-    return mi
-
-
-def _low_rank_factors(A: torch.Tensor, rank_tol: float, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Factors ``L_i`` (D, N, r) with ``A_i ≈ L_i L_iᵀ``, and the exact marginal entropies.
-
-    Eigenpairs below ``rank_tol · λ_max`` are dropped; ``r`` is the largest kept
-    rank over the variables (the others are padded with zero columns, which add
-    only zero eigenvalues).
-    """
-    lam, U = torch.linalg.eigh(A)  # ascending
-    keep = lam > rank_tol * lam[:, -1:]
-    r = int(keep.sum(1).max())
-    L = U[:, :, -r:] * torch.where(keep, lam, torch.zeros(())).clamp(min=0).sqrt()[:, None, -r:]
-    return L, _entropy_from_spectrum(lam, alpha)
-
-
-def pairwise_mutual_information(
-    X: ArrayLike,
-    sigma: ArrayLike,
-    alpha: float = 1.01,
-    *,
-    max_chunk_mb: float = 8.0,
-    n_jobs: int | None = None,
-    rank_tol: float | None = None,
-    progress: bool = False,
-) -> torch.Tensor:
-    """All-pairs MI matrix between D scalar variables (Eq. 3 for every pair).
-
-    Entry ``(i, j)`` equals ``mutual_information(gram_matrix(X[:, i], σ_i),
-    gram_matrix(X[:, j], σ_j), alpha)``; the diagonal holds the marginal
-    entropies ``S_α(X_i)`` (Shannon's ``I(X; X) = H(X)``, the natural scale for
-    the off-diagonal values).
-
-    For α = 2 everything comes out of one matrix product. Otherwise the
-    D(D−1)/2 joint Gram matrices are formed in chunks of at most
-    ``max_chunk_mb`` megabytes and their spectra computed with batched
-    ``eigvalsh``, the chunks spread over ``n_jobs`` threads (each running
-    LAPACK single-threaded, which is faster than one multi-threaded call on
-    small matrices). Memory stays at D·N² doubles plus two chunks per thread;
-    chunks of a few MB stay in cache (8 MB measured fastest on 2 cores).
-
-    **Low-rank option** (``rank_tol``, off by default, an approximation): RBF Gram
-    matrices of scalar variables have rapidly decaying spectra. Truncating each
-    ``A_i ≈ L_i L_iᵀ`` to the eigenpairs above ``rank_tol · λ_max`` (rank ``r``),
-    the joint matrix is ``A_i∘A_j ≈ M Mᵀ`` with ``M = L_i ⊙_rows L_j`` (N × r²), whose
-    non-zero spectrum is that of the r² × r² matrix ``MᵀM``. With r ≈ 6 this is a
-    36 × 36 eigenproblem instead of N × N. Marginal entropies stay exact; the
-    error of the joint terms is measured in ``benchmarks/bench_pairwise_mi.py``
-    and bounded in the tests.
-
-    Parameters
-    ----------
-    X : (N, D) samples of D scalar variables; no NaN, no constant column.
-    sigma : one kernel width or one per variable, in the units of ``X``.
-    alpha : Rényi order (> 0).
-    max_chunk_mb : memory bound for one chunk of joint Gram matrices.
-    n_jobs : threads for the eigen-decompositions (default: torch's thread count).
-    rank_tol : if set (e.g. 1e-10), use the low-rank joint spectra described above.
-    progress : show a tqdm bar over the chunks.
-
-    Returns
-    -------
-    (D, D) symmetric float64 tensor of MI values in bits.
-    """
-    alpha = _checks.alpha_order(alpha)
-    K = gram_matrices(X, sigma)
-    if alpha == 2.0:
-        return _alpha2_pairwise(K)
-    D, N, _ = K.shape
-    A = K / torch.diagonal(K, dim1=-2, dim2=-1).sum(-1)[:, None, None]
-    iu = torch.triu_indices(D, D, offset=1)
-    joint = torch.empty(iu.shape[1], dtype=torch.float64)
-    if rank_tol is None:
-        marg = _entropy_from_spectrum(torch.linalg.eigvalsh(A), alpha)
-        size = N * N
-
-        def joint_spectra(i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
-            H = A[i] * A[j]
-            H /= torch.diagonal(H, dim1=-2, dim2=-1).sum(-1)[:, None, None]
-            return torch.linalg.eigvalsh(H)
-
-    else:
-        L, marg = _low_rank_factors(A, _checks.positive(rank_tol, "rank_tol"), alpha)
-        r2 = L.shape[-1] ** 2
-        size = N * r2 + r2 * r2
-
-        def joint_spectra(i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
-            M = (L[i][:, :, :, None] * L[j][:, :, None, :]).flatten(2)  # (c, N, r²)
-            G = M.transpose(1, 2) @ M  # shares the non-zero spectrum of A_i∘A_j
-            G /= torch.diagonal(G, dim1=-2, dim2=-1).sum(-1)[:, None, None]
-            return torch.linalg.eigvalsh(G)
-
-    chunk = max(1, int(max_chunk_mb * 2**20 // (8 * size)))
-    starts = range(0, iu.shape[1], chunk)
-
-    def work(s: int) -> None:
-        joint[s : s + chunk] = _entropy_from_spectrum(joint_spectra(iu[0, s : s + chunk], iu[1, s : s + chunk]), alpha)
-
-    n_jobs = n_jobs or torch.get_num_threads()
-    bar = tqdm(total=len(starts), desc="joint spectra", unit="chunk", disable=not progress)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(max_workers=n_jobs) as pool:
-            for _ in pool.map(work, starts):
-                bar.update()
-    finally:
-        torch.set_num_threads(threads)
-        bar.close()
-    mi = torch.empty(D, D, dtype=torch.float64)
-    mi[iu[0], iu[1]] = marg[iu[0]] + marg[iu[1]] - joint
-    mi[iu[1], iu[0]] = mi[iu[0], iu[1]]
-    mi.diagonal().copy_(marg)
-    return mi

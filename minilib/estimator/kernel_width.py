@@ -32,7 +32,8 @@ import torch
 
 from minilib.estimator import _checks
 from minilib.estimator._checks import ArrayLike
-from minilib.estimator.entropy import pairwise_mutual_information, squared_distances
+from minilib.estimator.entropy import squared_distances
+from minilib.estimator.pairwise import pairwise_mutual_information
 
 Normalization = Literal["zscore", "none"]
 NORMALIZATIONS: tuple[str, ...] = ("zscore", "none")
@@ -111,9 +112,9 @@ def _alignment_upper(d2u: torch.Tensor, sigma: torch.Tensor, ref_u: torch.Tensor
     ``d2u`` (c, P) squared distances of c variables, ``sigma`` (c, G) widths;
     the diagonal of an RBF kernel is 1, and symmetry counts the triangle twice.
     """
-    K = torch.exp(d2u[:, None, :] / (-2.0 * sigma[:, :, None] ** 2))  # (c, G, P)
-    num = ref_tr + 2.0 * K @ ref_u
-    norm = torch.sqrt(n + 2.0 * (K * K).sum(-1))
+    K = torch.exp(d2u[:, None, :] * (-0.5 / sigma.square())[:, :, None])  # (c, G, P)
+    num = ref_tr + 2.0 * (K @ ref_u)
+    norm = torch.sqrt(n + 2.0 * torch.linalg.vecdot(K, K))
     return num / (norm * ref_norm)
 
 
@@ -123,7 +124,7 @@ def aligned_sigmas(
     *,
     grid: ArrayLike = DEFAULT_GRID,
     refine_steps: int = 30,
-    chunk: int = 32,
+    chunk: int = 128,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-variable kernel width maximising alignment with a reference kernel (Eq. 7).
 
@@ -162,12 +163,16 @@ def aligned_sigmas(
         best = score.argmax(1)
         lo = log_g[(best - 1).clamp(min=0)] + scale[:, 0]
         hi = log_g[(best + 1).clamp(max=len(g) - 1)] + scale[:, 0]
-        for _ in range(refine_steps):  # golden section on log σ, vectorised over columns
-            a, b = hi - inv_phi * (hi - lo), lo + inv_phi * (hi - lo)
-            fa, fb = _alignment_upper(d2u, torch.stack([a, b], 1).exp(), ref_u, ref_tr, ref_norm, N).unbind(1)
-            left = fa >= fb
-            hi = torch.where(left, b, hi)
-            lo = torch.where(left, lo, a)
+        # golden section on log σ, vectorised over columns: one new evaluation per step
+        a, b = hi - inv_phi * (hi - lo), lo + inv_phi * (hi - lo)
+        fa, fb = _alignment_upper(d2u, torch.stack([a, b], 1).exp(), ref_u, ref_tr, ref_norm, N).unbind(1)
+        for _ in range(refine_steps):
+            left = fa >= fb  # the maximum lies in [lo, b]: b becomes hi, a becomes b
+            hi, lo = torch.where(left, b, hi), torch.where(left, lo, a)
+            new = torch.where(left, hi - inv_phi * (hi - lo), lo + inv_phi * (hi - lo))
+            fn = _alignment_upper(d2u, new[:, None].exp(), ref_u, ref_tr, ref_norm, N)[:, 0]
+            a, b, fa, fb = (torch.where(left, new, b), torch.where(left, a, new),
+                            torch.where(left, fn, fb), torch.where(left, fa, fn))
         mid = 0.5 * (lo + hi)
         cand = torch.stack([mid, log_g[best] + scale[:, 0]], 1)
         f = _alignment_upper(d2u, cand.exp(), ref_u, ref_tr, ref_norm, N)

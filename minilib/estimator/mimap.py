@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from minilib.cache import atomic_file, read_json, write_json
-from minilib.estimator.entropy import pairwise_mutual_information
+from minilib.estimator.pairwise import DEFAULT_TOL, pairwise_mutual_information
 from minilib.estimator.kernel_width import NeuronKernelWidth, normalize, scott_sigma
 
 __all__ = ["MIMap", "split_batches", "dead_neurons", "compute_mi_map", "pairs_table"]
@@ -89,15 +89,16 @@ def dead_neurons(X: torch.Tensor, batches: list[slice], dead_tol: float = 1e-6) 
 
 def compute_mi_map(activations: list[torch.Tensor], batch_size: int = 100, alpha: float = 1.01,
                    normalization: str = "zscore", dead_tol: float = 1e-6, max_batches: int | None = None,
-                   widths: str = "aligned", rank_tol: float | None = None, progress: bool = False,
+                   widths: str = "aligned", tol: float | None = DEFAULT_TOL, progress: bool = False,
                    **width_kwargs) -> MIMap:
     """MI and Pearson maps from per-layer activations (samples × neurons, samples in random order).
 
     ``widths="aligned"`` (default) fits per-neuron widths by alignment and EMA (§3.4);
     ``widths="scott"`` gives every neuron Scott's one-dimensional width ``γ N^(−1/5)`` in
     normalised units (the plain estimator of the paper's Fig. 3). ``width_kwargs`` go to
-    :class:`~minilib.estimator.kernel_width.NeuronKernelWidth` (``gamma``, ``beta``…); ``rank_tol`` to
-    :func:`~minilib.estimator.entropy.pairwise_mutual_information` (``None``: the exact joint spectra).
+    :class:`~minilib.estimator.kernel_width.NeuronKernelWidth` (``gamma``, ``beta``…). ``tol`` is the certified
+    error bound in bits of every MI entry of every batch (so of their average), on the low-rank path of
+    :func:`~minilib.estimator.pairwise.pairwise_mutual_information`; ``None`` computes every joint spectrum exactly.
     """
     if widths not in ("aligned", "scott"):
         raise ValueError(f"widths must be 'aligned' or 'scott', got {widths!r}")
@@ -125,10 +126,10 @@ def compute_mi_map(activations: list[torch.Tensor], batch_size: int = 100, alpha
         for s in batches:
             if widths == "scott":
                 sig = torch.full((len(idx),), scott_sigma(s.stop - s.start, 1, width_kwargs.get("gamma", 1.0)))
-                acc += pairwise_mutual_information(normalize(Xa[s], normalization), sig, alpha, rank_tol=rank_tol)
+                acc += pairwise_mutual_information(normalize(Xa[s], normalization), sig, alpha, tol=tol)
             else:
                 fitter.partial_fit(Xa[s])
-                acc += fitter.mutual_information(Xa[s], alpha, rank_tol=rank_tol)
+                acc += fitter.mutual_information(Xa[s], alpha, tol=tol)
             bar.update()
         used = Xa[: batches[-1].stop]
         mi[layer][np.ix_(idx, idx)] = (acc / len(batches)).numpy()
@@ -138,7 +139,7 @@ def compute_mi_map(activations: list[torch.Tensor], batch_size: int = 100, alpha
     bar.close()
     meta = {"samples": int(batches[-1].stop), "batches": len(batches), "batch_size": batch_size, "alpha": alpha,
             "normalization": normalization, "dead_tol": dead_tol, "widths": widths,
-            **({"rank_tol": rank_tol} if rank_tol is not None else {}), **width_kwargs}
+            "tol": tol, **width_kwargs}
     return MIMap(mi, pearson, alive, sigma, meta)
 
 

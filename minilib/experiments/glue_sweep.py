@@ -28,6 +28,7 @@ import torch
 from minilib.console import ArgumentParser
 from minilib.data import glue
 from minilib.estimator import mimap
+from minilib.estimator.pairwise import DEFAULT_TOL
 from minilib.experiments import engine, paper
 from minilib.models import surgery
 from minilib.methods import METHODS, PruningState, Settings, kl_choice, mds_candidates
@@ -61,18 +62,19 @@ def calibration_activations(run: str | os.PathLike, fraction: float = 0.01, redu
 
 def neuron_mi_map(run: str | os.PathLike, fraction: float = 0.01, batch_size: int = 100,
                   reduction: str = "mean", alpha: float = 1.01, seed: int = 0, max_batches: int | None = None,
-                  widths: str = "aligned", data_dir: str | os.PathLike | None = None,
+                  widths: str = "aligned", tol: float | None = DEFAULT_TOL, data_dir: str | os.PathLike | None = None,
                   cache: str | os.PathLike | None = None, progress: bool = True) -> mimap.MIMap:
     """The (cached) MI map of a fine-tuned run's FFN neurons on its task's calibration sample.
 
     ``run`` is a folder from :func:`minilib.experiments.finetune.finetune`. The calibration sample is a
     random ``fraction`` of the task's training set (``seed``), reduced per sentence with
-    ``reduction`` (see :mod:`minilib.models.hooks`).
+    ``reduction`` (see :mod:`minilib.models.hooks`); ``tol`` is the MI map's certified error bound in
+    bits (``None``: exact), part of the cache key.
     """
     run = Path(run).resolve()
     result = read_result(run)
     key = (f"{fraction:g}-b{batch_size}-{reduction}-a{alpha:g}-s{seed}" + (f"-m{max_batches}" if max_batches else "")
-           + ("" if widths == "aligned" else f"-{widths}"))
+           + ("" if widths == "aligned" else f"-{widths}") + ("-exact" if tol is None else f"-t{tol:g}"))
     runs = cache_dir(cache).resolve() / "finetuned"
     rel = run.relative_to(runs) if run.is_relative_to(runs) else Path("other", short_hash(str(run)))
     path = cache_dir(cache) / "mimaps" / rel / f"{key}.npz"
@@ -80,7 +82,8 @@ def neuron_mi_map(run: str | os.PathLike, fraction: float = 0.01, batch_size: in
         return mimap.MIMap.load(path)
     task = glue.get_task(result["task"])
     acts = calibration_activations(run, fraction, reduction, seed, data_dir, progress)
-    m = mimap.compute_mi_map(acts, batch_size, alpha, max_batches=max_batches, widths=widths, progress=progress)
+    m = mimap.compute_mi_map(acts, batch_size, alpha, max_batches=max_batches, widths=widths, tol=tol,
+                             progress=progress)
     m.meta.update({"task": task.name, "model": result["model"], "init": result["init"], "run": str(rel),
                    "fraction": fraction, "reduction": reduction, "seed": seed,
                    "calibration_samples": int(acts[0].shape[0])})
@@ -103,6 +106,7 @@ class Context(PruningState):
     max_batches: int | None = None  # MI map batches (None: all)
     alpha: float = 1.01  # Rényi order of the MI map (the paper: 1.01)
     reduction: str = "mean"  # one sample of a neuron per sentence: "mean", "cls" or every token ("tokens")
+    mi_tol: float | None = DEFAULT_TOL  # certified error bound (bits) of the MI map; None: exact
     data_dir: str | os.PathLike | None = None
     cache: str | os.PathLike | None = None
 
@@ -112,7 +116,7 @@ class Context(PruningState):
         self.result = read_result(self.run)
         self.task = glue.get_task(self.result["task"])
         self.settings = Settings(alpha=self.alpha, reduction=self.reduction, max_batches=self.max_batches,
-                                 mds_seeds=self.mds_seeds)
+                                 mds_seeds=self.mds_seeds, mi_tol=self.mi_tol)
 
     @cached_property
     def model(self):
@@ -131,14 +135,14 @@ class Context(PruningState):
 
     def compute_mi_map(self, widths: str) -> mimap.MIMap:
         return neuron_mi_map(self.run, self.fraction, reduction=self.reduction, alpha=self.alpha, seed=self.seed,
-                                   max_batches=self.max_batches, widths=widths, data_dir=self.data_dir,
+                                   max_batches=self.max_batches, widths=widths, tol=self.mi_tol, data_dir=self.data_dir,
                                    cache=self.cache, progress=False)
 
     @property
     def setting(self) -> str:
         """The settings a pruned cell depends on beyond method, level and trial (its cache folder)."""
         return (f"f{self.fraction:g}-s{self.seed}-m{self.mds_seeds}-b{self.max_batches or 'all'}"
-                f"-a{self.alpha:g}-{self.reduction}")
+                f"-a{self.alpha:g}-{self.reduction}" + ("-exact" if self.mi_tol is None else f"-t{self.mi_tol:g}"))
 
 
 def pruned_model(ctx: Context, keep: Sequence[Sequence[int]], method: str | None = None) -> torch.nn.Module:

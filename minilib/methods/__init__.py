@@ -26,6 +26,7 @@ from minilib.methods import selection
 from minilib.models.families import Family, family_of
 from minilib.models.hooks import capture_activations
 from minilib.estimator.mimap import MIMap, compute_mi_map
+from minilib.estimator.pairwise import DEFAULT_TOL
 
 __all__ = ["Settings", "PruningState", "Calibrated", "Method", "METHODS", "NEEDS", "mds_candidates", "kl_choice",
            "check_method"]
@@ -53,8 +54,8 @@ class Settings:
     mds : ``"smacof"`` (metric MDS, one random start per seed; the book's tables) or ``"classical"``
         (Torgerson's, one eigendecomposition per layer, seed-free: the M candidates then differ only in
         their k-means seeds); see :func:`minilib.methods.selection.mds_embedding`.
-    rank_tol : low-rank joint spectra for the MI map (:func:`minilib.estimator.entropy.pairwise_mutual_information`;
-        ``None``: exact).
+    mi_tol : certified error bound, in bits, of every entry of the MI map on its low-rank path
+        (:func:`minilib.estimator.pairwise.pairwise_mutual_information`; ``None``: exact joint spectra).
     """
 
     alpha: float = 1.01
@@ -67,7 +68,7 @@ class Settings:
     mds_seeds: int = 20
     n_components: int = 8
     mds: str = "smacof"
-    rank_tol: float | None = None
+    mi_tol: float | None = DEFAULT_TOL
 
     def __post_init__(self) -> None:
         if self.widths not in ("aligned", "scott"):
@@ -81,6 +82,8 @@ class Settings:
         for name in ("mi_batch", "mds_seeds", "n_components"):
             if getattr(self, name) < (2 if name == "mi_batch" else 1):
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.mi_tol is not None and not self.mi_tol > 0:
+            raise ValueError(f"mi_tol must be a positive number of bits or None (exact), got {self.mi_tol}")
         if self.max_batches is not None and self.max_batches < 1:
             raise ValueError(f"max_batches must be ≥ 1 or None, got {self.max_batches}")
 
@@ -179,7 +182,7 @@ class Calibrated(PruningState):
     def compute_mi_map(self, widths: str) -> MIMap:
         s = self.settings
         return compute_mi_map(self.activations, s.mi_batch, s.alpha, max_batches=s.max_batches, widths=widths,
-                              rank_tol=s.rank_tol, progress=self.progress, gamma=s.gamma,
+                              tol=s.mi_tol, progress=self.progress, gamma=s.gamma,
                               **({"beta": s.beta} if widths == "aligned" else {}))
 
 

@@ -1,0 +1,355 @@
+"""All-pairs mutual information between the D neurons of a layer, at the scale of real models.
+
+Eq. 3 for every pair, ``I(X_i; X_j) = S_α(A_i) + S_α(A_j) − S_α(A_i∘A_j / tr)``, costs one N × N
+eigenproblem per pair: D(D−1)/2 of them, 1.18 M at D = 1,536. Three paths compute it (book,
+chapter 3, "the all-pairs matrix at scale"):
+
+* **α = 2, exact, no eigenvalues.** ``‖A_i∘A_j‖_F² = ⟨A_i∘A_i, A_j∘A_j⟩``: every joint term of a
+  layer comes out of one D × D matrix product of the squared kernels (method notes, decision 5).
+* **Exact** (``tol=None``): the joint Gram matrices in chunks, batched ``eigvalsh``, chunks spread
+  over threads each running LAPACK single-threaded.
+* **Certified low rank** (the default for α ≠ 2, ``tol`` bits). Write each marginal in its
+  eigenbasis, ``A_i = Σ_k λ_k u_k u_kᵀ``. Then ``A_i∘A_j = Σ_{k,l} m_kl m_klᵀ`` with columns
+  ``m_kl = √(λ_k λ'_l) u_k ⊙ u'_l``, and keeping a set of them gives ``P̃ = M Mᵀ ⪯ P``, whose
+  non-zero spectrum is that of the small m × m matrix ``MᵀM``. The columns kept for a pair are
+  the largest by ``‖m_kl‖²`` (a "hyperbolic cross" of the two spectra, chosen per pair) until the
+  discarded trace ``ε = 1 − tr P̃ / tr P`` is within the budget; ranks are first cut per variable
+  where its own eigenvalue tail is below ε/4. Because the discarded part ``P − P̃`` is positive
+  semi-definite its trace is its trace norm, and the error of the joint entropy obeys
+  :func:`joint_error_bound` (a bound, not an estimate; derived in its docstring). ``tol`` is
+  converted to ``ε`` once (:func:`trace_budget`), and a pair whose kept set would be N or more
+  columns takes the exact path. Marginal entropies are always exact.
+
+All ``MᵀM`` entries of a block of pairs come from one matrix product ``W_Iᵀ W_J`` of the
+per-variable products ``W_i[a, (k, k')] = L_i[a, k] L_i[a, k']`` (``L_i = U_i Λ_i^½``), so the
+costly part is a GEMM and small batched ``eigvalsh`` calls. Variables are sorted by rank and
+cut into blocks, and the work is the list of block pairs: it is fixed by the data alone, so
+the result does not depend on the thread count (chunk sizes move only the last bits: vectorised
+kernels round a batch of one differently).
+
+**Memory** (:func:`memory_bytes`), in bytes: ``8 (D N² + D N (32 + R + R(R+1)/2) + D²)`` for the
+marginal matrices, the factors while they are built (at most 32 columns) and trimmed to the largest
+kept rank R, the products W, and the output; plus ``n_jobs × (2 × max_chunk_mb + 2 × 8 × 2048²)``
+for the chunks and block products in flight. Exact path: ``8 (D N² + D²)`` plus the chunks. α = 2:
+``8 (D N(N−1)/2 + D² + 2 × 1024 D)``. At D = 11,008 and N = 100 the worst case (R = 32) is 6.8 GB.
+
+On a CUDA tensor everything runs on the GPU, with larger chunks and no thread pool.
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from minilib.estimator import _checks
+from minilib.estimator._checks import ArrayLike
+from minilib.estimator.entropy import entropy_from_spectrum, gram_matrices
+
+__all__ = ["pairwise_mutual_information", "joint_error_bound", "trace_budget", "memory_bytes", "DEFAULT_TOL"]
+
+#: Default certified error bound (bits) of each joint entropy on the low-rank path.
+DEFAULT_TOL = 1e-6
+_BLOCK_COLS = 2048  # columns of W_I in one block: the W_Iᵀ W_J product stays ≤ 32 MB
+_MAX_RANK = 32  # a variable's factor keeps at most this many eigenpairs (W_i then has 528 columns)
+_TAIL_SHARE = 0.25  # each variable's own eigenvalue tail may take this share of the budget ε
+_ALPHA2_ROWS = 1024  # rows of the α = 2 product per step (CPU)
+_BUCKET = 4  # kept columns are rounded up to a multiple of this, so a pair's matrix depends only on the pair
+
+
+def joint_error_bound(eps: float, alpha: float, n: int) -> float:
+    """Bound (bits) on ``|S_α(ρ) − S_α(σ)|`` when ``σ`` drops a PSD part of trace ``ε`` from ``ρ``.
+
+    ``ρ = P / tr P`` and ``σ = P̃ / tr P̃`` with ``P = P̃ + Δ``, ``Δ ⪰ 0``, ``tr Δ = ε tr P`` and N × N
+    matrices. By Weyl the sorted eigenvalues satisfy ``λ_k(P) ≥ λ_k(P̃)`` and differ by ε in total.
+    With ``p = Σ λ_k(ρ)^α``, ``q = Σ λ_k(σ)^α``:
+
+    * α > 1: ``f(x) = x^α`` is convex and superadditive on [0, 1], so the unnormalised difference
+      ``F`` lies in ``[N^{1−α} ε^α, α ε]``; renormalising by ``1 − ε`` subtracts ``q (1 − (1−ε)^α)
+      ∈ [0, α ε]``. Hence ``|p − q| ≤ α ε − N^{1−α} ε^α + α(α−1) ε²/2`` and, since ``p, q ≥ N^{1−α}``,
+      ``|ΔS| ≤ |p − q| / ((α − 1) ln 2 · N^{1−α})``.
+    * α < 1: the same steps with ``f`` concave and subadditive give ``F ∈ [α ε, N^{1−α} ε^α]``
+      and ``|ΔS| ≤ (N^{1−α} ε^α + α ε²) / ((1 − α) ln 2)`` (``p, q ≥ 1``).
+    * α = 1: ``‖ρ − σ‖₁ ≤ 2ε``, and the Fannes–Audenaert inequality gives
+      ``|ΔS| ≤ ε log2(N − 1) + h₂(ε)``.
+    """
+    if eps <= 0:
+        return 0.0
+    if alpha == 1.0:
+        h2 = -eps * math.log2(eps) - (1 - eps) * math.log2(1 - eps) if eps < 1 else 0.0
+        return eps * math.log2(max(n - 1, 1)) + h2
+    floor = n ** (1.0 - alpha)
+    if alpha > 1.0:
+        gap = alpha * eps - floor * eps**alpha + alpha * (alpha - 1.0) * eps**2 / 2.0
+        return max(gap, 0.0) / ((alpha - 1.0) * math.log(2.0) * floor)
+    return (floor * eps**alpha + alpha * eps**2) / ((1.0 - alpha) * math.log(2.0))
+
+
+def trace_budget(tol: float, alpha: float, n: int) -> float:
+    """The largest discarded trace ε with ``joint_error_bound(ε, α, n) ≤ tol`` (bisection in log ε)."""
+    tol = _checks.positive(tol, "tol (the error bound in bits)")
+    lo, hi = -60.0, 0.0  # log10 ε; the bound is increasing in ε
+    if joint_error_bound(10**lo, alpha, n) > tol:
+        raise ValueError(f"tol={tol:g} bits is below what float64 spectra can certify; use tol ≥ 1e-12 or tol=None")
+    for _ in range(80):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if joint_error_bound(10**mid, alpha, n) <= tol else (lo, mid)
+    return min(10**lo, 0.5)
+
+
+def memory_bytes(n_vars: int, n_samples: int, alpha: float = 1.01, tol: float | None = DEFAULT_TOL,
+                 rank: int | None = None, n_jobs: int = 1, max_chunk_mb: float = 8.0) -> int:
+    """Peak memory (bytes) of :func:`pairwise_mutual_information` by the formula in the module docstring.
+
+    ``rank`` is the largest per-variable rank kept on the low-rank path (default: the cap, the worst case).
+    """
+    D, N = int(n_vars), int(n_samples)
+    if alpha == 2.0:
+        return 8 * (D * (N * (N - 1) // 2) + D * D + 2 * _ALPHA2_ROWS * D)
+    chunks = n_jobs * int(2 * max_chunk_mb * 2**20)
+    if tol is None:
+        return 8 * (D * N * N + D * D) + chunks
+    R = min(N, _MAX_RANK) if rank is None else int(rank)
+    factors = D * N * (min(N, _MAX_RANK) + R + R * (R + 1) // 2)  # L while it is built, L trimmed, the products W
+    return 8 * (D * N * N + factors + D * D) + chunks + n_jobs * 2 * 8 * _BLOCK_COLS**2
+
+
+def _alpha2(X: torch.Tensor, s: torch.Tensor, rows: int) -> torch.Tensor:
+    """α = 2 from one product of the squared kernels (the RBF diagonal is 1: ``tr(K_i∘K_j) = N``).
+
+    ``‖K_i∘K_j‖_F² = N + 2 ⟨U_i, U_j⟩`` with ``U_i`` the strict upper triangle of ``K_i∘K_i``,
+    which is the RBF kernel at width ``σ_i/√2``. Row blocks of the product fill the upper
+    triangle only and are mirrored.
+    """
+    N, D = X.shape
+    iu = torch.triu_indices(N, N, 1, device=X.device)
+    U = torch.empty(iu.shape[1], D, dtype=torch.float64, device=X.device)  # column i: the entries of K_i²
+    for a in range(0, D, rows):
+        x = X[:, a : a + rows]
+        U[:, a : a + rows] = torch.exp((x[iu[0]] - x[iu[1]]).square_() * -(1.0 / s[a : a + rows].square()))
+    U = U.T
+    marg = -torch.log2((N + 2.0 * U.sum(1)) / N**2)
+    mi = torch.empty(D, D, dtype=torch.float64, device=X.device)
+    for a in range(0, D, rows):
+        b = min(a + rows, D)
+        blk = marg[a:b, None] + marg[None, a:] + torch.log2((N + 2.0 * (U[a:b] @ U[a:].T)) / N**2)
+        sq = blk[:, : b - a].triu(1)
+        blk[:, : b - a] = sq + sq.T  # the product is symmetric up to round-off: make it exact
+        mi[a:b, a:] = blk
+        mi[b:, a:b] = blk[:, b - a :].T
+    mi.diagonal().copy_(marg)
+    return mi
+
+
+@dataclass
+class _Spectra:
+    """Per-variable marginal matrices, their exact entropies and the truncated factors."""
+
+    A: torch.Tensor  # (D, N, N) unit-trace Gram matrices
+    marg: torch.Tensor  # (D,) exact marginal entropies
+    L: torch.Tensor | None  # (D, N, R) factors U_i Λ_i^½, zero beyond each variable's rank (None: exact path)
+    rank: torch.Tensor | None  # (D,) kept rank per variable
+
+
+def _spectra(X: torch.Tensor, s: torch.Tensor, alpha: float, eps: float | None, chunk: int) -> _Spectra:
+    N, D = X.shape
+    A = torch.empty(D, N, N, dtype=torch.float64, device=X.device)
+    marg = torch.empty(D, dtype=torch.float64, device=X.device)
+    if eps is None:
+        for a in range(0, D, chunk):
+            A[a : a + chunk] = gram_matrices(X[:, a : a + chunk], s[a : a + chunk]).div_(N)  # RBF: tr K = N
+            marg[a : a + chunk] = entropy_from_spectrum(torch.linalg.eigvalsh(A[a : a + chunk]), alpha)
+        return _Spectra(A, marg, None, None)
+    cap = min(N, _MAX_RANK)
+    L = torch.empty(D, N, cap, dtype=torch.float64, device=X.device)
+    rank = torch.empty(D, dtype=torch.long, device=X.device)
+    for a in range(0, D, chunk):
+        A[a : a + chunk] = gram_matrices(X[:, a : a + chunk], s[a : a + chunk]).div_(N)
+        lam, U = torch.linalg.eigh(A[a : a + chunk])
+        marg[a : a + chunk] = entropy_from_spectrum(lam, alpha)
+        lam, U = lam.flip(-1).clamp(min=0), U.flip(-1)  # descending
+        tail = lam.flip(-1).cumsum(-1).flip(-1)  # tail[:, k] = Σ_{m ≥ k} λ_m
+        r = (tail > eps * _TAIL_SHARE).sum(1).clamp(min=1, max=cap)  # above the cap the budget decides per pair
+        keep = torch.arange(cap, device=X.device) < r[:, None]
+        L[a : a + chunk] = U[:, :, :cap] * (lam[:, :cap] * keep).sqrt()[:, None, :]
+        rank[a : a + chunk] = r
+    return _Spectra(A, marg, L[:, :, : int(rank.max())].clone(), rank)
+
+
+def _blocks(rank: torch.Tensor | None, n_vars: int, max_vars: int = 64) -> list[torch.Tensor]:
+    """Variables sorted by rank, cut so that a block's W has at most ``_BLOCK_COLS`` columns.
+
+    ``rank=None`` (the exact path) cuts ``range(n_vars)`` into blocks of ``max_vars``.
+    """
+    if rank is None:
+        return list(torch.arange(n_vars).split(max_vars))
+    order = torch.argsort(rank.cpu(), stable=True)
+    r = rank.cpu()[order].tolist()
+    blocks, start = [], 0
+    for end in range(1, len(r) + 1):
+        R = r[end - 1]
+        if end == len(r) or end - start >= max_vars or (end - start + 1) * R * (R + 1) // 2 > _BLOCK_COLS:
+            blocks.append(order[start:end])
+            start = end
+    return blocks
+
+
+def _tri(R: int, device: torch.device) -> torch.Tensor:
+    """(R, R) symmetric lookup of the position of (k, k') with k ≤ k' in the packed upper triangle."""
+    iu = torch.triu_indices(R, R, device=device)
+    t = torch.empty(R, R, dtype=torch.long, device=device)
+    t[iu[0], iu[1]] = torch.arange(iu.shape[1], device=device)
+    t[iu[1], iu[0]] = t[iu[0], iu[1]]
+    return t
+
+
+def _gather_table(RI: int, RJ: int, device: torch.device) -> torch.Tensor:
+    """Where ``(MᵀM)[c, c']`` sits in a pair's (T_I, T_J) block, for columns ``c = k RJ + l``: ((RI RJ)²,)."""
+    tI, tJ = _tri(RI, device), _tri(RJ, device)
+    k, l = torch.arange(RI * RJ, device=device).div(RJ, rounding_mode="floor"), torch.arange(RI * RJ, device=device) % RJ
+    TJ = RJ * (RJ + 1) // 2
+    return (tI[k[:, None], k[None, :]] * TJ + tJ[l[:, None], l[None, :]]).flatten()
+
+
+class _Work:
+    """One run of the all-pairs computation: the spectra, the blocks, the budget and the output."""
+
+    def __init__(self, sp: _Spectra, blocks: list[torch.Tensor], alpha: float, eps: float | None,
+                 chunk_bytes: int) -> None:
+        self.sp, self.alpha, self.eps, self.chunk_bytes = sp, alpha, eps, chunk_bytes
+        D, self.n = sp.A.shape[0], sp.A.shape[-1]
+        dev = sp.A.device
+        self.mi = torch.empty(D, D, dtype=torch.float64, device=dev)
+        self.blocks = [b.to(dev) for b in blocks]
+        self.tables: dict[tuple[int, int], torch.Tensor] = {}
+        self.W: list[torch.Tensor] = []  # per block (N, |I| T_I): products L_i[:, k] L_i[:, k'], k ≤ k'
+        self.R: list[int] = []
+        if eps is not None:
+            for I in self.blocks:
+                R = int(sp.rank[I].max())
+                u = torch.triu_indices(R, R, device=dev)
+                L = sp.L[I, :, :R]
+                self.W.append((L[:, :, u[0]] * L[:, :, u[1]]).permute(1, 0, 2).reshape(self.n, -1))
+                self.R.append(R)
+            for RI in set(self.R):
+                for RJ in set(self.R):
+                    self.tables[RI, RJ] = _gather_table(RI, RJ, dev)
+
+    def _store(self, i: torch.Tensor, j: torch.Tensor, joint: torch.Tensor) -> None:
+        v = self.sp.marg[i] + self.sp.marg[j] - joint
+        self.mi[i, j] = v
+        self.mi[j, i] = v
+
+    def _exact(self, i: torch.Tensor, j: torch.Tensor) -> None:
+        A, n = self.sp.A, self.n
+        step = max(1, self.chunk_bytes // (8 * n * n))
+        for a in range(0, len(i), step):
+            H = A[i[a : a + step]] * A[j[a : a + step]]
+            H /= torch.diagonal(H, dim1=-2, dim2=-1).sum(-1)[:, None, None]
+            self._store(i[a : a + step], j[a : a + step], entropy_from_spectrum(torch.linalg.eigvalsh(H), self.alpha))
+
+    def unit(self, a: int, b: int) -> None:
+        """Every pair (i ∈ block a, j ∈ block b), each unordered pair once when ``a == b``."""
+        I, J = self.blocks[a], self.blocks[b]
+        dev = I.device
+        pi, pj = (torch.triu_indices(len(I), len(I), 1, device=dev) if a == b else
+                  torch.cartesian_prod(torch.arange(len(I), device=dev), torch.arange(len(J), device=dev)).T)
+        if pi.numel() == 0:
+            return
+        if self.eps is None:
+            return self._exact(I[pi], J[pj])
+        RI, RJ = self.R[a], self.R[b]
+        TI, TJ, S = RI * (RI + 1) // 2, RJ * (RJ + 1) // 2, RI * RJ
+        table = self.tables[RI, RJ]
+        # (|I|, |J|, T_I, T_J): every pair's block of products is contiguous, so gathers are flat offsets
+        Q = (self.W[a].T @ self.W[b]).reshape(len(I), TI, len(J), TJ).permute(0, 2, 1, 3).reshape(-1)
+        base = (pi * len(J) + pj) * (TI * TJ)
+        diag = torch.arange(S, device=dev) * (S + 1)  # column norms ‖m_kl‖²: the diagonal of MᵀM
+        C, order = torch.sort(Q.take(base[:, None] + table[diag]) * self.n, dim=1, descending=True, stable=True)
+        left = 1.0 - C.cumsum(1)  # discarded trace after keeping the first m columns
+        m = (left > self.eps).sum(1) + 1
+        exact = (m >= self.n) | (m > S)  # too many columns, or a capped rank left too much out
+        if exact.any():
+            self._exact(I[pi[exact]], J[pj[exact]])
+        size = torch.clamp((m + _BUCKET - 1) // _BUCKET * _BUCKET, max=S)
+        size[exact] = 0
+        for w in torch.unique(size[~exact]).tolist():
+            sel = (size == w).nonzero().flatten()
+            step = max(1, self.chunk_bytes // (8 * w * w))
+            for s in range(0, len(sel), step):
+                p = sel[s : s + step]
+                o = order[p, :w]  # (c, w) kept columns
+                G = Q.take(table.take(o[:, :, None] * S + o[:, None, :]).add_(base[p, None, None]))
+                G /= torch.diagonal(G, dim1=-2, dim2=-1).sum(-1)[:, None, None]
+                self._store(I[pi[p]], J[pj[p]], entropy_from_spectrum(torch.linalg.eigvalsh(G), self.alpha))
+
+
+def pairwise_mutual_information(
+    X: ArrayLike,
+    sigma: ArrayLike,
+    alpha: float = 1.01,
+    *,
+    tol: float | None = DEFAULT_TOL,
+    max_chunk_mb: float | None = None,
+    n_jobs: int | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """All-pairs MI matrix between D scalar variables (Eq. 3 for every pair), in bits.
+
+    Entry ``(i, j)`` is ``mutual_information(gram_matrix(X[:, i], σ_i), gram_matrix(X[:, j], σ_j),
+    alpha)``; the diagonal holds the marginal entropies ``S_α(X_i)`` (Shannon's ``I(X; X) = H(X)``).
+    The paths, the error bound and the memory formula are in the module docstring.
+
+    Parameters
+    ----------
+    X : (N, D) samples of D scalar variables; no NaN, no constant column. A CUDA tensor keeps
+        the whole computation on its GPU.
+    sigma : one kernel width or one per variable, in the units of ``X``.
+    alpha : Rényi order (> 0). α = 2 is always exact.
+    tol : certified bound, in bits, on the error of every joint entropy (hence of every MI
+        entry) on the low-rank path; ``None`` computes every joint spectrum exactly.
+    max_chunk_mb : memory of one chunk of matrices (default 8 MB on CPU, 512 MB on a GPU).
+    n_jobs : CPU threads (default: torch's thread count), each running LAPACK single-threaded.
+    progress : show a tqdm bar over the blocks of pairs.
+
+    Returns
+    -------
+    (D, D) symmetric float64 tensor on the device of ``X``.
+    """
+    alpha = _checks.alpha_order(alpha)
+    X = _checks.sample_matrix(X, "X", keep_device=True)
+    _checks.no_constant_columns(X, "X")
+    s = _checks.sigmas(sigma, X.shape[1]).to(X.device)
+    N, D = X.shape
+    cuda = X.device.type == "cuda"
+    chunk_bytes = int((max_chunk_mb or (512.0 if cuda else 8.0)) * 2**20)
+    if alpha == 2.0:
+        return _alpha2(X, s, rows=max(1, chunk_bytes // (8 * D)) if cuda else _ALPHA2_ROWS)
+    eps = None if tol is None else trace_budget(tol, alpha, N)
+    sp = _spectra(X, s, alpha, eps, chunk=max(1, chunk_bytes // (8 * N * N)))
+    work = _Work(sp, _blocks(sp.rank, D), alpha, eps, chunk_bytes)
+    units = [(a, b) for a in range(len(work.blocks)) for b in range(a, len(work.blocks))]
+    bar = tqdm(total=len(units), desc="MI pairs", unit="block", disable=not progress)
+
+    def run(u: tuple[int, int]) -> None:
+        work.unit(*u)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same single-threaded kernels however many workers: results do not depend on n_jobs
+    try:
+        if cuda:
+            for u in units:
+                run(u)
+                bar.update()
+        else:
+            with ThreadPoolExecutor(max_workers=n_jobs or threads) as pool:
+                for _ in pool.map(run, units):
+                    bar.update()
+    finally:
+        torch.set_num_threads(threads)
+        bar.close()
+    work.mi.diagonal().copy_(sp.marg)
+    return work.mi
