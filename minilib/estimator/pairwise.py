@@ -27,11 +27,12 @@ cut into blocks, and the work is the list of block pairs: it is fixed by the dat
 the result does not depend on the thread count (chunk sizes move only the last bits: vectorised
 kernels round a batch of one differently).
 
-**Memory** (:func:`memory_bytes`), in bytes: ``8 (D N² + D N (32 + R + R(R+1)/2) + D²)`` for the
+**Memory** (:func:`memory_bytes`), in bytes: ``8 (D N² + D N (32 + R + T) + D²)`` for the
 marginal matrices, the factors while they are built (at most 32 columns) and trimmed to the largest
-kept rank R, the products W, and the output; plus ``n_jobs × (2 × max_chunk_mb + 2 × 8 × 2048²)``
+kept rank R, the products W (T ≤ 36 columns per variable: only ranks up to 8 use them), and the output; plus ``n_jobs × (2 × max_chunk_mb + 2 × 8 × 2048²)``
 for the chunks and block products in flight. Exact path: ``8 (D N² + D²)`` plus the chunks. α = 2:
-``8 (D N(N−1)/2 + D² + 2 × 1024 D)``. At D = 11,008 and N = 100 the worst case (R = 32) is 6.8 GB.
+``8 (D P + D² + 3 × 256 P + 2 × 1024 D)`` with ``P = N(N−1)/2``. These count live tensors; with
+chunks of 8 MB or more glibc's allocator keeps freed chunks mapped on top of them, hence 2 MB chunks. At D = 11,008 and N = 100 the worst case (R = 32) is under 3 GB.
 
 On a CUDA tensor everything runs on the GPU, with larger chunks and no thread pool.
 """
@@ -53,10 +54,13 @@ __all__ = ["pairwise_mutual_information", "joint_error_bound", "trace_budget", "
 
 #: Default certified error bound (bits) of each joint entropy on the low-rank path.
 DEFAULT_TOL = 1e-6
+_CPU_CHUNK_MB = 2.0  # measured as fast as 8 MB on 2 cores, and small enough for glibc to reuse rather than retain
 _BLOCK_COLS = 2048  # columns of W_I in one block: the W_Iᵀ W_J product stays ≤ 32 MB
 _MAX_RANK = 32  # a variable's factor keeps at most this many eigenpairs (W_i then has 528 columns)
 _TAIL_SHARE = 0.25  # each variable's own eigenvalue tail may take this share of the budget ε
+_GEMM_RANK = 8  # blocks up to this rank get all their small Gram entries from one GEMM; above, per pair
 _ALPHA2_ROWS = 1024  # rows of the α = 2 product per step (CPU)
+_ALPHA2_COLS = 256  # variables whose squared kernels are built at a time
 _BUCKET = 4  # kept columns are rounded up to a multiple of this, so a pair's matrix depends only on the pair
 
 
@@ -101,19 +105,21 @@ def trace_budget(tol: float, alpha: float, n: int) -> float:
 
 
 def memory_bytes(n_vars: int, n_samples: int, alpha: float = 1.01, tol: float | None = DEFAULT_TOL,
-                 rank: int | None = None, n_jobs: int = 1, max_chunk_mb: float = 8.0) -> int:
+                 rank: int | None = None, n_jobs: int = 1, max_chunk_mb: float = _CPU_CHUNK_MB) -> int:
     """Peak memory (bytes) of :func:`pairwise_mutual_information` by the formula in the module docstring.
 
     ``rank`` is the largest per-variable rank kept on the low-rank path (default: the cap, the worst case).
     """
     D, N = int(n_vars), int(n_samples)
     if alpha == 2.0:
-        return 8 * (D * (N * (N - 1) // 2) + D * D + 2 * _ALPHA2_ROWS * D)
-    chunks = n_jobs * int(2 * max_chunk_mb * 2**20)
+        P = N * (N - 1) // 2
+        return 8 * (D * P + D * D + 3 * P * min(_ALPHA2_COLS, D) + 2 * _ALPHA2_ROWS * D)
+    chunks = n_jobs * 3 * int(max_chunk_mb * 2**20)  # a chunk, its gathered operands and LAPACK's copy
     if tol is None:
         return 8 * (D * N * N + D * D) + chunks
     R = min(N, _MAX_RANK) if rank is None else int(rank)
-    factors = D * N * (min(N, _MAX_RANK) + R + R * (R + 1) // 2)  # L while it is built, L trimmed, the products W
+    T = min(R, _GEMM_RANK) * (min(R, _GEMM_RANK) + 1) // 2
+    factors = D * N * (min(N, _MAX_RANK) + R + T)  # L while it is built, L trimmed, the products W
     return 8 * (D * N * N + factors + D * D) + chunks + n_jobs * 2 * 8 * _BLOCK_COLS**2
 
 
@@ -127,9 +133,9 @@ def _alpha2(X: torch.Tensor, s: torch.Tensor, rows: int) -> torch.Tensor:
     N, D = X.shape
     iu = torch.triu_indices(N, N, 1, device=X.device)
     U = torch.empty(iu.shape[1], D, dtype=torch.float64, device=X.device)  # column i: the entries of K_i²
-    for a in range(0, D, rows):
-        x = X[:, a : a + rows]
-        U[:, a : a + rows] = torch.exp((x[iu[0]] - x[iu[1]]).square_() * -(1.0 / s[a : a + rows].square()))
+    for a in range(0, D, _ALPHA2_COLS):
+        x, w = X[:, a : a + _ALPHA2_COLS], -(1.0 / s[a : a + _ALPHA2_COLS].square())
+        U[:, a : a + _ALPHA2_COLS] = torch.exp((x[iu[0]] - x[iu[1]]).square_().mul_(w))
     U = U.T
     marg = -torch.log2((N + 2.0 * U.sum(1)) / N**2)
     mi = torch.empty(D, D, dtype=torch.float64, device=X.device)
@@ -148,7 +154,7 @@ def _alpha2(X: torch.Tensor, s: torch.Tensor, rows: int) -> torch.Tensor:
 class _Spectra:
     """Per-variable marginal matrices, their exact entropies and the truncated factors."""
 
-    A: torch.Tensor  # (D, N, N) unit-trace Gram matrices
+    B: torch.Tensor  # (D, N, N) Gram matrices K_i / √N: every B_i∘B_j has unit trace (the RBF diagonal is 1)
     marg: torch.Tensor  # (D,) exact marginal entropies
     L: torch.Tensor | None  # (D, N, R) factors U_i Λ_i^½, zero beyond each variable's rank (None: exact path)
     rank: torch.Tensor | None  # (D,) kept rank per variable
@@ -156,31 +162,31 @@ class _Spectra:
 
 def _spectra(X: torch.Tensor, s: torch.Tensor, alpha: float, eps: float | None, chunk: int) -> _Spectra:
     N, D = X.shape
-    A = torch.empty(D, N, N, dtype=torch.float64, device=X.device)
+    B = torch.empty(D, N, N, dtype=torch.float64, device=X.device)
     marg = torch.empty(D, dtype=torch.float64, device=X.device)
     if eps is None:
         for a in range(0, D, chunk):
-            A[a : a + chunk] = gram_matrices(X[:, a : a + chunk], s[a : a + chunk]).div_(N)  # RBF: tr K = N
-            marg[a : a + chunk] = entropy_from_spectrum(torch.linalg.eigvalsh(A[a : a + chunk]), alpha)
-        return _Spectra(A, marg, None, None)
+            B[a : a + chunk] = gram_matrices(X[:, a : a + chunk], s[a : a + chunk]).div_(math.sqrt(N))
+            marg[a : a + chunk] = entropy_from_spectrum(torch.linalg.eigvalsh(B[a : a + chunk]), alpha)  # scale-free
+        return _Spectra(B, marg, None, None)
     cap = min(N, _MAX_RANK)
     L = torch.empty(D, N, cap, dtype=torch.float64, device=X.device)
     rank = torch.empty(D, dtype=torch.long, device=X.device)
     for a in range(0, D, chunk):
-        A[a : a + chunk] = gram_matrices(X[:, a : a + chunk], s[a : a + chunk]).div_(N)
-        lam, U = torch.linalg.eigh(A[a : a + chunk])
+        B[a : a + chunk] = gram_matrices(X[:, a : a + chunk], s[a : a + chunk]).div_(math.sqrt(N))
+        lam, U = torch.linalg.eigh(B[a : a + chunk])
         marg[a : a + chunk] = entropy_from_spectrum(lam, alpha)
-        lam, U = lam.flip(-1).clamp(min=0), U.flip(-1)  # descending
+        lam, U = lam.flip(-1).clamp(min=0) / math.sqrt(N), U.flip(-1)  # descending spectrum of A_i = K_i / N
         tail = lam.flip(-1).cumsum(-1).flip(-1)  # tail[:, k] = Σ_{m ≥ k} λ_m
         r = (tail > eps * _TAIL_SHARE).sum(1).clamp(min=1, max=cap)  # above the cap the budget decides per pair
         keep = torch.arange(cap, device=X.device) < r[:, None]
         L[a : a + chunk] = U[:, :, :cap] * (lam[:, :cap] * keep).sqrt()[:, None, :]
         rank[a : a + chunk] = r
-    return _Spectra(A, marg, L[:, :, : int(rank.max())].clone(), rank)
+    return _Spectra(B, marg, L[:, :, : int(rank.max())].clone(), rank)
 
 
 def _blocks(rank: torch.Tensor | None, n_vars: int, max_vars: int = 64) -> list[torch.Tensor]:
-    """Variables sorted by rank, cut so that a block's W has at most ``_BLOCK_COLS`` columns.
+    """Variables sorted by rank, cut so that a block's W (or L) has at most ``_BLOCK_COLS`` columns.
 
     ``rank=None`` (the exact path) cuts ``range(n_vars)`` into blocks of ``max_vars``.
     """
@@ -191,7 +197,8 @@ def _blocks(rank: torch.Tensor | None, n_vars: int, max_vars: int = 64) -> list[
     blocks, start = [], 0
     for end in range(1, len(r) + 1):
         R = r[end - 1]
-        if end == len(r) or end - start >= max_vars or (end - start + 1) * R * (R + 1) // 2 > _BLOCK_COLS:
+        cols = R * (R + 1) // 2 if R <= _GEMM_RANK else R  # columns of W (GEMM blocks) or of L
+        if end == len(r) or end - start >= max_vars or (end - start + 1) * cols > _BLOCK_COLS:
             blocks.append(order[start:end])
             start = end
     return blocks
@@ -220,23 +227,21 @@ class _Work:
     def __init__(self, sp: _Spectra, blocks: list[torch.Tensor], alpha: float, eps: float | None,
                  chunk_bytes: int) -> None:
         self.sp, self.alpha, self.eps, self.chunk_bytes = sp, alpha, eps, chunk_bytes
-        D, self.n = sp.A.shape[0], sp.A.shape[-1]
-        dev = sp.A.device
+        D, self.n = sp.B.shape[0], sp.B.shape[-1]
+        dev = sp.B.device
         self.mi = torch.empty(D, D, dtype=torch.float64, device=dev)
         self.blocks = [b.to(dev) for b in blocks]
+        self.R = [] if eps is None else [int(sp.rank[I].max()) for I in self.blocks]
         self.tables: dict[tuple[int, int], torch.Tensor] = {}
-        self.W: list[torch.Tensor] = []  # per block (N, |I| T_I): products L_i[:, k] L_i[:, k'], k ≤ k'
-        self.R: list[int] = []
-        if eps is not None:
-            for I in self.blocks:
-                R = int(sp.rank[I].max())
+        self.W: dict[int, torch.Tensor] = {}  # low-rank blocks: (N, |I| T_I) products L_i[:, k] L_i[:, k'], k ≤ k'
+        for a, (I, R) in enumerate(zip(self.blocks, self.R)):
+            if R <= _GEMM_RANK:
                 u = torch.triu_indices(R, R, device=dev)
                 L = sp.L[I, :, :R]
-                self.W.append((L[:, :, u[0]] * L[:, :, u[1]]).permute(1, 0, 2).reshape(self.n, -1))
-                self.R.append(R)
-            for RI in set(self.R):
-                for RJ in set(self.R):
-                    self.tables[RI, RJ] = _gather_table(RI, RJ, dev)
+                self.W[a] = (L[:, :, u[0]] * L[:, :, u[1]]).permute(1, 0, 2).reshape(self.n, -1)
+        for RI in {R for R in self.R if R <= _GEMM_RANK}:
+            for RJ in {R for R in self.R if R <= _GEMM_RANK}:
+                self.tables[RI, RJ] = _gather_table(RI, RJ, dev)
 
     def _store(self, i: torch.Tensor, j: torch.Tensor, joint: torch.Tensor) -> None:
         v = self.sp.marg[i] + self.sp.marg[j] - joint
@@ -244,17 +249,16 @@ class _Work:
         self.mi[j, i] = v
 
     def _exact(self, i: torch.Tensor, j: torch.Tensor) -> None:
-        A, n = self.sp.A, self.n
+        B, n = self.sp.B, self.n
         step = max(1, self.chunk_bytes // (8 * n * n))
         for a in range(0, len(i), step):
-            H = A[i[a : a + step]] * A[j[a : a + step]]
-            H /= torch.diagonal(H, dim1=-2, dim2=-1).sum(-1)[:, None, None]
+            H = B[i[a : a + step]].mul_(B[j[a : a + step]])  # unit trace up to round-off, which the spectrum's renormalisation absorbs
             self._store(i[a : a + step], j[a : a + step], entropy_from_spectrum(torch.linalg.eigvalsh(H), self.alpha))
 
     def unit(self, a: int, b: int) -> None:
         """Every pair (i ∈ block a, j ∈ block b), each unordered pair once when ``a == b``."""
         I, J = self.blocks[a], self.blocks[b]
-        dev = I.device
+        dev, n = I.device, self.n
         pi, pj = (torch.triu_indices(len(I), len(I), 1, device=dev) if a == b else
                   torch.cartesian_prod(torch.arange(len(I), device=dev), torch.arange(len(J), device=dev)).T)
         if pi.numel() == 0:
@@ -262,27 +266,37 @@ class _Work:
         if self.eps is None:
             return self._exact(I[pi], J[pj])
         RI, RJ = self.R[a], self.R[b]
-        TI, TJ, S = RI * (RI + 1) // 2, RJ * (RJ + 1) // 2, RI * RJ
-        table = self.tables[RI, RJ]
-        # (|I|, |J|, T_I, T_J): every pair's block of products is contiguous, so gathers are flat offsets
-        Q = (self.W[a].T @ self.W[b]).reshape(len(I), TI, len(J), TJ).permute(0, 2, 1, 3).reshape(-1)
-        base = (pi * len(J) + pj) * (TI * TJ)
-        diag = torch.arange(S, device=dev) * (S + 1)  # column norms ‖m_kl‖²: the diagonal of MᵀM
-        C, order = torch.sort(Q.take(base[:, None] + table[diag]) * self.n, dim=1, descending=True, stable=True)
+        S = RI * RJ
+        LI, LJ = self.sp.L[I, :, :RI], self.sp.L[J, :, :RJ]
+        # column norms ‖m_kl‖² = Σ_a L_i[a,k]² L_j[a,l]² of every pair, from one product
+        norms = (LI.square().permute(1, 0, 2).reshape(n, -1).T @ LJ.square().permute(1, 0, 2).reshape(n, -1))
+        norms = norms.reshape(len(I), RI, len(J), RJ).permute(0, 2, 1, 3)[pi, pj].reshape(len(pi), S)
+        C, order = torch.sort(norms * n, dim=1, descending=True, stable=True)
         left = 1.0 - C.cumsum(1)  # discarded trace after keeping the first m columns
         m = (left > self.eps).sum(1) + 1
-        exact = (m >= self.n) | (m > S)  # too many columns, or a capped rank left too much out
+        exact = (m >= n) | (m > S)  # too many columns, or a capped rank left too much out
         if exact.any():
             self._exact(I[pi[exact]], J[pj[exact]])
         size = torch.clamp((m + _BUCKET - 1) // _BUCKET * _BUCKET, max=S)
         size[exact] = 0
+        gemm = a in self.W and b in self.W
+        if gemm:  # (|I|, |J|, T_I, T_J): every pair's products in one contiguous block, gathered by flat offsets
+            TI, TJ = RI * (RI + 1) // 2, RJ * (RJ + 1) // 2
+            Q = (self.W[a].T @ self.W[b]).reshape(len(I), TI, len(J), TJ).permute(0, 2, 1, 3).reshape(-1)
+            base, table = (pi * len(J) + pj) * (TI * TJ), self.tables[RI, RJ]
         for w in torch.unique(size[~exact]).tolist():
             sel = (size == w).nonzero().flatten()
-            step = max(1, self.chunk_bytes // (8 * w * w))
+            step = max(1, self.chunk_bytes // (8 * (w * w if gemm else n * (RI + RJ + 3 * w))))
             for s in range(0, len(sel), step):
                 p = sel[s : s + step]
-                o = order[p, :w]  # (c, w) kept columns
-                G = Q.take(table.take(o[:, :, None] * S + o[:, None, :]).add_(base[p, None, None]))
+                o = order[p, :w]  # (c, w) kept columns c = k RJ + l
+                if gemm:
+                    G = Q.take(table.take(o[:, :, None] * S + o[:, None, :]).add_(base[p, None, None]))
+                else:  # higher ranks: gather the kept columns m_kl and form MᵀM directly
+                    k, l = (o.div(RJ, rounding_mode="floor"), o % RJ)
+                    M = (LI[pi[p]].gather(2, k[:, None, :].expand(-1, n, -1)) *
+                         LJ[pj[p]].gather(2, l[:, None, :].expand(-1, n, -1)))
+                    G = M.transpose(1, 2) @ M
                 G /= torch.diagonal(G, dim1=-2, dim2=-1).sum(-1)[:, None, None]
                 self._store(I[pi[p]], J[pj[p]], entropy_from_spectrum(torch.linalg.eigvalsh(G), self.alpha))
 
@@ -311,7 +325,7 @@ def pairwise_mutual_information(
     alpha : Rényi order (> 0). α = 2 is always exact.
     tol : certified bound, in bits, on the error of every joint entropy (hence of every MI
         entry) on the low-rank path; ``None`` computes every joint spectrum exactly.
-    max_chunk_mb : memory of one chunk of matrices (default 8 MB on CPU, 512 MB on a GPU).
+    max_chunk_mb : memory of one chunk of matrices (default 2 MB on CPU, 512 MB on a GPU).
     n_jobs : CPU threads (default: torch's thread count), each running LAPACK single-threaded.
     progress : show a tqdm bar over the blocks of pairs.
 
@@ -325,7 +339,7 @@ def pairwise_mutual_information(
     s = _checks.sigmas(sigma, X.shape[1]).to(X.device)
     N, D = X.shape
     cuda = X.device.type == "cuda"
-    chunk_bytes = int((max_chunk_mb or (512.0 if cuda else 8.0)) * 2**20)
+    chunk_bytes = int((max_chunk_mb or (512.0 if cuda else _CPU_CHUNK_MB)) * 2**20)
     if alpha == 2.0:
         return _alpha2(X, s, rows=max(1, chunk_bytes // (8 * D)) if cuda else _ALPHA2_ROWS)
     eps = None if tol is None else trace_budget(tol, alpha, N)
