@@ -37,7 +37,8 @@ test: venv
 	$(PY) -m pytest
 
 bench: venv
-	$(PY) benchmarks/bench_pairwise_mi.py
+	$(PY) benchmarks/bench_pairwise_mi.py --out results/bench_pairwise_mi.csv  # chapter 3b (~15 min)
+	$(PY) benchmarks/bench_mi_map.py --out results/mi-map-smollm2.csv          # chapter 3b (~12 min)
 	$(PY) benchmarks/bench_finetune.py
 	$(PY) benchmarks/bench_latency.py  # rewrites results/latency.csv (chapter 5)
 

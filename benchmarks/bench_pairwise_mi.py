@@ -2,6 +2,7 @@
 
     python benchmarks/bench_pairwise_mi.py [--dims 512 1536 4096 11008] [--subset 384]
                                            [--bound-matrices 16384] [--activations FILE.pt] [--device cuda]
+                                           [--out results/bench_pairwise_mi.csv]
 
 For every D it prints, side by side and measured in this one run:
 
@@ -32,9 +33,12 @@ import resource
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import pandas as pd
 import torch
 
+from minilib.cache import atomic_file, code_revision
 from minilib.data import toydata
 from minilib.estimator.kernel_width import NeuronKernelWidth, normalize
 from minilib.estimator.pairwise import DEFAULT_TOL, memory_bytes, pairwise_mutual_information
@@ -42,8 +46,8 @@ from minilib.estimator.pairwise import DEFAULT_TOL, memory_bytes, pairwise_mutua
 N = 100
 
 
-def layer(D: int, activations: str | None) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """Normalised activations (N, D), their aligned widths, and what they are."""
+def layer(D: int, activations: str | None) -> tuple[torch.Tensor, torch.Tensor, str, float]:
+    """Normalised activations (N, D), their aligned widths, what they are, and the seconds of the width fit."""
     if activations:
         X = torch.load(activations)[:N].double()
         X = X[:, X.std(0) > 1e-6 * X.std(0).median()][:, :D]
@@ -51,7 +55,9 @@ def layer(D: int, activations: str | None) -> tuple[torch.Tensor, torch.Tensor, 
     else:
         X = toydata.gelu_layer(N, n_neurons=D, n_inputs=max(8, 3 * D // 8), seed=0)
         what = f"toydata.gelu_layer(N={N}, D={D}, seed=0)"
-    return normalize(X), NeuronKernelWidth().fit([X]).sigma_, what
+    t = time.perf_counter()
+    sigma = NeuronKernelWidth().fit([X]).sigma_
+    return normalize(X), sigma, what, time.perf_counter() - t
 
 
 def _rss() -> int:
@@ -135,6 +141,7 @@ def main() -> None:
     ap.add_argument("--max-alpha101-dim", type=int, default=4096, help="largest D for α = 1.01 on the CPU")
     ap.add_argument("--activations", help="a .pt file with one (samples, neurons) tensor instead of the toy layer")
     ap.add_argument("--device", default="cpu", help="cpu, or cuda for the GPU rows too")
+    ap.add_argument("--out", help="also write the rows to this CSV (the book's cost model reads it)")
     args = ap.parse_args()
 
     threads = torch.get_num_threads()
@@ -143,8 +150,16 @@ def main() -> None:
     print(f"{'D':>6} {'path':34s} {'pairs timed':>12} {'s':>8} {'pairs/s':>11} {'s / layer':>10} "
           f"{'peak MB':>8} {'formula MB':>10}  note")
 
-    def row(D, path, pairs, secs, peak=None, formula=None, note=""):
+    records = []
+
+    def row(D, path, pairs, secs, peak=None, formula=None, note="", key=None, device="cpu", err=(None, None)):
         per_layer = D * (D - 1) / 2 / (pairs / secs)
+        records.append({"D": D, "path": key or path, "device": device, "pairs_timed": pairs, "seconds": secs,
+                        "pairs_per_s": pairs / secs, "seconds_per_layer": per_layer,
+                        "peak_mb": None if peak is None else peak / 2**20,
+                        "formula_mb": None if formula is None else formula / 2**20,
+                        "max_error_bits": err[0], "median_error_bits": err[1], "data": what, "threads": threads,
+                        "commit": code_revision()})
         pk = f"{peak / 2**20:8.0f}" if peak is not None else f"{'':>8}"
         fm = f"{formula / 2**20:10.0f}" if formula is not None else f"{'':>10}"
         print(f"{D:6d} {path:34s} {pairs:12,d} {secs:8.2f} {pairs / secs:11,.0f} {per_layer:10.1f} {pk} {fm}  {note}",
@@ -152,40 +167,46 @@ def main() -> None:
 
     summary = []
     for D in args.dims:
-        Z, sigma, what = layer(D, args.activations)
+        Z, sigma, what, width_secs = layer(D, args.activations)
         D = Z.shape[1]
         n_pairs = D * (D - 1) // 2
-        print(f"-- D = {D}: {what}, {n_pairs:,} pairs")
+        print(f"-- D = {D}: {what}, {n_pairs:,} pairs; kernel widths (Eq. 7) fitted in {width_secs:.1f} s")
+        records.append({"D": D, "path": "widths", "device": "cpu", "seconds": width_secs, "data": what,
+                        "threads": threads, "commit": code_revision()})
         split, one = bound_rate(Z, sigma, args.bound_matrices, threads)
         bound = max(split, one)
         row(D, f"eigvalsh bound, {threads} threads × 1", args.bound_matrices, args.bound_matrices / split,
-            note="N×N joint matrices of this layer")
-        row(D, "eigvalsh bound, one batched call", args.bound_matrices, args.bound_matrices / one)
+            note="N×N joint matrices of this layer", key="bound-threads")
+        row(D, "eigvalsh bound, one batched call", args.bound_matrices, args.bound_matrices / one, key="bound-one-call")
         sub = D if D <= 512 else min(args.subset, D)
         exact_rate = default_err = None
         if D <= args.max_alpha101_dim:
             secs, peak, exact = measured(Z[:, :sub], sigma[:sub], 1.01, None)
             exact_rate = sub * (sub - 1) / 2 / secs
             row(D, "exact, α = 1.01", sub * (sub - 1) // 2, secs, peak, memory_bytes(sub, N, tol=None, n_jobs=threads),
-                note=f"first {sub} variables")
+                note=f"first {sub} variables", key="exact")
             secs_s, _, approx_sub = measured(Z[:, :sub], sigma[:sub], 1.01, DEFAULT_TOL)
             iu = torch.triu_indices(sub, sub, 1)
             err = (approx_sub - exact)[iu[0], iu[1]].abs()
             default_err = (err.max().item(), err.median().item())
             secs, peak, full = measured(Z, sigma, 1.01, DEFAULT_TOL)
             row(D, f"default (tol = {DEFAULT_TOL:g} bits), α = 1.01", n_pairs, secs, peak,
-                memory_bytes(D, N, n_jobs=threads),
+                memory_bytes(D, N, n_jobs=threads), key="default", err=default_err,
                 note=f"error vs exact on the subset: max {default_err[0]:.1e}, median {default_err[1]:.1e} bits")
             summary.append((D, bound, exact_rate, n_pairs / secs, default_err))
         secs, peak, _ = measured(Z, sigma, 2.0, None)
-        row(D, "α = 2 (exact, one GEMM)", n_pairs, secs, peak, memory_bytes(D, N, 2.0), note="whole layer")
+        row(D, "α = 2 (exact, one GEMM)", n_pairs, secs, peak, memory_bytes(D, N, 2.0), note="whole layer",
+            key="alpha2")
         if args.device.startswith("cuda"):
-            for alpha, tol, name in ((1.01, DEFAULT_TOL, "GPU default, α = 1.01"), (1.01, None, "GPU exact, α = 1.01"),
-                                     (2.0, None, "GPU α = 2")):
+            for alpha, tol, name, key in ((1.01, DEFAULT_TOL, "GPU default, α = 1.01", "default"),
+                                          (1.01, None, "GPU exact, α = 1.01", "exact"), (2.0, None, "GPU α = 2", "alpha2")):
                 secs, peak, _ = measured(Z, sigma, alpha, tol, args.device)
-                row(D, name, n_pairs, secs, peak, note="peak = max GPU memory allocated")
+                row(D, name, n_pairs, secs, peak, note="peak = max GPU memory allocated", key=key, device="cuda")
         else:
             print(f"{D:6d} {'GPU rows':34s} not measured (no GPU here; rerun with --device cuda)")
+    if args.out:
+        atomic_file(Path(args.out), lambda p: pd.DataFrame(records).to_csv(p, index=False))
+        print(f"rows written to {args.out}")
     print()
     for D, bound, exact_rate, default_rate, (emax, emed) in summary:
         print(f"D = {D:5d}: exact path at {bound / exact_rate:4.2f}× the eigvalsh bound's time (target ≤ 1.2×); "

@@ -77,3 +77,60 @@ def test_scott_widths_variant():
     assert scott.top_pairs(0, 1)[0][:2] == (0, 1)  # the planted duplicate still ranks first
     with pytest.raises(ValueError, match="widths must be 'aligned' or 'scott'"):
         mimap.compute_mi_map([X], widths="silverman")
+
+
+def _maps_equal(a: mimap.MIMap, b: mimap.MIMap) -> bool:
+    return all(np.array_equal(getattr(a, k), getattr(b, k)) for k in ("mi", "pearson", "alive", "sigma"))
+
+
+def test_layers_in_worker_processes_equal_the_serial_map_bit_for_bit():
+    layers = [_layer(seed=s) for s in range(3)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the workers get torch.get_num_threads() // workers = 1 thread each below
+    try:
+        serial = mimap.compute_mi_map(layers, batch_size=100)
+    finally:
+        torch.set_num_threads(threads)
+    if threads < 2:
+        pytest.skip("needs two CPU threads for two workers with one thread each")
+    parallel = mimap.compute_mi_map(layers, batch_size=100, workers=2)
+    assert _maps_equal(serial, parallel) and parallel.meta == serial.meta
+
+
+def _distributed_rank(rank: int, world: int, init: str, out: str) -> None:
+    torch.distributed.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        torch.set_num_threads(1)
+        m = mimap.compute_mi_map([_layer(seed=s) for s in range(3)], batch_size=100, distributed=True)
+        m.save(f"{out}/rank{rank}.npz")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_torch_distributed_two_worker_group_equals_the_serial_map(tmp_path):
+    """A local two-process gloo group, as torchrun would start it: every rank gets the whole map."""
+    import torch.multiprocessing as tmp
+
+    tmp.spawn(_distributed_rank, args=(2, f"file://{tmp_path}/rendezvous", str(tmp_path)), nprocs=2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        serial = mimap.compute_mi_map([_layer(seed=s) for s in range(3)], batch_size=100)
+    finally:
+        torch.set_num_threads(threads)
+    for rank in range(2):
+        assert _maps_equal(mimap.MIMap.load(tmp_path / f"rank{rank}.npz"), serial)
+
+
+def test_parallel_options_fail_fast():
+    with pytest.raises(ValueError, match="torch.distributed process group"):
+        mimap.compute_mi_map([_layer()], distributed=True)
+    with pytest.raises(ValueError, match="workers"):
+        mimap.compute_mi_map([_layer()], workers=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_map_equals_cpu_map():
+    layers = [_layer(seed=s) for s in range(2)]
+    cpu, gpu = mimap.compute_mi_map(layers, batch_size=100), mimap.compute_mi_map(layers, batch_size=100, device="cuda")
+    np.testing.assert_allclose(gpu.mi, cpu.mi, atol=1e-9, rtol=0)

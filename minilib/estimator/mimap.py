@@ -18,7 +18,9 @@ constant variable), and :attr:`MIMap.alive` marks them, so a pruning method can 
 from __future__ import annotations
 
 import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -87,10 +89,53 @@ def dead_neurons(X: torch.Tensor, batches: list[slice], dead_tol: float = 1e-6) 
     return dead
 
 
+@dataclass(frozen=True)
+class _LayerJob:
+    """Everything one layer's MI map depends on besides its activations (picklable, for worker processes)."""
+
+    batches: tuple[slice, ...]
+    alpha: float
+    normalization: str
+    dead_tol: float
+    widths: str
+    tol: float | None
+    device: str
+    threads: int | None
+    width_kwargs: tuple[tuple[str, object], ...]
+
+    def __call__(self, args: tuple[int, torch.Tensor]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(mi, pearson, alive, sigma) of one layer: widths by batch (Eqs. 4–8), MI averaged over batches."""
+        layer, X = args
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        X = X.double()
+        D = X.shape[1]
+        keep = ~dead_neurons(X, list(self.batches), self.dead_tol)
+        idx = np.flatnonzero(keep.numpy())
+        if len(idx) < 2:
+            raise ValueError(f"layer {layer} has {len(idx)} live neurons; nothing to compare (check the model)")
+        Xa, kw = X[:, keep], dict(self.width_kwargs)
+        fitter = NeuronKernelWidth(normalization=self.normalization, **kw)
+        acc = torch.zeros(len(idx), len(idx), dtype=torch.float64, device=self.device)
+        for s in self.batches:
+            if self.widths == "scott":
+                sig = torch.full((len(idx),), scott_sigma(s.stop - s.start, 1, kw.get("gamma", 1.0)), dtype=torch.float64)
+            else:
+                sig = fitter.partial_fit(Xa[s]).sigma_
+            Z = normalize(Xa[s], self.normalization)
+            acc += pairwise_mutual_information(Z.to(self.device), sig.to(self.device), self.alpha, tol=self.tol)
+        mi, pearson = np.zeros((D, D)), np.zeros((D, D))
+        mi[np.ix_(idx, idx)] = (acc / len(self.batches)).cpu().numpy()
+        pearson[np.ix_(idx, idx)] = np.corrcoef(Xa[: self.batches[-1].stop].numpy(), rowvar=False)
+        alive, sigma = np.zeros(D, dtype=bool), np.zeros(D)
+        alive[idx], sigma[idx] = True, sig.numpy()
+        return mi, pearson, alive, sigma
+
+
 def compute_mi_map(activations: list[torch.Tensor], batch_size: int = 100, alpha: float = 1.01,
                    normalization: str = "zscore", dead_tol: float = 1e-6, max_batches: int | None = None,
-                   widths: str = "aligned", tol: float | None = DEFAULT_TOL, progress: bool = False,
-                   **width_kwargs) -> MIMap:
+                   widths: str = "aligned", tol: float | None = DEFAULT_TOL, device: str | torch.device = "cpu",
+                   workers: int = 1, distributed: bool = False, progress: bool = False, **width_kwargs) -> MIMap:
     """MI and Pearson maps from per-layer activations (samples × neurons, samples in random order).
 
     ``widths="aligned"`` (default) fits per-neuron widths by alignment and EMA (§3.4);
@@ -99,6 +144,16 @@ def compute_mi_map(activations: list[torch.Tensor], batch_size: int = 100, alpha
     :class:`~minilib.estimator.kernel_width.NeuronKernelWidth` (``gamma``, ``beta``…). ``tol`` is the certified
     error bound in bits of every MI entry of every batch (so of their average), on the low-rank path of
     :func:`~minilib.estimator.pairwise.pairwise_mutual_information`; ``None`` computes every joint spectrum exactly.
+    ``device="cuda"`` runs the all-pairs MI on the GPU (widths stay on the CPU).
+
+    Layers are independent, so they can run in parallel:
+
+    * ``workers > 1``: that many local processes (``concurrent.futures``, spawned), each with
+      ``torch.get_num_threads() // workers`` threads. Each layer's numbers are bit for bit those of a
+      serial run with that many threads.
+    * ``distributed=True``: inside an initialised ``torch.distributed`` process group (``torchrun``,
+      several GPUs or machines), rank r computes layers r, r + world, … on ``device`` and every rank
+      receives the whole map (``all_gather_object``).
     """
     if widths not in ("aligned", "scott"):
         raise ValueError(f"widths must be 'aligned' or 'scott', got {widths!r}")
@@ -109,37 +164,31 @@ def compute_mi_map(activations: list[torch.Tensor], batch_size: int = 100, alpha
         raise ValueError("every layer needs the same (samples, neurons) shape")
     if not all(torch.isfinite(a).all() for a in activations):
         raise ValueError("activations contain NaN or inf (a float16 overflow?); load the model in float32")
+    if workers < 1 or (workers > 1 and distributed):
+        raise ValueError(f"workers must be ≥ 1 and cannot be combined with distributed=True, got workers={workers}")
+    if distributed and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        raise ValueError("distributed=True needs an initialised torch.distributed process group (run under torchrun)")
     batches = split_batches(n, batch_size)[:max_batches]
-    L, D = len(activations), activations[0].shape[1]
-    mi, pearson = np.zeros((L, D, D)), np.zeros((L, D, D))
-    alive, sigma = np.zeros((L, D), dtype=bool), np.zeros((L, D))
-    bar = tqdm(total=L * len(batches), desc="MI map", unit="batch", disable=not progress)
-    for layer, X in enumerate(activations):
-        X = X.double()
-        keep = ~dead_neurons(X, batches, dead_tol)
-        idx = np.flatnonzero(keep.numpy())
-        if len(idx) < 2:
-            raise ValueError(f"layer {layer} has {len(idx)} live neurons; nothing to compare (check the model)")
-        Xa = X[:, keep]
-        fitter = NeuronKernelWidth(normalization=normalization, **width_kwargs)
-        acc = torch.zeros(len(idx), len(idx), dtype=torch.float64)
-        for s in batches:
-            if widths == "scott":
-                sig = torch.full((len(idx),), scott_sigma(s.stop - s.start, 1, width_kwargs.get("gamma", 1.0)))
-                acc += pairwise_mutual_information(normalize(Xa[s], normalization), sig, alpha, tol=tol)
-            else:
-                fitter.partial_fit(Xa[s])
-                acc += fitter.mutual_information(Xa[s], alpha, tol=tol)
-            bar.update()
-        used = Xa[: batches[-1].stop]
-        mi[layer][np.ix_(idx, idx)] = (acc / len(batches)).numpy()
-        pearson[layer][np.ix_(idx, idx)] = np.corrcoef(used.numpy(), rowvar=False)
-        alive[layer, idx] = True
-        sigma[layer, idx] = sig.numpy() if widths == "scott" else fitter.sigma_.numpy()
-    bar.close()
+    job = _LayerJob(tuple(batches), alpha, normalization, dead_tol, widths, tol, str(device),
+                    max(1, torch.get_num_threads() // workers) if workers > 1 else None,
+                    tuple(sorted(width_kwargs.items())))
+    layers = list(enumerate(activations))
+    if distributed:
+        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        mine = {item[0]: job(item) for item in tqdm(layers[rank::world], desc=f"MI map (rank {rank})",
+                                                      unit="layer", disable=not progress)}
+        gathered: list[dict] = [None] * world  # type: ignore[list-item]
+        torch.distributed.all_gather_object(gathered, mine)
+        results = [next(g[i] for g in gathered if i in g) for i in range(len(layers))]
+    elif workers > 1:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            results = list(tqdm(pool.map(job, layers), total=len(layers), desc="MI map", unit="layer",
+                                disable=not progress))
+    else:
+        results = [job(item) for item in tqdm(layers, desc="MI map", unit="layer", disable=not progress)]
+    mi, pearson, alive, sigma = (np.stack(x) for x in zip(*results))
     meta = {"samples": int(batches[-1].stop), "batches": len(batches), "batch_size": batch_size, "alpha": alpha,
-            "normalization": normalization, "dead_tol": dead_tol, "widths": widths,
-            "tol": tol, **width_kwargs}
+            "normalization": normalization, "dead_tol": dead_tol, "widths": widths, "tol": tol, **width_kwargs}
     return MIMap(mi, pearson, alive, sigma, meta)
 
 

@@ -27,12 +27,14 @@ cut into blocks, and the work is the list of block pairs: it is fixed by the dat
 the result does not depend on the thread count (chunk sizes move only the last bits: vectorised
 kernels round a batch of one differently).
 
-**Memory** (:func:`memory_bytes`), in bytes: ``8 (D N² + D N (32 + R + T) + D²)`` for the
-marginal matrices, the factors while they are built (at most 32 columns) and trimmed to the largest
-kept rank R, the products W (T ≤ 36 columns per variable: only ranks up to 8 use them), and the output; plus ``n_jobs × (2 × max_chunk_mb + 2 × 8 × 2048²)``
-for the chunks and block products in flight. Exact path: ``8 (D N² + D²)`` plus the chunks. α = 2:
-``8 (D P + D² + 3 × 256 P + 2 × 1024 D)`` with ``P = N(N−1)/2``. These count live tensors; with
-chunks of 8 MB or more glibc's allocator keeps freed chunks mapped on top of them, hence 2 MB chunks. At D = 11,008 and N = 100 the worst case (R = 32) is under 3 GB.
+**Memory** (:func:`memory_bytes`), in bytes: ``8 (D N² + D N (32 + R + T) + D²)`` for the marginal
+matrices, the factors while they are built (at most 32 columns) and trimmed to the largest kept rank R,
+the products W (T ≤ 36 columns per variable: only ranks up to 8 use them) and the output; plus, per
+thread, ``3 × max_chunk_mb + 16 MB + 2 × 8 × 2048²`` for a chunk with its operands and LAPACK's copy,
+LAPACK's workspaces, and a block product. Exact path: ``8 (D N² + D²)`` plus the per-thread chunks.
+α = 2: ``8 (D P + D² + 3 × 256 P + 2 × 1024 D)`` with ``P = N(N−1)/2``. At D = 11,008 and N = 100
+the worst case (R = 32) is under 3 GB. Chunks are 2 MB: from 8 MB up, glibc keeps freed chunks
+mapped on top of the live ones.
 
 On a CUDA tensor everything runs on the GPU, with larger chunks and no thread pool.
 """
@@ -55,6 +57,7 @@ __all__ = ["pairwise_mutual_information", "joint_error_bound", "trace_budget", "
 #: Default certified error bound (bits) of each joint entropy on the low-rank path.
 DEFAULT_TOL = 1e-6
 _CPU_CHUNK_MB = 2.0  # measured as fast as 8 MB on 2 cores, and small enough for glibc to reuse rather than retain
+_THREAD_SLACK = 16 * 2**20  # per thread: LAPACK workspaces and allocator slack (measured, bench_pairwise_mi.py)
 _BLOCK_COLS = 2048  # columns of W_I in one block: the W_Iᵀ W_J product stays ≤ 32 MB
 _MAX_RANK = 32  # a variable's factor keeps at most this many eigenpairs (W_i then has 528 columns)
 _TAIL_SHARE = 0.25  # each variable's own eigenvalue tail may take this share of the budget ε
@@ -114,7 +117,7 @@ def memory_bytes(n_vars: int, n_samples: int, alpha: float = 1.01, tol: float | 
     if alpha == 2.0:
         P = N * (N - 1) // 2
         return 8 * (D * P + D * D + 3 * P * min(_ALPHA2_COLS, D) + 2 * _ALPHA2_ROWS * D)
-    chunks = n_jobs * 3 * int(max_chunk_mb * 2**20)  # a chunk, its gathered operands and LAPACK's copy
+    chunks = n_jobs * (3 * int(max_chunk_mb * 2**20) + _THREAD_SLACK)  # a chunk, its operands, LAPACK's copy
     if tol is None:
         return 8 * (D * N * N + D * D) + chunks
     R = min(N, _MAX_RANK) if rank is None else int(rank)
@@ -141,7 +144,8 @@ def _alpha2(X: torch.Tensor, s: torch.Tensor, rows: int) -> torch.Tensor:
     mi = torch.empty(D, D, dtype=torch.float64, device=X.device)
     for a in range(0, D, rows):
         b = min(a + rows, D)
-        blk = marg[a:b, None] + marg[None, a:] + torch.log2((N + 2.0 * (U[a:b] @ U[a:].T)) / N**2)
+        blk = (U[a:b] @ U[a:].T).mul_(2.0).add_(N).div_(N**2).log2_()  # in place: one (rows, D) block alive
+        blk.add_(marg[a:b, None]).add_(marg[None, a:])
         sq = blk[:, : b - a].triu(1)
         blk[:, : b - a] = sq + sq.T  # the product is symmetric up to round-off: make it exact
         mi[a:b, a:] = blk

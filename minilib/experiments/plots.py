@@ -10,7 +10,7 @@ import torch
 from minilib.experiments import paper
 
 __all__ = ["setup", "source", "gram_heatmap", "cluster_order", "matrix_heatmap", "embedding_scatter", "seed_stability",
-           "kl_versus_score", "flops_curves", "curves_grid"]
+           "kl_versus_score", "flops_curves", "curves_grid", "cost_curves"]
 
 
 def setup() -> None:
@@ -180,4 +180,27 @@ def block_profile(ax: plt.Axes, mi: np.ndarray, ceiling: np.ndarray, influence: 
     twin.grid(False)
     ax.legend(*[sum(z, []) for z in zip(ax.get_legend_handles_labels(), twin.get_legend_handles_labels())],
               loc="upper center", fontsize="small")
+    return ax
+
+
+def cost_curves(ax: plt.Axes, rates: list, paths: tuple[str, ...] = ("default", "alpha2", "exact"),
+                dims: np.ndarray | None = None) -> plt.Axes:
+    """Predicted seconds of one layer and batch against neurons per layer (:mod:`minilib.estimator.cost`).
+
+    ``rates`` is a list of :class:`~minilib.estimator.cost.Rates`; the book's models are marked at their D.
+    """
+    from minilib.estimator import cost
+
+    dims = np.geomspace(256, 32768, 40).astype(int) if dims is None else dims
+    styles = {"default": "-", "alpha2": ":", "exact": "--"}
+    for r, colour in zip(rates, sns.color_palette("colorblind")):
+        for path in paths:
+            secs = [cost.predict(cost.Workload("", int(d), 1), r, path)["seconds"] for d in dims]
+            ax.plot(dims, secs, styles[path], color=colour, label=f"{r.device}: {cost.PATHS[path][0]}")
+    for w in cost.WORKLOADS:
+        ax.axvline(w.neurons, color="0.8", lw=0.8, zorder=0)
+        ax.text(w.neurons, 1.02, w.name, rotation=90, transform=ax.get_xaxis_transform(), fontsize="x-small",
+                ha="center", va="bottom")
+    ax.set(xscale="log", yscale="log", xlabel="neurons per layer D", ylabel="seconds per layer and batch (N = 100)")
+    ax.legend(fontsize="x-small")
     return ax

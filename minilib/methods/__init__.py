@@ -181,8 +181,9 @@ class Calibrated(PruningState):
 
     def compute_mi_map(self, widths: str) -> MIMap:
         s = self.settings
+        device = next(self.model.parameters()).device  # a model on a GPU gets its MI map computed there
         return compute_mi_map(self.activations, s.mi_batch, s.alpha, max_batches=s.max_batches, widths=widths,
-                              tol=s.mi_tol, progress=self.progress, gamma=s.gamma,
+                              tol=s.mi_tol, device=device, progress=self.progress, gamma=s.gamma,
                               **({"beta": s.beta} if widths == "aligned" else {}))
 
 

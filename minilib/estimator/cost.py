@@ -1,0 +1,117 @@
+"""A cost model of the MI map: time and memory for a model's neurons × layers × batches (book, chapter 3b).
+
+One MI map costs, per layer and per batch of N samples, D(D−1)/2 joint spectra (the all-pairs matrix,
+:mod:`minilib.estimator.pairwise`) plus the kernel-width fit of D neurons (Eq. 7). Both scale with a
+per-pair and a per-neuron rate measured by ``benchmarks/bench_pairwise_mi.py`` (its CSV), so
+
+    seconds = ⌈L / devices⌉ × batches × (D(D−1)/2 / pairs_per_s + D × width_s_per_neuron)
+
+with the layers split across devices (they are independent; :func:`~minilib.estimator.mimap.compute_mi_map`
+with ``workers`` or ``distributed``). The pair rates hold across D to first order: every path does
+a fixed amount of work per pair (a small eigenproblem, or 2 N²/2 flops of the α = 2 product). Memory per
+device is :func:`~minilib.estimator.pairwise.memory_bytes` of one layer; storing the map (MI and
+Pearson, float64) takes ``16 L D²`` bytes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import pandas as pd
+
+from minilib.estimator.pairwise import DEFAULT_TOL, memory_bytes
+
+__all__ = ["Workload", "WORKLOADS", "Rates", "rates_from_benchmark", "predict", "cost_table"]
+
+
+@dataclass(frozen=True)
+class Workload:
+    """An MI map to compute: FFN neurons per layer, layers, batches of ``samples``."""
+
+    name: str
+    neurons: int
+    layers: int
+    batches: int = 1
+    samples: int = 100
+
+    @property
+    def pairs(self) -> int:
+        """Pairs of neurons per layer and batch."""
+        return self.neurons * (self.neurons - 1) // 2
+
+
+#: The models of the book and the Llama sizes the paper's future work points at (intermediate sizes
+#: and depths from the models' configs).
+WORKLOADS = (
+    Workload("BERT-tiny", 512, 2),
+    Workload("all-MiniLM-L6-v2", 1536, 6),
+    Workload("SmolLM2-135M", 1536, 30),
+    Workload("Llama-2-7B", 11008, 32),
+    Workload("Llama-2-13B", 13824, 40),
+    Workload("Llama-2-70B", 28672, 80),
+)
+
+PATHS = {"default": ("default", 1.01, DEFAULT_TOL), "exact": ("exact", 1.01, None), "alpha2": ("α = 2", 2.0, None)}
+
+
+@dataclass(frozen=True)
+class Rates:
+    """Throughput of one device: pairs per second of each path, and width-fit seconds per neuron and batch."""
+
+    device: str
+    pairs_per_s: dict[str, float]  # keys of PATHS
+    width_s_per_neuron: float
+    source: str  # where the figures come from: the benchmark run, or a stated assumption
+
+    def scaled(self, factor: float, device: str, source: str) -> "Rates":
+        """The same paths ``factor`` times faster: an assumption for a device that was not measured."""
+        return Rates(device, {k: v * factor for k, v in self.pairs_per_s.items()}, self.width_s_per_neuron / factor,
+                     source)
+
+
+def rates_from_benchmark(path: str | os.PathLike, device: str = "cpu") -> Rates:
+    """Rates from ``bench_pairwise_mi.py --out`` rows of ``device``: the largest D measured for each path."""
+    table = pd.read_csv(path)
+    rows = table[table.device == device]
+    if rows.empty:
+        raise ValueError(f"{path} has no rows for device {device!r}; run the benchmark there with --out")
+    rates = {}
+    for key in PATHS:
+        sel = rows[rows.path == key]
+        if not sel.empty:
+            rates[key] = float(sel.loc[sel.D.idxmax(), "pairs_per_s"])
+    widths = rows[rows.path == "widths"]
+    width = float(widths.loc[widths.D.idxmax(), "seconds"] / widths.D.max()) if not widths.empty else math.nan
+    commit = ", ".join(sorted(set(map(str, rows.commit))))
+    return Rates(device, rates, width, f"measured by benchmarks/bench_pairwise_mi.py at {commit}")
+
+
+def predict(w: Workload, rates: Rates, path: str = "default", devices: int = 1) -> dict:
+    """Predicted seconds and memory of ``w``'s MI map on ``devices`` devices like ``rates``'s."""
+    if path not in PATHS:
+        raise ValueError(f"path must be one of {sorted(PATHS)}, got {path!r}")
+    if devices < 1:
+        raise ValueError(f"devices must be ≥ 1, got {devices}")
+    _, alpha, tol = PATHS[path]
+    rate = rates.pairs_per_s.get(path, math.nan)
+    per_layer = w.batches * (w.pairs / rate + w.neurons * rates.width_s_per_neuron)
+    return {"seconds": math.ceil(w.layers / devices) * per_layer,
+            "memory_gb": memory_bytes(w.neurons, w.samples, alpha, tol) / 2**30,
+            "map_gb": 16 * w.layers * w.neurons**2 / 2**30}
+
+
+def cost_table(rates: list[tuple[Rates, int]], workloads: tuple[Workload, ...] = WORKLOADS,
+               paths: tuple[str, ...] = ("default", "alpha2", "exact")) -> pd.DataFrame:
+    """One row per workload, device set and path: predicted time, memory per device, map size."""
+    rows = []
+    for w in workloads:
+        for r, devices in rates:
+            for path in paths:
+                p = predict(w, r, path, devices)
+                rows.append({"model": w.name, "neurons × layers": f"{w.neurons:,} × {w.layers}",
+                             "devices": f"{devices} × {r.device}", "path": PATHS[path][0],
+                             "hours": p["seconds"] / 3600, "memory per device (GB)": p["memory_gb"],
+                             "map (GB)": p["map_gb"], "rates": r.source})
+    return pd.DataFrame(rows)
