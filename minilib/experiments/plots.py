@@ -185,22 +185,27 @@ def block_profile(ax: plt.Axes, mi: np.ndarray, ceiling: np.ndarray, influence: 
 
 def cost_curves(ax: plt.Axes, rates: list, paths: tuple[str, ...] = ("default", "alpha2", "exact"),
                 dims: np.ndarray | None = None) -> plt.Axes:
-    """Predicted seconds of one layer and batch against neurons per layer (:mod:`minilib.estimator.cost`).
+    """Predicted seconds of one layer's all-pairs MI (one batch) against neurons per layer.
 
-    ``rates`` is a list of :class:`~minilib.estimator.cost.Rates`; the book's models are marked at their D.
+    ``rates`` is a list of :class:`~minilib.estimator.cost.Rates` (widths excluded: they are linear in D);
+    the book's models are marked at their D.
     """
     from minilib.estimator import cost
 
-    dims = np.geomspace(256, 32768, 40).astype(int) if dims is None else dims
+    dims = np.geomspace(256, 32768, 40) if dims is None else np.asarray(dims, dtype=float)
     styles = {"default": "-", "alpha2": ":", "exact": "--"}
     for r, colour in zip(rates, sns.color_palette("colorblind")):
         for path in paths:
-            secs = [cost.predict(cost.Workload("", int(d), 1), r, path)["seconds"] for d in dims]
-            ax.plot(dims, secs, styles[path], color=colour, label=f"{r.device}: {cost.PATHS[path][0]}")
+            ax.plot(dims, dims * (dims - 1) / 2 / r.pairs_per_s.get(path, np.nan), styles[path], color=colour,
+                    label=f"{r.device}: {cost.PATHS[path][0]}")
+    names: dict[int, list[str]] = {}
     for w in cost.WORKLOADS:
-        ax.axvline(w.neurons, color="0.8", lw=0.8, zorder=0)
-        ax.text(w.neurons, 1.02, w.name, rotation=90, transform=ax.get_xaxis_transform(), fontsize="x-small",
+        names.setdefault(w.neurons, []).append(w.name)
+    for d, label in names.items():
+        ax.axvline(d, color="0.8", lw=0.8, zorder=0)
+        ax.text(d, 1.02, ", ".join(label), rotation=90, transform=ax.get_xaxis_transform(), fontsize="x-small",
                 ha="center", va="bottom")
-    ax.set(xscale="log", yscale="log", xlabel="neurons per layer D", ylabel="seconds per layer and batch (N = 100)")
+    ax.set(xscale="log", yscale="log", xlabel="neurons per layer D",
+           ylabel="seconds of all-pairs MI\nper layer and batch (N = 100)")
     ax.legend(fontsize="x-small")
     return ax
