@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from minilib.estimator.entropy import gram_matrix, mutual_information, renyi_entropy
+from test_entropy import ALPHAS, _data
 from minilib.estimator.pairwise import (
     DEFAULT_TOL,
     joint_error_bound,
@@ -11,16 +12,6 @@ from minilib.estimator.pairwise import (
     pairwise_mutual_information,
     trace_budget,
 )
-
-ALPHAS = [0.5, 1.0, 1.01, 2.0, 3.0]
-
-
-def _data(n=40, d=6, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    X = torch.randn(n, d, generator=g, dtype=torch.float64)
-    X[:, 1] = X[:, 0] + 0.3 * torch.randn(n, generator=g, dtype=torch.float64)  # a dependent pair
-    X[:, 2] = torch.sin(2 * X[:, 0])
-    return X
 
 
 def _layer(n=100, d=48, seed=0):
