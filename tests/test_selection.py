@@ -139,8 +139,9 @@ def test_event_simulation_has_the_distribution_of_the_draw_by_draw_algorithm():
     assert len(a) > 3 and tv < 0.05
 
 
-def test_classical_mds_recovers_euclidean_distances_exactly():
-    points = np.random.default_rng(0).normal(size=(30, 3))
+@pytest.mark.parametrize("n", [20, 300])  # eigh below 8 × n_components points, Lanczos above
+def test_classical_mds_recovers_euclidean_distances_exactly(n):
+    points = np.random.default_rng(0).normal(size=(n, 3))
     d = np.linalg.norm(points[:, None] - points[None], axis=-1)
     S = -np.log(np.where(d > 0, d, 1.0))  # so that exp(−S) = d off the diagonal (Eq. 1, A = 1)
     X = selection.mds_embedding(S, n_components=3, solver="classical")

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
+from scipy.sparse.linalg import eigsh
 from sklearn.cluster import KMeans
 from sklearn.manifold import MDS
 
@@ -138,8 +139,9 @@ def mds_embedding(similarity: np.ndarray, n_components: int = 8, scale: float = 
 
     ``solver="smacof"`` (the book's default) is metric MDS from a random start (``seed``);
     ``"classical"`` is Torgerson's MDS: the top eigenvectors of ``B = −½ J d² J`` (``J`` the centring
-    matrix) scaled by the square roots of their eigenvalues, one symmetric eigendecomposition and no
-    iterations (deterministic: ``seed`` is not used; signs are fixed so the largest entry of each
+    matrix) scaled by the square roots of their eigenvalues, by a Lanczos solver (ARPACK, a fixed start,
+    converged to machine precision) above ``8 × n_components`` points and ``eigh`` below, with no
+    MDS iterations (deterministic: ``seed`` is not used; signs are fixed so the largest entry of each
     axis is positive). Classical MDS is exact when ``d`` is Euclidean in ``n_components`` dimensions
     and the usual starting point of SMACOF otherwise; it is the cheap choice for thousands of neurons.
     """
@@ -152,8 +154,14 @@ def mds_embedding(similarity: np.ndarray, n_components: int = 8, scale: float = 
     if solver == "classical":
         d2 = d**2
         B = -0.5 * (d2 - d2.mean(0) - d2.mean(1)[:, None] + d2.mean())
-        lam, U = np.linalg.eigh(B)
-        lam, U = lam[::-1][:n_components], U[:, ::-1][:, :n_components]
+        if len(B) > 8 * n_components:  # Lanczos for the top eigenpairs: 1 s instead of 224 s at 11,008 neurons
+            start = np.random.default_rng(0).standard_normal(len(B))  # fixed: B·1 = 0, so not the ones vector
+            lam, U = eigsh(B, k=n_components, which="LA", v0=start, tol=0)
+            order = np.argsort(lam)[::-1]
+            lam, U = lam[order], U[:, order]
+        else:
+            lam, U = np.linalg.eigh(B)
+            lam, U = lam[::-1][:n_components], U[:, ::-1][:, :n_components]
         U = U * np.sign(U[np.abs(U).argmax(0), np.arange(U.shape[1])])
         return U * np.sqrt(np.clip(lam, 0.0, None))
     mds = MDS(n_components=n_components, metric="precomputed", init="random", n_init=1, max_iter=max_iter,
