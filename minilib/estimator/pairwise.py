@@ -59,7 +59,7 @@ DEFAULT_TOL = 1e-6
 _CPU_CHUNK_MB = 2.0  # measured as fast as 8 MB on 2 cores, and small enough for glibc to reuse rather than retain
 _THREAD_SLACK = 16 * 2**20  # per thread: LAPACK workspaces and allocator slack (measured, bench_pairwise_mi.py)
 _BLOCK_COLS = 2048  # columns of W_I in one block: the W_Iᵀ W_J product stays ≤ 32 MB
-_MAX_RANK = 32  # a variable's factor keeps at most this many eigenpairs (W_i then has 528 columns)
+_MAX_RANK = 32  # a variable's factor keeps at most this many eigenpairs
 _TAIL_SHARE = 0.25  # each variable's own eigenvalue tail may take this share of the budget ε
 _GEMM_RANK = 8  # blocks up to this rank get all their small Gram entries from one GEMM; above, per pair
 _ALPHA2_ROWS = 1024  # rows of the α = 2 product per step (CPU)
@@ -165,6 +165,7 @@ class _Spectra:
 
 
 def _spectra(X: torch.Tensor, s: torch.Tensor, alpha: float, eps: float | None, chunk: int) -> _Spectra:
+    """Gram matrices and exact marginal entropies; with a budget ``eps`` also the factors cut at tail ε/4."""
     N, D = X.shape
     B = torch.empty(D, N, N, dtype=torch.float64, device=X.device)
     marg = torch.empty(D, dtype=torch.float64, device=X.device)
