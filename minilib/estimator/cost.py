@@ -23,7 +23,7 @@ import pandas as pd
 
 from minilib.estimator.pairwise import DEFAULT_TOL, memory_bytes
 
-__all__ = ["Workload", "WORKLOADS", "Rates", "rates_from_benchmark", "predict", "cost_table"]
+__all__ = ["Workload", "WORKLOADS", "PATHS", "Rates", "rates_from_benchmark", "predict", "cost_table"]
 
 
 @dataclass(frozen=True)

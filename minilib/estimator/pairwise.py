@@ -64,7 +64,7 @@ _TAIL_SHARE = 0.25  # each variable's own eigenvalue tail may take this share of
 _GEMM_RANK = 8  # blocks up to this rank get all their small Gram entries from one GEMM; above, per pair
 _ALPHA2_ROWS = 1024  # rows of the α = 2 product per step (CPU)
 _ALPHA2_COLS = 256  # variables whose squared kernels are built at a time
-_BUCKET = 4  # kept columns are rounded up to a multiple of this, so a pair's matrix depends only on the pair
+_BUCKET = 4  # kept columns are rounded up to a multiple of this: fewer distinct batch shapes for eigvalsh
 
 
 def joint_error_bound(eps: float, alpha: float, n: int) -> float:
