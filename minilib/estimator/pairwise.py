@@ -218,12 +218,15 @@ def _tri(R: int, device: torch.device) -> torch.Tensor:
     return t
 
 
-def _gather_table(RI: int, RJ: int, device: torch.device) -> torch.Tensor:
-    """Where ``(MᵀM)[c, c']`` sits in a pair's (T_I, T_J) block, for columns ``c = k RJ + l``: ((RI RJ)²,)."""
+def _gather_table(RI: int, RJ: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where ``(MᵀM)[c, c']`` sits in a pair's (T_I, T_J) block, for columns ``c = k RJ + l``.
+
+    Returns the row (packed ``(k, k')``) and the column (packed ``(l, l')``) of each of the
+    ``(RI RJ)²`` entries, flattened.
+    """
     tI, tJ = _tri(RI, device), _tri(RJ, device)
     k, l = torch.arange(RI * RJ, device=device).div(RJ, rounding_mode="floor"), torch.arange(RI * RJ, device=device) % RJ
-    TJ = RJ * (RJ + 1) // 2
-    return (tI[k[:, None], k[None, :]] * TJ + tJ[l[:, None], l[None, :]]).flatten()
+    return tI[k[:, None], k[None, :]].flatten(), tJ[l[:, None], l[None, :]].flatten()
 
 
 class _Work:
@@ -237,7 +240,7 @@ class _Work:
         self.mi = torch.empty(D, D, dtype=torch.float64, device=dev)
         self.blocks = [b.to(dev) for b in blocks]
         self.R = [] if eps is None else [int(sp.rank[I].max()) for I in self.blocks]
-        self.tables: dict[tuple[int, int], torch.Tensor] = {}
+        self.tables: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
         self.W: dict[int, torch.Tensor] = {}  # low-rank blocks: (N, |I| T_I) products L_i[:, k] L_i[:, k'], k ≤ k'
         for a, (I, R) in enumerate(zip(self.blocks, self.R)):
             if R <= _GEMM_RANK:
@@ -285,10 +288,11 @@ class _Work:
         size = torch.clamp((m + _BUCKET - 1) // _BUCKET * _BUCKET, max=S)
         size[exact] = 0
         gemm = a in self.W and b in self.W
-        if gemm:  # (|I|, |J|, T_I, T_J): every pair's products in one contiguous block, gathered by flat offsets
+        if gemm:  # Q[(i, t), (j, t')] = ⟨W_i[:, t], W_j[:, t']⟩, read in place by flat offsets (no permuted copy)
             TI, TJ = RI * (RI + 1) // 2, RJ * (RJ + 1) // 2
-            Q = (self.W[a].T @ self.W[b]).reshape(len(I), TI, len(J), TJ).permute(0, 2, 1, 3).reshape(-1)
-            base, table = (pi * len(J) + pj) * (TI * TJ), self.tables[RI, RJ]
+            Q = (self.W[a].T @ self.W[b]).reshape(-1)
+            row, col = self.tables[RI, RJ]
+            base, table = pi * (TI * len(J) * TJ) + pj * TJ, row * (len(J) * TJ) + col
         for w in torch.unique(size[~exact]).tolist():
             sel = (size == w).nonzero().flatten()
             step = max(1, self.chunk_bytes // (8 * (w * w if gemm else n * (RI + RJ + 3 * w))))
