@@ -180,9 +180,9 @@ def test_rank_cap_and_exact_fallback_on_very_narrow_kernels():
     """Narrow widths make every kernel nearly the identity: the pairs fall back to the exact path."""
     from minilib.estimator import pairwise
 
-    X, _ = _layer(n=60, d=20)
-    sig = torch.full((20,), 0.01, dtype=torch.float64)
-    spectra = pairwise._spectra(X, sig, 1.01, trace_budget(DEFAULT_TOL, 1.01, 60), chunk=8)
+    X, _ = _layer(n=100, d=12)
+    sig = torch.full((12,), 1e-3, dtype=torch.float64)
+    spectra = pairwise._spectra(X, sig, 1.01, trace_budget(DEFAULT_TOL, 1.01, 100), chunk=8)
     assert (spectra.rank == pairwise._MAX_RANK).all()  # every factor is capped: no pair can be certified low rank
     torch.testing.assert_close(pairwise_mutual_information(X, sig, 1.01),
                                pairwise_mutual_information(X, sig, 1.01, tol=None), atol=1e-12, rtol=0)

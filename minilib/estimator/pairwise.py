@@ -27,13 +27,13 @@ cut into blocks, and the work is the list of block pairs: it is fixed by the dat
 the result does not depend on the thread count (chunk sizes move only the last bits: vectorised
 kernels round a batch of one differently).
 
-**Memory** (:func:`memory_bytes`), in bytes: ``8 (D N² + D N (32 + R + T) + D²)`` for the marginal
-matrices, the factors while they are built (at most 32 columns) and trimmed to the largest kept rank R,
+**Memory** (:func:`memory_bytes`), in bytes: ``8 (D N² + D N (64 + R + T) + D²)`` for the marginal
+matrices, the factors while they are built (at most 64 columns) and trimmed to the largest kept rank R,
 the products W (T ≤ 36 columns per variable: only ranks up to 8 use them) and the output; plus, per
 thread, ``3 × max_chunk_mb + 16 MB + 2 × 8 × 2048²`` for a chunk with its operands and LAPACK's copy,
 LAPACK's workspaces, and a block product. Exact path: ``8 (D N² + D²)`` plus the per-thread chunks.
 α = 2: ``8 (D P + D² + 3 × 256 P + 2 × 1024 D)`` with ``P = N(N−1)/2``. At D = 11,008 and N = 100
-the worst case (R = 32) is under 3 GB. Chunks are 2 MB: from 8 MB up, glibc keeps freed chunks
+the worst case (R = 64) is under 4 GB. Chunks are 2 MB: from 8 MB up, glibc keeps freed chunks
 mapped on top of the live ones.
 
 On a CUDA tensor everything runs on the GPU, with larger chunks and no thread pool.
@@ -59,7 +59,7 @@ DEFAULT_TOL = 1e-6
 _CPU_CHUNK_MB = 2.0  # measured as fast as 8 MB on 2 cores, and small enough for glibc to reuse rather than retain
 _THREAD_SLACK = 16 * 2**20  # per thread: LAPACK workspaces and allocator slack (measured, bench_pairwise_mi.py)
 _BLOCK_COLS = 2048  # columns of W_I in one block: the W_Iᵀ W_J product stays ≤ 32 MB
-_MAX_RANK = 32  # a variable's factor keeps at most this many eigenpairs
+_MAX_RANK = 64  # a variable's factor keeps at most this many eigenpairs (32 sent a third of SmolLM2's first layer to the exact path)
 _TAIL_SHARE = 0.25  # each variable's own eigenvalue tail may take this share of the budget ε
 _GEMM_RANK = 8  # blocks up to this rank get all their small Gram entries from one GEMM; above, per pair
 _ALPHA2_ROWS = 1024  # rows of the α = 2 product per step (CPU)
