@@ -2,7 +2,8 @@
 #   make book   execute every notebook (PROFILE=quick by default) and build the HTML book
 #   make test   run the test suite (unit tests + every notebook through papermill)
 #   make bench  print the benchmarks (all-pairs MI; fine-tuning vs transformers.Trainer; pruned latency)
-#   make results  regenerate the committed result tables (full profile; a few hours on 2 cores)
+#   make results  regenerate the committed result tables (full profile; a few hours on 2 cores; clean tree only)
+#   make clean-cache  delete every cached artefact (fine-tunes, MI maps, sweep cells)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PROFILE ?= quick
@@ -13,7 +14,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: venv book test bench results clean
+.PHONY: venv book test bench results clean clean-cache
 
 venv: $(VENV)/.installed
 
@@ -31,6 +32,7 @@ $(VENV)/.installed: pyproject.toml
 book: venv
 	$(PY) tools/execute_notebooks.py --profile $(PROFILE)
 	$(VENV)/bin/jupyter-book build book --warningiserror --keep-going
+	$(PY) tools/check_offline_math.py book/_build/html  # formulas render without a network
 	@echo "Book: book/_build/html/index.html"
 
 test: venv
@@ -44,6 +46,7 @@ bench: venv
 	$(PY) benchmarks/bench_latency.py  # rewrites results/latency.csv (chapter 5)
 
 results: venv
+	@git diff --quiet HEAD -- || { echo 'error: make results writes the committed tables from a clean commit only; commit or stash the changes first (git status)' >&2; exit 1; }
 	$(PY) -m minilib pretrain --recipe full
 	$(PY) -m minilib finetune --table results/finetune_scores.csv --tasks sst2 stsb mrpc --inits random offline --seeds 0 1 2
 	$(PY) -m minilib sweep --tasks mrpc stsb sst2 --init offline --mds-seeds 20 --levels $(LEVELS) --out results/pruning.csv
@@ -55,3 +58,6 @@ results: venv
 
 clean:
 	rm -rf book/_build book/chapters
+
+clean-cache: venv
+	$(PY) -m minilib cache clear

@@ -4,7 +4,7 @@ Latency does not depend on *which* neurons are kept, only on how many, so the mo
 BERT-tiny's architecture (``config.json`` of the local folder or the Hub) with random weights,
 pruned to the first ``k`` neurons of every layer by :func:`minilib.models.surgery.prune_ffn` (real
 removal: smaller matrices, not masks). Each setting is the median of ``--repeats`` forward passes
-on random token ids of the task's mean dev length (decision 9), at batch size 1 (one request)
+on random token ids of the task's mean dev length (open decision 9 in the book's introduction), at batch size 1 (one request)
 and 32 (throughput), with 1 thread and with all threads; the models take turns in blocks and the
 median of the block medians is reported (``spread_ms``: their range). Prints a table and writes it
 as CSV:
@@ -26,7 +26,7 @@ import torch
 from transformers import AutoConfig, BertForSequenceClassification
 
 from minilib.models import surgery
-from minilib.cache import atomic_file
+from minilib.cache import atomic_file, check_output, code_revision
 from minilib.models.bert import bert_tiny_dir
 
 
@@ -39,6 +39,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8, help="blocks the passes are split into, models interleaved")
     parser.add_argument("--out", default="results/latency.csv")
     args = parser.parse_args()
+    if args.out:
+        check_output(args.out)  # results/ only from a clean tree: refused before the run, not after
     torch.manual_seed(0)
     config = AutoConfig.from_pretrained(bert_tiny_dir())
     dense = BertForSequenceClassification(config).eval()
@@ -72,6 +74,7 @@ def main() -> None:
     table = pd.DataFrame(rows)
     base = table[table.ffn_flops == 1.0].set_index(["batch", "threads"])["median_ms"]
     table["speedup"] = [round(base[(b, n)] / m, 3) for b, n, m in zip(table.batch, table.threads, table.median_ms)]
+    table["commit"] = code_revision()
     print(f"BERT-tiny ({config.intermediate_size} FFN neurons per layer), {args.task} mean dev length {length}, "
           f"{args.repeats} CPU forward passes per setting in {args.rounds} interleaved blocks")
     print(table.drop(columns=["task", "length"]).to_string(index=False))

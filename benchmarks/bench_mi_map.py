@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from minilib.cache import atomic_file, code_revision
+from minilib.cache import atomic_file, check_output, code_revision
 from minilib.estimator import cost
 from minilib.estimator.kernel_width import NeuronKernelWidth, normalize
 from minilib.estimator.mimap import compute_mi_map, dead_neurons, split_batches
@@ -56,6 +56,8 @@ def main() -> None:
     ap.add_argument("--rates", default="results/bench_pairwise_mi.csv", help="bench_pairwise_mi.py --out CSV")
     ap.add_argument("--out", help="write the per-layer rows to this CSV")
     args = ap.parse_args()
+    if args.out:
+        check_output(args.out)  # results/ only from a clean tree: refused before the run, not after
     tol = None if args.tol == "exact" else float(args.tol)
 
     t0 = time.perf_counter()

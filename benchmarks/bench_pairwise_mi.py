@@ -18,7 +18,7 @@ For every D it prints, side by side and measured in this one run:
 
 The data are minilib.data.toydata.gelu_layer (seed 0; n_inputs = 3 D / 8 as in a transformer FFN),
 z-scored, with alignment-chosen widths (§3.4) — or the (N, D) tensor in ``--activations``. Every
-figure says which. Nothing is asserted; the targets are in the book's chapter 3 and issue notes.
+figure says which. Nothing is asserted; the figures are discussed in the book's chapter 3b.
 ``--device cuda`` adds the same rows on the GPU (D = 11,008 included at α = 1.01); without it the
 GPU rows read "not measured".
 """
@@ -38,7 +38,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from minilib.cache import atomic_file, code_revision
+from minilib.cache import atomic_file, check_output, code_revision
 from minilib.data import toydata
 from minilib.estimator.kernel_width import NeuronKernelWidth, normalize
 from minilib.estimator.pairwise import DEFAULT_TOL, memory_bytes, pairwise_mutual_information
@@ -143,6 +143,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu, or cuda for the GPU rows too")
     ap.add_argument("--out", help="also write the rows to this CSV (the book's cost model reads it)")
     args = ap.parse_args()
+    if args.out:
+        check_output(args.out)  # results/ only from a clean tree: refused before the run, not after
 
     threads = torch.get_num_threads()
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, {threads} threads"

@@ -7,6 +7,7 @@ Commands::
     minilib finetune …    GLUE fine-tunes with the paper's hyperparameters (minilib.experiments.finetune)
     minilib sweep …       the BERT-tiny pruning sweep and ablations (minilib.experiments.glue_sweep)
     minilib lm …          chapter 7's block and MLP sweeps on a causal LM (minilib.experiments.lm_sweep)
+    minilib cache clear   delete every cached artefact (minilib.cache); ``cache where`` prints the folder
 
 Every argument is checked before any expensive step; a bad one prints one ``error: …`` line and
 exits with status 2, an interruption exits with 130 and leaves no half-written output.
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from minilib.console import ArgumentParser, run
 
-__all__ = ["main", "prune_main", "load_model"]
+__all__ = ["main", "prune_main", "cache_main", "load_model"]
 
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
@@ -202,7 +203,22 @@ def _commands() -> dict[str, tuple[str, Callable[[Sequence[str] | None], None]]]
             "pretrain": ("build the offline BERT-tiny encoder", lazy("models.pretrain")),
             "finetune": ("fine-tune BERT-tiny on GLUE (one run or the score table)", lazy("experiments.finetune")),
             "sweep": ("the BERT-tiny pruning sweep or an ablation (chapters 5-6)", lazy("experiments.glue_sweep")),
-            "lm": ("block and MLP pruning sweeps of a causal LM (chapter 7)", lazy("experiments.lm_sweep"))}
+            "lm": ("block and MLP pruning sweeps of a causal LM (chapter 7)", lazy("experiments.lm_sweep")),
+            "cache": ("where the cache is, or clear it", cache_main)}
+
+
+def cache_main(argv: Sequence[str] | None = None) -> None:
+    """``minilib cache where|clear [--cache DIR]``."""
+    from minilib import cache
+
+    p = ArgumentParser(prog="minilib cache", description="The cache of long computations (minilib.cache).")
+    p.add_argument("action", choices=["where", "clear"], help="print the cache folder, or delete everything in it")
+    p.add_argument("--cache", help="the cache folder (default: $MINILIB_CACHE or .cache/minilib)")
+    args = p.parse_args(argv)
+    if args.action == "where":
+        print(cache.cache_dir(args.cache))
+    else:
+        print(f"removed {cache.clear_cache(args.cache):,} files from {cache.cache_dir(args.cache)}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -89,3 +89,28 @@ def test_block_sweep_removes_the_chosen_blocks(setup):
     assert all(len(b.split()) == k for b, k in zip(table.blocks, table.blocks_removed))
     with pytest.raises(ValueError, match="unknown block method"):
         lm_sweep.block_sweep(setup, [1], methods=("nope",), progress=False)
+
+
+def test_dpi_check_compares_every_segment_with_its_bound(setup):
+    mi = setup.mi
+    L = mi.n_blocks
+    dpi = lm_sweep.dpi_check(mi)
+    assert len(dpi) == (L - 1) * L // 2  # every segment of two or more blocks
+    row = dpi[(dpi.start == 0) & (dpi.stop == 2)].iloc[0]
+    assert row.mi == mi.segment(0, 2) and row.bound == min(mi.block[0], mi.block[1])
+    assert (dpi.excess == dpi.mi - dpi.bound).all()
+    assert dpi.length.max() == L and lm_sweep.dpi_check(mi, max_length=2).length.unique().tolist() == [2]
+    summary = lm_sweep.dpi_summary(dpi)
+    assert summary.segments.sum() == len(dpi)
+    assert summary.loc[2, "violated"] == pytest.approx((dpi[dpi.length == 2].excess > 0).mean())
+
+
+def test_timings_read_the_committed_tables():
+    import pandas as pd
+
+    blocks_t = pd.DataFrame({"method": ["mi-prun", "mi-prun", "random"], "select_seconds": [5.0, 0.1, 0.0],
+                             "eval_seconds": [1.0, 2.0, 3.0], "wall_seconds": [9.0] * 3})
+    mlp_t = pd.DataFrame({"method": ["hfprune", "magnitude"], "score_seconds": [4.0, 0.5], "wall_seconds": [7.0] * 2})
+    t = lm_sweep.timings({"blocks": blocks_t, "mlp": mlp_t})
+    assert t["MI-PRUN: states + block MIs + search, first call (s)"] == 5.0
+    assert t["block cell evaluation, median (s)"] == 2.0 and t["hfprune scores (s)"] == 4.0

@@ -208,3 +208,30 @@ def test_bad_sigma():
 def test_non_square_gram():
     with pytest.raises(ValueError, match="square"):
         renyi_entropy(torch.ones(3, 4))
+
+
+@pytest.mark.parametrize("alpha", [1.01, 2.0])
+def test_non_symmetric_gram_is_rejected_on_every_path(alpha):
+    """α = 2 reads ‖A‖_F², the other orders the symmetric part's eigenvalues: they would disagree."""
+    K = gram_matrix(_data()[:, 0], 1.0) + 0.5 * torch.eye(40, dtype=torch.float64)  # well conditioned
+    K[0, 1] += 0.2
+    with pytest.raises(ValueError, match="K is not symmetric"):
+        renyi_entropy(K, alpha)
+    with pytest.raises(ValueError, match="Kx is not symmetric"):
+        mutual_information(K, gram_matrix(_data()[:, 1], 1.0), alpha)
+    renyi_entropy((K + K.T) / 2, alpha)  # the fix the message names is accepted
+
+
+@pytest.mark.parametrize("alpha", [1.01, 2.0])
+def test_indefinite_gram_is_rejected(alpha):
+    K = torch.tensor([[1.0, 0.9, 0.0], [0.9, 1.0, 0.9], [0.0, 0.9, 1.0]], dtype=torch.float64)  # eigenvalue 1 − 0.9√2 < 0
+    assert torch.linalg.eigvalsh(K).min() < -0.2
+    with pytest.raises(ValueError, match="not positive semi-definite"):
+        renyi_entropy(K, alpha)
+    with pytest.raises(ValueError, match="K1 is not positive semi-definite"):
+        joint_entropy(gram_matrix(torch.arange(3.0), 1.0), K, alpha=alpha)
+
+
+def test_zero_trace_gram_is_rejected():
+    with pytest.raises(ValueError, match="trace ≤ 0"):
+        renyi_entropy(torch.zeros(3, 3))

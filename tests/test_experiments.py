@@ -1,7 +1,9 @@
 """The pruning sweep on tiny fixture runs: every method, the dense level, caching/resuming, errors."""
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from minilib.experiments import glue_sweep
@@ -63,13 +65,39 @@ def test_an_interrupted_sweep_resumes_from_its_cache(runs, monkeypatch):
     assert again.drop(columns="code").equals(first.drop(columns="code"))
 
 
+def _choices(cache, method: str) -> dict[str, list]:
+    """The keep-sets a sweep cached for ``method``, by cell file name."""
+    return {p.name: json.loads(p.read_text())["choice"] for p in Path(cache).glob(f"sweeps/**/choices/{method}/*.json")}
+
+
 def test_the_proposed_method_is_deterministic(runs, tmp_path):
     runs, cache = runs
     a = _sweep({"sst2": runs["sst2"]}, cache, methods=("mi-mds",), levels=(0.3,))
-    # a fresh cache for the cells (the MI map is recomputed too): the same keep-sets and scores
+    # a fresh cache for the cells (the MI map is recomputed too): the same keep-sets, hence the same scores
     b = glue_sweep.sweep([runs["sst2"]], ["mi-mds"], [0.3], trials=1, cache=tmp_path, progress=False,
                           fraction=1.0, mds_seeds=2, seed=0)
+    first, second = _choices(cache, "mi-mds"), _choices(tmp_path, "mi-mds")
+    level = f"{round(0.3 * 512)}-t0.json"
+    assert level in first and first[level] == second[level]
     assert a.value.tolist() == b.value.tolist()
+
+
+def test_every_method_keeps_its_own_neurons(runs):
+    """Each method's cached keep-set: the right size in every layer, and the top of its own score."""
+    from minilib.methods import scores as sc
+
+    runs, cache = runs
+    _sweep({"sst2": runs["sst2"]}, cache, levels=(0.1,))
+    keep = {m: _choices(cache, m)["51-t0.json"] for m in glue_sweep.METHODS}
+    for m, layers in keep.items():
+        assert [len(set(k)) for k in layers] == [51, 51] and all(k == sorted(k) for k in layers), m
+    ctx = glue_sweep.Context(runs["sst2"], fraction=1.0, cache=cache)
+    direct = {"magnitude": sc.magnitude_scores(ctx.model), "taylor": sc.taylor_scores(ctx.model, ctx.batches),
+              "fisher": sc.fisher_scores(ctx.model, ctx.batches), "wanda": sc.wanda_scores(ctx.model, ctx.batches),
+              "hfprune": sc.token_taylor_scores(ctx.model, ctx.batches, "entropy")}
+    for m, score in direct.items():
+        assert keep[m] == [sorted(np.argsort(-s, kind="stable")[:51].tolist()) for s in score], m
+    assert keep["random"] != keep["magnitude"] and keep["mi-mds"] != keep["mi-alg1"]
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -94,12 +122,16 @@ def test_summary_and_table2_side_by_side():
     dense = pd.DataFrame([{"task": "mrpc", "metric": "f1", "value": 82.0}])
     t2 = glue_sweep.compare_table2(pd.DataFrame(rows), dense, level=0.4)
     assert t2.loc["dense (this run)", "mrpc f1"] == 82.0 and t2.loc["mi-mds (U)", "mrpc f1"] == 75.0
-    assert t2.loc["paper: Proposed method (U)", "mrpc f1"] == 80.9  # F1 first (decision 10)
+    assert t2.loc["paper: Proposed method (U)", "mrpc f1"] == 80.9  # F1 first (open decision 10)
     assert "paper: TextPruner (S)" in t2.index and t2.loc[glue_sweep.PAPER_DENSE, "mrpc f1"] == 81.1
     near = pd.DataFrame(rows).assign(ffn_flops=lambda d: d.ffn_flops.replace(0.4, 205 / 512))  # whole neurons
     assert glue_sweep.compare_table2(near, dense, level=0.4).loc["mi-mds (U)", "mrpc f1"] == 75.0
     with pytest.raises(ValueError, match="no level within 0.01 of 0.6"):
         glue_sweep.compare_table2(near, dense, level=0.6)
+    drops = glue_sweep.drops_from_dense(t2)
+    assert drops.loc["mi-mds (U)", "mrpc f1"] == pytest.approx(75.0 - 82.0)  # against this run's dense model
+    assert drops.loc["paper: Proposed method (U)", "mrpc f1"] == pytest.approx(80.9 - 81.1)  # against the paper's
+    assert "dense (this run)" not in drops.index and glue_sweep.PAPER_DENSE not in drops.index
 
 
 def test_ablation_varies_one_setting_and_keeps_cells_apart(runs):

@@ -2,11 +2,13 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from minilib.data import toydata
 from minilib.estimator.entropy import gram_matrix
 from minilib.estimator.kernel_width import (
     NeuronKernelWidth,
@@ -30,7 +32,7 @@ def _layer(n=60, d=32, seed=0):
 def test_scott_rule_eq4_and_its_degeneracy_at_d512():
     assert scott_sigma(100, 1) == pytest.approx(100 ** (-1 / 5))
     assert scott_sigma(100, 512, gamma=2.0) == pytest.approx(2 * 100 ** (-1 / 516))
-    assert 0.99 < scott_sigma(100, 512) < 1.0  # ≈ 1 whatever the data: decision 3
+    assert 0.99 < scott_sigma(100, 512) < 1.0  # ≈ 1 whatever the data: open decision 3
 
 
 def test_alignment_eq6_properties():
@@ -133,3 +135,28 @@ def test_bad_inputs():
         aligned_sigmas(X[:, [0]], torch.eye(5))
     with pytest.raises(ValueError, match="N ≥ 2"):
         scott_sigma(1, 10)
+
+
+def test_alignment_curves_peak_where_the_fit_puts_each_width():
+    from minilib.estimator.kernel_width import alignment_curves
+
+    Z = normalize(toydata.gelu_layer(100, n_neurons=16, seed=1))
+    K = layer_gram(Z, scott_sigma(100, 16))
+    sigma, _ = aligned_sigmas(Z, K)
+    grid = np.logspace(-2, 2, 161)
+    curves = alignment_curves(Z, K, [0, 5], grid)
+    assert len(curves) == 2 * len(grid)
+    for n in (0, 5):
+        c = curves[curves.neuron == n]
+        best = c["σ / std"].iloc[c.alignment.argmax()]
+        assert abs(np.log10(best) - np.log10(sigma[n].item())) <= np.log10(grid[1] / grid[0]) + 1e-9
+
+
+def test_duplicate_recovery_counts_copies_matched_to_their_original():
+    S = torch.rand(6, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 0.1
+    S = S + S.T
+    S[4, 0] = S[0, 4] = 1.0  # copy 4 of neuron 0 is found
+    S[5, 2] = S[2, 5] = 1.0  # copy 5 of neuron 1 points at neuron 2 instead
+    assert toydata.duplicate_recovery(S, 2) == 0.5
+    with pytest.raises(ValueError, match="0 < n_duplicates < D"):
+        toydata.duplicate_recovery(S, 0)

@@ -134,3 +134,50 @@ def test_cuda_map_equals_cpu_map():
     layers = [_layer(seed=s) for s in range(2)]
     cpu, gpu = mimap.compute_mi_map(layers, batch_size=100), mimap.compute_mi_map(layers, batch_size=100, device="cuda")
     np.testing.assert_allclose(gpu.mi, cpu.mi, atol=1e-9, rtol=0)
+
+
+def _toy_map() -> mimap.MIMap:
+    """Two layers of 4 neurons; neuron 3 of layer 0 is dead."""
+    rng = np.random.default_rng(0)
+    mi = rng.random((2, 4, 4))
+    mi = (mi + mi.transpose(0, 2, 1)) / 2
+    for layer in range(2):
+        np.fill_diagonal(mi[layer], 2.0 + layer)
+    pearson = rng.uniform(-1, 1, (2, 4, 4))
+    pearson = (pearson + pearson.transpose(0, 2, 1)) / 2
+    alive = np.ones((2, 4), bool)
+    alive[0, 3] = False
+    mi[0, 3, :], mi[0, :, 3] = 0.0, 0.0
+    return mimap.MIMap(mi, pearson, alive, np.full((2, 4), 0.5) * alive, {})
+
+
+def test_live_pairs_leave_out_dead_neurons_and_the_diagonal():
+    m = _toy_map()
+    pairs = mimap.live_pairs(m)
+    assert pairs.groupby("layer").size().to_dict() == {1: 3, 2: 6}  # C(3, 2) and C(4, 2)
+    assert not ((pairs.layer == 1) & ((pairs["neuron i"] == 3) | (pairs["neuron j"] == 3))).any()
+    row = pairs[(pairs.layer == 2) & (pairs["neuron i"] == 0) & (pairs["neuron j"] == 2)].iloc[0]
+    assert row["MI (bits)"] == m.mi[1, 0, 2] and row["|Pearson r|"] == abs(m.pearson[1, 0, 2]) and row["H(j)"] == 3.0
+    neurons = mimap.live_neurons(m)
+    assert neurons.groupby("layer").size().to_dict() == {1: 3, 2: 4} and set(neurons["entropy (bits)"]) == {2.0, 3.0}
+
+
+def test_layer_summary_and_redundancy_check_read_live_pairs_only():
+    m = _toy_map()
+    summary = mimap.layer_summary(m)
+    live01 = m.mi[0][np.triu_indices(3, 1)]  # the pairs among neurons 0-2 of layer 1
+    assert summary.loc[1, "live neurons"] == 3 and summary.loc[1, "median pairwise MI"] == pytest.approx(np.median(live01))
+    assert summary.loc[2, "mean entropy (bits)"] == 3.0
+    check = mimap.redundancy_check(m)
+    assert check.loc[1, "max MI / min(H_i, H_j)"] == pytest.approx(live01.max() / 2.0)
+
+
+def test_contrast_pairs_pick_where_mi_and_correlation_disagree():
+    mi = np.zeros((1, 3, 3))
+    pearson = np.eye(3)[None].copy()
+    mi[0][[0, 1], [1, 0]] = 0.9  # (0, 1): high MI, r = 0
+    pearson[0][[0, 2], [2, 0]] = 0.95  # (0, 2): |r| high, MI = 0
+    mi[0][[1, 2], [2, 1]], pearson[0][[1, 2], [2, 1]] = 0.5, 0.5  # (1, 2): in between on both
+    m = mimap.MIMap(mi, pearson, np.ones((1, 3), bool), np.ones((1, 3)), {})
+    picks = mimap.contrast_pairs(m, 0)
+    assert picks["high MI, low |r|"] == (0, 1) and picks["high |r|, lower MI"] == (0, 2)

@@ -85,6 +85,26 @@ def test_cluster_representatives_are_distinct_and_central():
     assert len(set(selection.cluster_representatives(np.zeros((5, 2)), 3))) == 3  # coinciding points
 
 
+def test_cluster_representatives_fill_an_empty_cluster_without_losing_a_singleton(monkeypatch):
+    """An empty cluster whose centroid sits on a singleton cluster's only point: exactly k stay kept."""
+    X = np.array([[0.0], [0.1], [0.2], [5.0], [9.0]])
+    labels, centres = np.array([1, 1, 1, 2, 1]), np.array([[5.0], [0.1], [5.0]])  # cluster 0 is empty
+    monkeypatch.setattr(selection, "kmeans_clusters", lambda emb, k, seed: (labels, centres))
+    kept = selection.cluster_representatives(X, 3)
+    assert kept.tolist() == [1, 3, 4]  # cluster 1's centre point, the singleton, then the nearest free point
+
+
+def test_mds_select_keeps_exactly_k_live_neurons_with_dead_ones_present(monkeypatch):
+    S = np.random.default_rng(0).random((8, 8))
+    S = (S + S.T) / 2
+    alive = np.array([True] * 6 + [False] * 2)
+    labels, centres = np.array([1, 1, 1, 2, 1, 1]), np.array([[5.0], [0.1], [5.0]])
+    monkeypatch.setattr(selection, "kmeans_clusters", lambda emb, k, seed: (labels, centres))
+    emb = np.array([[0.0], [0.1], [0.2], [5.0], [9.0], [9.5]])
+    kept = selection.mds_select(S, 3, alive=alive, embedding=emb)
+    assert len(kept) == 3 and alive[kept].all()  # no dead neuron fills a gap
+
+
 def test_gaussian_kl_matches_the_closed_form():
     z = torch.randn(400, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     z = (z - z.mean()) / z.std()  # sample mean 0, variance 1 exactly
@@ -93,6 +113,32 @@ def test_gaussian_kl_matches_the_closed_form():
     assert kl == pytest.approx(math.log(2) + 0.25 - 0.5, rel=1e-9)
     z3 = torch.randn(300, 3, generator=torch.Generator().manual_seed(1))
     assert selection.gaussian_kl(z3, z3 * 1.1) < selection.gaussian_kl(z3, z3 * 2)
+
+
+def test_gaussian_kl_is_set_by_the_data_when_samples_are_fewer_than_dimensions():
+    """37 samples of a 128-d representation (chapter 4's MRPC calibration): the regulariser must not decide."""
+    g = torch.Generator().manual_seed(0)
+    zo = torch.randn(37, 128, generator=g, dtype=torch.float64) @ torch.randn(128, 128, generator=g, dtype=torch.float64)
+    zp = zo + 0.3 * torch.randn(37, 128, generator=g, dtype=torch.float64)
+    kls = [selection.gaussian_kl(zo, zp, ridge=r) for r in (1e-12, 1e-9, 1e-6)]
+    assert max(kls) - min(kls) <= 1e-4 * min(kls)
+    assert 0 < kls[0] < float("inf")
+    noisier = selection.gaussian_kl(zo, zo + 1.0 * torch.randn(37, 128, generator=g, dtype=torch.float64))
+    assert noisier > kls[1]  # still orders candidates by how far they move the representation
+
+
+def test_gaussian_kl_with_every_axis_is_the_full_kl():
+    g = torch.Generator().manual_seed(2)
+    zo, zp = torch.randn(200, 4, generator=g, dtype=torch.float64), torch.randn(200, 4, generator=g, dtype=torch.float64) * 1.5
+    full = selection.gaussian_kl(zo, zp, dims=4, ridge=0)
+    co, cp = torch.cov(zo.T), torch.cov(zp.T)  # the textbook formula in the original coordinates
+    diff = zp.mean(0) - zo.mean(0)
+    ref = 0.5 * (torch.trace(torch.linalg.solve(cp, co)) + diff @ torch.linalg.solve(cp, diff) - 4
+                 + torch.logdet(cp) - torch.logdet(co))
+    assert full == pytest.approx(float(ref), rel=1e-9)
+    assert selection.gaussian_kl(zo, zp, ridge=0) == pytest.approx(full, rel=1e-9)  # n > 2d: every axis by default
+    with pytest.raises(ValueError, match="dims must be between 1 and"):
+        selection.gaussian_kl(zo, zp, dims=5)
 
 
 def test_choose_by_kl_picks_the_closest_candidate():

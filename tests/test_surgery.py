@@ -82,7 +82,7 @@ def test_macs_by_hand(model):
                         num_key_value_heads=1)
     # d_h 2, q 4, kv 2, L 3: projections 3·4·(2·4 + 2·2) = 144, scores 2·9·4 = 72, MLP 3·3·4·6 = 216
     assert surgery.macs(llama, seq_len=3) == 144 + 72 + 216 and surgery.macs(llama, [3], seq_len=3) == 144 + 72 + 108
-    # BERT-tiny at SST-2's length: the FFN is ~65% of the encoder (decision 9)
+    # BERT-tiny at SST-2's length: the FFN is ~65% of the encoder (open decision 9)
     tiny = BertConfig(hidden_size=128, num_attention_heads=2, num_hidden_layers=2, intermediate_size=512)
     ffn_share = 1 - surgery.relative_flops(tiny, [0, 0], surgery.MEAN_DEV_LENGTH["sst2"])["encoder"]
     assert 0.62 < ffn_share < 0.67

@@ -25,7 +25,7 @@ from datasets import Dataset
 from scipy import stats
 from torch import nn
 
-from minilib.cache import REPO
+from minilib.cache import REPO, data_fingerprint
 
 HUB_DATASET = "nyu-mll/glue"
 DEFAULT_GLUE_DIR = REPO.parent / "shared" / "data" / "glue"
@@ -142,16 +142,27 @@ def read_tsv(path: str | os.PathLike, task: Task | str) -> Dataset:
     return Dataset.from_dict(columns)
 
 
+def _local_split(task: Task, split: str, data_dir: str | os.PathLike | None) -> Path | None:
+    local = glue_dir(data_dir)
+    path = local / task.folder / ("train.tsv" if split == "train" else "dev.tsv") if local else None
+    return path if path is not None and path.is_file() else None
+
+
+def split_source(task: Task | str, split: str = "train", data_dir: str | os.PathLike | None = None) -> str:
+    """What :func:`load_split` reads, for cache keys: the local file's content hash, or the Hub dataset."""
+    task = get_task(task)
+    path = _local_split(task, split, data_dir)
+    return f"file:{data_fingerprint(path)}" if path is not None else f"hub:{HUB_DATASET}/{task.name}/{split}"
+
+
 def load_split(task: Task | str, split: str = "train", data_dir: str | os.PathLike | None = None) -> Dataset:
     """One split (``"train"`` or ``"validation"``) of a GLUE task, local first, then the Hub."""
     task = get_task(task)
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; use one of {SPLITS} (GLUE test labels are not public)")
     local = glue_dir(data_dir)
-    if local is not None:
-        path = local / task.folder / ("train.tsv" if split == "train" else "dev.tsv")
-        if path.is_file():
-            return read_tsv(path, task)
+    if (path := _local_split(task, split, data_dir)) is not None:
+        return read_tsv(path, task)
     if _offline():
         where = f"{local / task.folder}" if local else "no local GLUE folder (set MINILIB_GLUE_DIR)"
         raise FileNotFoundError(
@@ -207,7 +218,7 @@ def encode(dataset: Dataset, tokenizer, max_length: int = 128) -> Dataset:
     """Tokenise a split with a BERT tokenizer: ``input_ids``, ``token_type_ids``, ``label``; no padding.
 
     Padding is left to :class:`Batches`, which pads each batch to its own longest
-    sequence. ``max_length`` 128 is the usual GLUE choice (the paper does not say; decision 11).
+    sequence. ``max_length`` 128 is the usual GLUE choice (the paper does not say; open decision 11 in the book's introduction).
     """
     if max_length < 8:
         raise ValueError(f"max_length={max_length} is too short for [CLS] text [SEP]; use e.g. 128")

@@ -9,7 +9,7 @@ import math
 
 import torch
 
-__all__ = ["correlated_gaussians", "gaussian_mi_bits", "dependence_zoo", "gelu_layer"]
+__all__ = ["correlated_gaussians", "gaussian_mi_bits", "dependence_zoo", "gelu_layer", "duplicate_recovery"]
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -83,3 +83,17 @@ def gelu_layer(
     if k:
         pre[:, -k:] = pre[:, :k] + 0.05 * scale * torch.randn(n, k, generator=g, dtype=torch.float64)
     return torch.nn.functional.gelu(pre)
+
+
+def duplicate_recovery(similarity: torch.Tensor, n_duplicates: int) -> float:
+    """The fraction of :func:`gelu_layer`'s planted copies whose most similar other neuron is their original.
+
+    ``similarity`` is a (D, D) map (the MI map of the layer); copy ``D − k + c`` duplicates neuron ``c``.
+    """
+    S = torch.as_tensor(similarity, dtype=torch.float64).clone()
+    D = S.shape[0]
+    if S.shape != (D, D) or not 0 < n_duplicates < D:
+        raise ValueError(f"need a square map and 0 < n_duplicates < D, got shape {tuple(S.shape)} and {n_duplicates}")
+    S.fill_diagonal_(-math.inf)
+    best = S[D - n_duplicates:].argmax(1)
+    return (best == torch.arange(n_duplicates)).double().mean().item()

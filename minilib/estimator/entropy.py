@@ -86,20 +86,41 @@ def gram_matrices(X: ArrayLike, sigma: ArrayLike) -> torch.Tensor:
     return torch.exp(d2.mul_((-0.5 / s**2)[:, None, None]))
 
 
+_SYM_RTOL = 1e-10  # |K − Kᵀ| allowed, relative to max |K|: round-off, not a different matrix
+_PSD_RTOL = 1e-8  # the PSD test shifts K by this times its mean diagonal before a Cholesky
+
+
 def _as_gram(K: ArrayLike, name: str = "K") -> torch.Tensor:
+    """``K`` as a float64 batch of Gram matrices: square, N ≥ 2, symmetric, positive trace and PSD.
+
+    Symmetry matters because α = 2 reads ``‖A‖_F²`` and the other orders read the eigenvalues of
+    the symmetric part: for a non-symmetric matrix the two would silently disagree. PSD is tested
+    by a Cholesky factorisation of ``K + δ I`` with ``δ = 10⁻⁸ × mean diagonal``, which fails
+    exactly when an eigenvalue is below ``−δ`` (a sixth of the cost of the eigenvalues).
+    """
     K = _checks.as_float64(K, name)
     if K.ndim < 2 or K.shape[-1] != K.shape[-2]:
         raise ValueError(f"{name} must be a square Gram matrix (or a batch of them), got shape {tuple(K.shape)}")
-    if K.shape[-1] < 2:
-        raise ValueError(f"{name} is {K.shape[-1]}×{K.shape[-1]}; the estimators need at least 2 samples")
+    n = K.shape[-1]
+    if n < 2:
+        raise ValueError(f"{name} is {n}×{n}; the estimators need at least 2 samples")
+    asym = (K - K.mT).abs().amax((-2, -1))
+    if (asym > _SYM_RTOL * K.abs().amax((-2, -1))).any():
+        raise ValueError(f"{name} is not symmetric (max |K − Kᵀ| = {asym.max().item():.3g}); a Gram matrix is: "
+                         "pass (K + K.T) / 2 if the difference is round-off, or fix the kernel")
+    mean_diag = torch.diagonal(K, dim1=-2, dim2=-1).mean(-1)
+    if not (mean_diag > 0).all():
+        raise ValueError(f"{name} has trace ≤ 0; a Gram matrix is positive semi-definite with a positive diagonal")
+    shifted = K + (_PSD_RTOL * mean_diag)[..., None, None] * torch.eye(n, dtype=K.dtype)
+    if (torch.linalg.cholesky_ex(shifted).info != 0).any():
+        raise ValueError(f"{name} is not positive semi-definite (an eigenvalue below −1e-8 × its mean diagonal); "
+                         "build it from a positive-definite kernel, e.g. minilib.estimator.entropy.gram_matrix")
     return K
 
 
 def _trace_normalise(K: torch.Tensor) -> torch.Tensor:
-    tr = torch.diagonal(K, dim1=-2, dim2=-1).sum(-1)
-    if not (tr > 0).all():
-        raise ValueError("a Gram matrix has trace ≤ 0; it must be positive semi-definite with a positive diagonal")
-    return K / tr[..., None, None]
+    """``K / tr K`` (the trace is positive: :func:`_as_gram` checked it)."""
+    return K / torch.diagonal(K, dim1=-2, dim2=-1).sum(-1)[..., None, None]
 
 
 def entropy_from_spectrum(lam: torch.Tensor, alpha: float) -> torch.Tensor:

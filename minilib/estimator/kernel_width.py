@@ -9,7 +9,7 @@ The recipe of the paper, one neuron ``n`` of a layer with d neurons at a time:
 4. across mini-batches the widths are smoothed by an EMA (Eq. 8),
    ``σ_{n,t} = β σ_{n,t−1} + (1 − β) σ*_{n,t}``.
 
-**The degeneracy (method notes, decision 3).** With γ = 1 and d = 512, Eq. 4 gives
+**The degeneracy (open decision 3 in the book's introduction; chapter 2).** With γ = 1 and d = 512, Eq. 4 gives
 σ_ℓ ≈ 0.99 whatever the scale of the activations. On raw activations the squared
 distances between samples summed over 512 neurons dwarf 2σ_ℓ², ``K_ℓ`` is close to
 the identity, and the alignment then pushes every σ_n towards 0, where every
@@ -32,7 +32,7 @@ import torch
 
 from minilib.estimator import _checks
 from minilib.estimator._checks import ArrayLike
-from minilib.estimator.entropy import squared_distances
+from minilib.estimator.entropy import gram_matrix, squared_distances
 from minilib.estimator.pairwise import pairwise_mutual_information
 
 Normalization = Literal["zscore", "none"]
@@ -49,6 +49,7 @@ __all__ = [
     "layer_gram",
     "aligned_sigmas",
     "ema",
+    "alignment_curves",
     "NeuronKernelWidth",
 ]
 
@@ -186,6 +187,23 @@ def aligned_sigmas(
         out_sigma[s : s + chunk] = cand.gather(1, pick).squeeze(1).exp()
         out_align[s : s + chunk] = f.gather(1, pick).squeeze(1)
     return out_sigma, out_align
+
+
+def alignment_curves(X: ArrayLike, reference: ArrayLike, neurons: list[int], grid: ArrayLike) -> "pd.DataFrame":
+    """The alignment (Eq. 6) of each listed column's kernel with ``reference`` at ``grid`` × its std.
+
+    The objective that :func:`aligned_sigmas` maximises, on a grid (chapter 2): one row per
+    ``(neuron, σ / std)``.
+    """
+    import pandas as pd
+
+    X = _checks.sample_matrix(X, "X")
+    std = X.std(0, correction=0)
+    g = torch.as_tensor(grid, dtype=torch.float64).flatten()
+    rows = [{"neuron": n, "σ / std": float(w),
+             "alignment": kernel_alignment(gram_matrix(X[:, n], float(w * std[n])), reference).item()}
+            for n in neurons for w in g]
+    return pd.DataFrame(rows)
 
 
 def ema(previous: ArrayLike | None, current: ArrayLike, beta: float = 0.9) -> torch.Tensor:

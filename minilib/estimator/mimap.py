@@ -31,7 +31,8 @@ from minilib.cache import atomic_file, read_json, write_json
 from minilib.estimator.pairwise import DEFAULT_TOL, pairwise_mutual_information
 from minilib.estimator.kernel_width import NeuronKernelWidth, normalize, scott_sigma
 
-__all__ = ["MIMap", "split_batches", "dead_neurons", "compute_mi_map", "pairs_table"]
+__all__ = ["MIMap", "split_batches", "dead_neurons", "compute_mi_map", "pairs_table", "live_pairs", "live_neurons", "layer_summary",
+           "redundancy_check", "contrast_pairs"]
 
 
 @dataclass
@@ -200,3 +201,77 @@ def pairs_table(m: MIMap, layer: int, k: int = 10, by: str = "mi") -> "pd.DataFr
              "Pearson r": m.pearson[layer, i, j], "H(i)": m.mi[layer, i, i], "H(j)": m.mi[layer, j, j]}
             for i, j, _ in m.top_pairs(layer, k, by)]
     return pd.DataFrame(rows)
+
+
+def live_pairs(m: MIMap, layers: "list[int] | None" = None) -> "pd.DataFrame":
+    """Every pair ``i < j`` of live neurons: its layer (from 1), MI, |Pearson r| and both entropies.
+
+    The one place the book reads a map's pairs from (chapter 3): dead neurons and the diagonal are left out.
+    """
+    import pandas as pd
+
+    iu = np.triu_indices(m.mi.shape[1], 1)
+    frames = []
+    for layer in range(m.n_layers) if layers is None else layers:
+        both = m.alive[layer][iu[0]] & m.alive[layer][iu[1]]
+        i, j = iu[0][both], iu[1][both]
+        H = np.diag(m.mi[layer])
+        frames.append(pd.DataFrame({"layer": layer + 1, "neuron i": i, "neuron j": j, "MI (bits)": m.mi[layer][i, j],
+                                    "|Pearson r|": np.abs(m.pearson[layer][i, j]), "H(i)": H[i], "H(j)": H[j]}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def live_neurons(m: MIMap) -> "pd.DataFrame":
+    """Every live neuron: its layer (from 1), index, entropy ``S(X_i)`` (the map's diagonal) and kernel width."""
+    import pandas as pd
+
+    return pd.concat([pd.DataFrame({"layer": layer + 1, "neuron": np.flatnonzero(m.alive[layer]),
+                                    "entropy (bits)": np.diag(m.mi[layer])[m.alive[layer]],
+                                    "σ (std units)": m.sigma[layer][m.alive[layer]]})
+                      for layer in range(m.n_layers)], ignore_index=True)
+
+
+def layer_summary(m: MIMap) -> "pd.DataFrame":
+    """Per layer: live neurons, the median and 99th percentile of pairwise MI, the share of pairs
+    with |r| > 0.5, the mean entropy and the median kernel width of the live neurons."""
+    import pandas as pd
+
+    pairs, neurons = live_pairs(m).groupby("layer"), live_neurons(m).groupby("layer")
+    return pd.DataFrame({"live neurons": neurons.size(), "median pairwise MI": pairs["MI (bits)"].median(),
+                         "99th pct MI": pairs["MI (bits)"].quantile(0.99),
+                         "pairs with |r| > 0.5": pairs["|Pearson r|"].apply(lambda r: (r > 0.5).mean()),
+                         "mean entropy (bits)": neurons["entropy (bits)"].mean(),
+                         "median σ (std units)": neurons["σ (std units)"].median()})
+
+
+def redundancy_check(m: MIMap, low: float = 0.05) -> "pd.DataFrame":
+    """Per layer: the largest ``I(i; j) / min(H_i, H_j)`` (at most 1 for a consistent estimate), and the
+    median smaller entropy of a pair among the ``low`` fraction of pairs with the least MI and elsewhere."""
+    import pandas as pd
+
+    pairs = live_pairs(m)
+    rows = []
+    for layer, d in pairs.groupby("layer"):
+        h_min = np.minimum(d["H(i)"], d["H(j)"]).to_numpy()
+        mi = d["MI (bits)"].to_numpy()
+        bottom = mi < np.quantile(mi, low)
+        rows.append({"layer": layer, "max MI / min(H_i, H_j)": float(np.max(mi / h_min)),
+                     f"median min(H) in the bottom {low:.0%} of MI": float(np.median(h_min[bottom])),
+                     "median min(H) elsewhere": float(np.median(h_min[~bottom]))})
+    return pd.DataFrame(rows).set_index("layer")
+
+
+def contrast_pairs(m: MIMap, layer: int) -> dict[str, tuple[int, int]]:
+    """Three pairs of live neurons where MI and |Pearson r| agree or disagree most (by their ranks).
+
+    ``"high MI, low |r|"`` maximises ``rank(MI) − rank(|r|)``, ``"high |r|, lower MI"`` the opposite, and
+    ``"top of both"`` their sum; ranks are fractions of the layer's live pairs.
+    """
+    from scipy import stats
+
+    d = live_pairs(m, [layer])
+    mi_rank = stats.rankdata(d["MI (bits)"]) / len(d)
+    r_rank = stats.rankdata(d["|Pearson r|"]) / len(d)
+    picks = {"high MI, low |r|": np.argmax(mi_rank - r_rank), "high |r|, lower MI": np.argmax(r_rank - mi_rank),
+             "top of both": np.argmax(mi_rank + r_rank)}
+    return {name: (int(d["neuron i"].iloc[p]), int(d["neuron j"].iloc[p])) for name, p in picks.items()}

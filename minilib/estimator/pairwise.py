@@ -5,7 +5,7 @@ eigenproblem per pair: D(D−1)/2 of them, 1.18 M at D = 1,536. Three paths comp
 chapter 3, "the all-pairs matrix at scale"):
 
 * **α = 2, exact, no eigenvalues.** ``‖A_i∘A_j‖_F² = ⟨A_i∘A_i, A_j∘A_j⟩``: every joint term of a
-  layer comes out of one D × D matrix product of the squared kernels (method notes, decision 5).
+  layer comes out of one D × D matrix product of the squared kernels (open decision 5 in the book's introduction).
 * **Exact** (``tol=None``): the joint Gram matrices in chunks, batched ``eigvalsh``, chunks spread
   over threads each running LAPACK single-threaded.
 * **Certified low rank** (the default for α ≠ 2, ``tol`` bits). Write each marginal in its

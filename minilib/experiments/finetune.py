@@ -16,6 +16,7 @@ resumes from there; the same seed gives the same weights on CPU. Command line::
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -31,7 +32,8 @@ from transformers import BertForSequenceClassification
 from minilib.console import ArgumentParser
 from minilib.data import glue
 from minilib.experiments import paper
-from minilib.cache import atomic_dir, atomic_file, cache_dir, code_revision, read_json, sha256, short_hash, write_json
+from minilib.cache import (atomic_dir, atomic_file, cache_dir, check_output, code_fingerprint, code_revision, read_json,
+                           sha256, short_hash, write_json)
 from minilib.models.bert import INITS, describe, load_classifier, load_tokenizer, model_source, quiet, resolve_init
 
 BETAS, EPS = (0.9, 0.999), 1e-8
@@ -52,10 +54,18 @@ def _init_tag(init: str, recipe: str, cache: str | os.PathLike | None) -> str:
 
 
 def run_dir(task: glue.Task | str, init: str, seed: int = 0, epochs: int = 4, max_train: int | None = None,
-            recipe: str = "full", cache: str | os.PathLike | None = None) -> Path:
-    """The cache folder of one fine-tuning run."""
+            recipe: str = "full", cache: str | os.PathLike | None = None,
+            data_dir: str | os.PathLike | None = None) -> Path:
+    """The cache folder of one fine-tuning run.
+
+    Its name holds the settings, the starting weights (:func:`_init_tag`), and a fingerprint of the
+    fine-tuning code and of the train and dev files read (:mod:`minilib.cache`, "Provenance").
+    """
     task = glue.get_task(task)
-    run = f"seed{seed}-ep{epochs}" + (f"-n{max_train}" if max_train else "")
+    provenance = short_hash(json.dumps([code_fingerprint("minilib.experiments.finetune"),
+                                        glue.split_source(task, "train", data_dir),
+                                        glue.split_source(task, "validation", data_dir)]))
+    run = f"seed{seed}-ep{epochs}" + (f"-n{max_train}" if max_train else "") + f"-{provenance}"
     return cache_dir(cache) / "finetuned" / _init_tag(init, recipe, cache) / task.name / run
 
 
@@ -125,7 +135,7 @@ def finetune(task: glue.Task | str, init: str = "auto", seed: int = 0, epochs: i
     task, init, revision = glue.get_task(task), resolve_init(init), code_revision()
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
-    out = run_dir(task, init, seed, epochs, max_train, recipe, cache)
+    out = run_dir(task, init, seed, epochs, max_train, recipe, cache, data_dir)
     if (out / "result.json").is_file():
         return out
     tokenizer = load_tokenizer()
@@ -239,6 +249,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--inits", nargs="+", default=["random", "offline"])
     args = parser.parse_args(argv)
     if args.table:
+        check_output(args.table)  # a committed table from a dirty tree is refused before any fine-tune
         table = score_table(args.tasks, args.inits, args.seeds, args.recipe)
         atomic_file(Path(args.table), lambda p: table.to_csv(p, index=False))
         print(table.to_string(index=False))

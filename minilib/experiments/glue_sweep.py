@@ -7,8 +7,8 @@ MI map uses, with labels for the supervised peers), the MI map and the dev set. 
 neurons (:mod:`minilib.models.surgery`) and scores the pruned model with the task's official metrics.
 
 The compression level is the **FFN-relative FLOPs** (the kept fraction of FFN neurons, the same
-in every layer: method notes, decision 6); the encoder-relative FLOPs at the task's mean dev
-length are recorded beside it (decision 9). :func:`sweep` caches every cell as a small JSON file,
+in every layer: open decision 6 in the book's introduction); the encoder-relative FLOPs at the task's mean dev
+length are recorded beside it (open decision 9). :func:`sweep` caches every cell as a small JSON file,
 so an interrupted sweep resumes where it stopped, and returns a tidy table with provenance.
 """
 
@@ -31,15 +31,15 @@ from minilib.estimator import mimap
 from minilib.estimator.pairwise import DEFAULT_TOL
 from minilib.experiments import engine, paper
 from minilib.models import surgery
-from minilib.methods import METHODS, PruningState, Settings, kl_choice, mds_candidates
-from minilib.cache import atomic_file, cache_dir, results_dir, short_hash
+from minilib.methods import METHODS, PruningState, Settings, kl_choice, kl_dims_sensitivity, mds_candidates
+from minilib.cache import atomic_file, cache_dir, check_output, code_fingerprint, results_dir, short_hash
 from minilib.data.calibration import calibration_indices
 from minilib.models.hooks import capture_activations
 from minilib.experiments.finetune import evaluate, load_finetuned, read_result
 from minilib.models.bert import load_tokenizer
 
-__all__ = ["calibration_activations", "neuron_mi_map", "Context", "METHODS", "mds_candidates", "kl_choice",
-           "pruned_model", "evaluate_keep", "sweep", "ABLATIONS", "ablate", "published", "summarize", "PAPER_DENSE", "compare_table2", "main"]
+__all__ = ["calibration_activations", "neuron_mi_map", "Context", "METHODS", "mds_candidates", "kl_choice", "kl_dims_sensitivity",
+           "pruned_model", "evaluate_keep", "sweep", "ABLATIONS", "ablate", "published", "summarize", "PAPER_DENSE", "compare_table2", "drops_from_dense", "main"]
 
 
 def calibration_activations(run: str | os.PathLike, fraction: float = 0.01, reduction: str = "mean",
@@ -73,8 +73,9 @@ def neuron_mi_map(run: str | os.PathLike, fraction: float = 0.01, batch_size: in
     """
     run = Path(run).resolve()
     result = read_result(run)
+    provenance = short_hash(json.dumps([code_fingerprint("minilib.experiments.glue_sweep"), glue.split_source(result["task"], "train", data_dir)]))
     key = (f"{fraction:g}-b{batch_size}-{reduction}-a{alpha:g}-s{seed}" + (f"-m{max_batches}" if max_batches else "")
-           + ("" if widths == "aligned" else f"-{widths}") + ("-exact" if tol is None else f"-t{tol:g}"))
+           + ("" if widths == "aligned" else f"-{widths}") + ("-exact" if tol is None else f"-t{tol:g}") + f"-{provenance}")
     runs = cache_dir(cache).resolve() / "finetuned"
     rel = run.relative_to(runs) if run.is_relative_to(runs) else Path("other", short_hash(str(run)))
     path = cache_dir(cache) / "mimaps" / rel / f"{key}.npz"
@@ -109,6 +110,7 @@ class Context(PruningState):
     mi_tol: float | None = DEFAULT_TOL  # certified error bound (bits) of the MI map; None: exact
     data_dir: str | os.PathLike | None = None
     cache: str | os.PathLike | None = None
+    progress: bool = False  # tqdm bars for the MI map and the peers' scoring passes
 
     def __post_init__(self) -> None:
         PruningState.__init__(self)
@@ -136,7 +138,7 @@ class Context(PruningState):
     def compute_mi_map(self, widths: str) -> mimap.MIMap:
         return neuron_mi_map(self.run, self.fraction, reduction=self.reduction, alpha=self.alpha, seed=self.seed,
                                    max_batches=self.max_batches, widths=widths, tol=self.mi_tol, data_dir=self.data_dir,
-                                   cache=self.cache, progress=False)
+                                   cache=self.cache, progress=self.progress)
 
     @property
     def setting(self) -> str:
@@ -178,7 +180,7 @@ def sweep(runs: Sequence[str | os.PathLike], methods: Sequence[str], levels: Seq
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
     levels = _check_levels(levels)
-    contexts = [Context(Path(r), cache=cache, **context_kwargs) for r in runs]
+    contexts = [Context(Path(r), cache=cache, progress=progress, **context_kwargs) for r in runs]
     rows = []
     for ctx in contexts:
         size = surgery.ffn_sizes(ctx.model)[0]
@@ -196,7 +198,7 @@ def sweep(runs: Sequence[str | os.PathLike], methods: Sequence[str], levels: Seq
             return (f"{cell.method}-" if METHODS[cell.method].tune else "") + short_hash(json.dumps(choice))
 
         folder = (cache_dir(cache) / "sweeps" / ctx.run.parent.parent.name / ctx.run.parent.name / ctx.run.name
-                  / ctx.setting)
+                  / f"{ctx.setting}-code{code_fingerprint('minilib.experiments.glue_sweep')}")  # the run's name holds its data
         records = engine.run(cells, choose, lambda cell, keep, ctx=ctx: pruned_model(ctx, keep, cell.method),
                              lambda model, ctx=ctx: evaluate(model, ctx.task, ctx.dev), folder, key, progress,
                              f"pruning sweep ({ctx.task.name})")
@@ -212,7 +214,7 @@ def sweep(runs: Sequence[str | os.PathLike], methods: Sequence[str], levels: Seq
     return pd.DataFrame(rows)
 
 
-# The Context settings chapter 6 varies (Figs. 5–7 and decision 1), with their types.
+# The Context settings chapter 6 varies (Figs. 5–7 and open decision 1), with their types.
 ABLATIONS: dict[str, type] = {"fraction": float, "alpha": float, "mds_seeds": int, "reduction": str}
 
 
@@ -286,6 +288,18 @@ def compare_table2(table: pd.DataFrame, dense: pd.DataFrame, level: float = 0.4)
     return pd.concat([dense_row[cols], ours, published[[c for c in cols if c in published]]])
 
 
+def drops_from_dense(t2: pd.DataFrame) -> pd.DataFrame:
+    """:func:`compare_table2`'s rows as differences from their own dense model (score points).
+
+    This run's methods are measured against ``"dense (this run)"``, the paper's rows against its
+    unpruned BERT-tiny (``PAPER_DENSE``): what pruning costs, comparable across the two models.
+    """
+    paper_rows = [i for i in t2.index if i.startswith("paper")]
+    ours, theirs = t2.drop(index=paper_rows), t2.loc[paper_rows]
+    return pd.concat([(ours - ours.loc["dense (this run)"]).drop(index="dense (this run)"),
+                      (theirs - theirs.loc[PAPER_DENSE]).drop(index=PAPER_DENSE)])
+
+
 def main(argv: list[str] | None = None) -> None:
     from minilib.experiments.finetune import finetune
 
@@ -314,6 +328,7 @@ def main(argv: list[str] | None = None) -> None:
         values = [ABLATIONS[args.ablate](v) for v in args.values]
         if args.ablate == "reduction" and set(values) - {"mean", "cls", "tokens"}:
             raise ValueError(f"--values for reduction must be mean, cls or tokens, got {args.values}")
+    check_output(args.out)  # results/ from a clean tree only
     runs = [finetune(t, args.init, args.seed) for t in args.tasks]
     if args.ablate:
         table = ablate(runs, args.ablate, args.values, args.levels, args.methods[0], mds_seeds=args.mds_seeds,

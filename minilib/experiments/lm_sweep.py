@@ -26,7 +26,7 @@ from minilib.models import lm
 from minilib.models import surgery
 from minilib.methods import METHODS, Calibrated
 from minilib.methods.scores import keep_fraction, keep_top, magnitude_scores
-from minilib.cache import atomic_file, cache_dir, code_revision, short_hash
+from minilib.cache import atomic_file, cache_dir, check_output, code_fingerprint, code_revision, data_fingerprint, short_hash
 from minilib.cache import cell as cached_cell
 from minilib.experiments import engine
 from minilib.experiments.profile import select
@@ -35,7 +35,7 @@ BLOCK_METHODS = ("mi-prun", "mi-prun-exact", "block-influence", "angular", "rand
 MLP_METHODS = ("hfprune", "taylor-ce", "magnitude", "wanda", "random")
 
 __all__ = ["BLOCK_METHODS", "MLP_METHODS", "settings", "Setup", "prepare", "choose_blocks", "block_sweep",
-           "keep_ratio", "prune_mlp", "mlp_sweep", "speed", "run_all", "summarize", "dpi_check", "at_levels"]
+           "keep_ratio", "prune_mlp", "mlp_sweep", "speed", "run_all", "summarize", "dpi_check", "dpi_summary", "timings", "at_levels"]
 
 
 def settings(profile: str):
@@ -94,8 +94,10 @@ def prepare(profile: str = "quick", source: str = "auto", cache: str | os.PathLi
     test = lm.windows(lm.wikitext_ids(tokenizer, "test", data_dir), s.eval_length, s.eval_windows)
     calib = lm.windows(lm.wikitext_ids(tokenizer, "valid", data_dir), s.calib_length, s.calib_windows)
     name = lm.describe_lm(source, cache)
+    data = data_fingerprint(*(lm.lm_data_dir(data_dir) / lm.SPLITS[split] for split in ("test", "valid")))
     key = short_hash(f"{name}|{lm.resolve_source(source)}|{s.eval_windows}x{s.eval_length}|{s.calib_windows}x"
-                     f"{s.calib_length}|{s.mi_tokens}/{s.mi_batch}|{seed}")
+                     f"{s.calib_length}|{s.mi_tokens}/{s.mi_batch}|{seed}|data {data}|"
+                     f"code {code_fingerprint('minilib.experiments.lm_sweep')}")
     return Setup(model, test, calib, name, cache_dir(cache) / "lm-runs" / key, s.mi_tokens, s.mi_batch, seed)
 
 
@@ -199,7 +201,7 @@ def summarize(table: pd.DataFrame, x: str) -> pd.DataFrame:
 
 
 def at_levels(table: pd.DataFrame, x: str, levels: list) -> pd.DataFrame:
-    """Methods × levels of mean perplexity (the issue note's table)."""
+    """Methods × levels of mean perplexity (chapter 7's table)."""
     s = summarize(table[table[x].isin(levels)], x)
     return s.pivot(index="method", columns=x, values="mean").reindex(table.method.unique()).dropna(how="all")
 
@@ -218,6 +220,24 @@ def dpi_check(mi: blocks.BlockMI, max_length: int | None = None) -> pd.DataFrame
     return df
 
 
+def dpi_summary(dpi: pd.DataFrame) -> pd.DataFrame:
+    """Per segment length, how many segments :func:`dpi_check` looked at, the share that break the
+    DPI bound and the largest excess (bits)."""
+    return dpi.assign(violated=dpi.excess > 0).groupby("length").agg(
+        segments=("mi", "size"), violated=("violated", "mean"), max_excess_bits=("excess", "max"))
+
+
+def timings(tables: dict[str, pd.DataFrame]) -> dict[str, float]:
+    """Seconds of the committed sweeps (``lm-blocks`` and ``lm-mlp`` tables): walls, selections, evaluations."""
+    blocks_t, mlp_t = tables["blocks"], tables["mlp"]
+    return {"block sweep, wall (s)": float(blocks_t.wall_seconds.iloc[0]),
+            "MI-PRUN: states + block MIs + search, first call (s)":
+                float(blocks_t[blocks_t.method == "mi-prun"].select_seconds.max()),
+            "block cell evaluation, median (s)": float(blocks_t.eval_seconds.median()),
+            "MLP sweep, wall (s)": float(mlp_t.wall_seconds.iloc[0]),
+            **{f"{m} scores (s)": float(v) for m, v in mlp_t.groupby("method").score_seconds.max().items()}}
+
+
 def run_all(profile: str, out: str | os.PathLike, source: str = "auto", cache=None,
             tables: tuple[str, ...] = ("blocks", "mlp", "speed")) -> dict[str, pd.DataFrame]:
     """The sweeps and the speed table of a profile, written to ``out/lm-{blocks,mlp,speed}.csv``."""
@@ -225,6 +245,7 @@ def run_all(profile: str, out: str | os.PathLike, source: str = "auto", cache=No
     unknown = set(tables) - {"blocks", "mlp", "speed"}
     if unknown:  # before the model is loaded
         raise ValueError(f"unknown tables {sorted(unknown)}; choose from blocks, mlp, speed")
+    check_output(out)  # results/ from a clean tree only, refused before the model is loaded
     code = code_revision()  # the code that runs, even if the tree changes before a table is written
     setup = prepare(profile, source, cache)
     runs = {"blocks": lambda: block_sweep(setup, s.n_blocks, trials=s.trials),

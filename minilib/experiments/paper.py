@@ -1,7 +1,7 @@
 """Numbers published in the paper (arXiv:2406.00030), for side-by-side comparison in the book.
 
 Metrics are in percent, keyed like :func:`minilib.data.glue.compute_metrics`. Table 2 prints MRPC
-and QQP as "Acc/F1", but the values only make sense as F1/Acc (method notes, decision 10:
+and QQP as "Acc/F1", but the values only make sense as F1/Acc (open decision 10 in the book's introduction:
 an F1 of 71.1 with an accuracy of 81.1 is implausible for MRPC's 68% positive class); they are
 stored here under the reading F1 first.
 """

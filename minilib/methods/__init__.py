@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from functools import cached_property
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
@@ -28,7 +29,7 @@ from minilib.models.hooks import capture_activations
 from minilib.estimator.mimap import MIMap, compute_mi_map
 from minilib.estimator.pairwise import DEFAULT_TOL
 
-__all__ = ["Settings", "PruningState", "Calibrated", "Method", "METHODS", "NEEDS", "mds_candidates", "kl_choice",
+__all__ = ["Settings", "PruningState", "Calibrated", "Method", "METHODS", "NEEDS", "mds_candidates", "kl_choice", "kl_dims_sensitivity",
            "check_method"]
 
 Batch = Mapping[str, torch.Tensor]
@@ -94,11 +95,13 @@ class Settings:
 class PruningState(ABC):
     """What every method reads. Subclasses provide :attr:`model`, :attr:`batches` and the MI map.
 
-    ``seed`` draws the calibration order; ``settings`` are the paper's choices.
+    ``seed`` draws the calibration order; ``settings`` are the paper's choices; ``progress`` shows
+    tqdm bars for the long steps (the MI map, the gradient and activation passes of the scores).
     """
 
     settings: Settings
     seed: int
+    progress: bool = False
     model: nn.Module  # provided by subclasses, with batches and compute_mi_map
     batches: list[Batch]
 
@@ -240,9 +243,18 @@ def mds_candidates(state: PruningState, keep: int, seeds: Sequence[int], matrix:
              for layer in range(m.n_layers)] for s in seeds]
 
 
-def kl_choice(state: PruningState, candidates: Sequence[Sequence[np.ndarray]]) -> tuple[int, list[float]]:
+def kl_choice(state: PruningState, candidates: Sequence[Sequence[np.ndarray]],
+              dims: int | None = None) -> tuple[int, list[float]]:
     """The subsidiary condition (Eq. 2) on the calibration sample: (winner, every KL)."""
-    return selection.choose_by_kl(candidates, lambda keep: state.represent(state.pruned(keep)), state.representation)
+    return selection.choose_by_kl(candidates, lambda keep: state.represent(state.pruned(keep)), state.representation,
+                                  dims)
+
+
+def kl_dims_sensitivity(state: PruningState, candidates: Sequence[Sequence[np.ndarray]],
+                        dims: Sequence[int | None] = (1, 2, 4, 8, 16, None)) -> pd.DataFrame:
+    """:func:`selection.kl_dims_table` for these candidates (each pruned model run once)."""
+    reps = [state.represent(state.pruned(keep)) for keep in candidates]
+    return selection.kl_dims_table(state.representation, reps, dims)
 
 
 def _mds_kl(matrix: str) -> Callable[[PruningState, int, int], list[np.ndarray]]:
@@ -277,17 +289,17 @@ METHODS: dict[str, Method] = {
     "magnitude": Method("U", "weight magnitude of the neuron (the family's norm)",
                         score=_scored("magnitude", lambda s: sc.magnitude_scores(s.model))),
     "taylor": Method("S", "TextPruner first-order Taylor, task loss", GRAD | {"labels"},
-                     score=_scored("taylor", lambda s: sc.taylor_scores(s.model, s.batches))),
+                     score=_scored("taylor", lambda s: sc.taylor_scores(s.model, s.batches, progress=s.progress))),
     "taylor-self": Method("Self-S", "TextPruner Taylor, the model's own predictions", GRAD | {"outputs"},
-                          score=_scored("taylor-self", lambda s: sc.taylor_scores(s.model, s.batches, "self"))),
+                          score=_scored("taylor-self", lambda s: sc.taylor_scores(s.model, s.batches, "self", progress=s.progress))),
     "fisher": Method("S", "Kwon et al. mask Fisher information (no rearrangement or tuning)", GRAD | {"labels"},
-                     score=_scored("fisher", lambda s: sc.fisher_scores(s.model, s.batches))),
+                     score=_scored("fisher", lambda s: sc.fisher_scores(s.model, s.batches, progress=s.progress))),
     "mask-tuning": Method("S", "Kwon et al.: Fisher mask, mask rearrangement, least-squares tuning", GRAD | {"labels"},
                           select_rule=_rearranged_fisher, tune=_least_squares),
     "hfprune": Method("U", "HFPrune entropy-Taylor score", GRAD | {"outputs"},
-                      score=_scored("hfprune", lambda s: sc.token_taylor_scores(s.model, s.batches, "entropy"))),
+                      score=_scored("hfprune", lambda s: sc.token_taylor_scores(s.model, s.batches, "entropy", progress=s.progress))),
     "taylor-ce": Method("S", "first-order Taylor |a·∂CE/∂a| per token (LLM-Pruner's criterion)", GRAD | {"labels"},
-                        score=_scored("taylor-ce", lambda s: sc.token_taylor_scores(s.model, s.batches, "supervised"))),
+                        score=_scored("taylor-ce", lambda s: sc.token_taylor_scores(s.model, s.batches, "supervised", progress=s.progress))),
     "wanda": Method("U", "Wanda: ‖down column‖₁ · ‖activation‖₂", ACTS,
                     score=_scored("wanda", lambda s: sc.wanda_scores(s.model, s.batches))),
     "kcm": Method("U", "KCM's R2D2: kernelised convex-hull rank of down columns × mean-activation rank", ACTS,

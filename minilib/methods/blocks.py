@@ -10,9 +10,13 @@ information transforms little, so it is redundant. Our reading of the rest of th
   measured against the estimator's own ceiling ``I(X_j; X_j)`` (for an RBF kernel it is below
   ``S(X_j)``, chapter 1), so that a block that changes nothing costs exactly 0. A set of blocks
   splits into maximal segments and costs the sum over them.
-* **DPI bound.** The hidden states form a Markov chain, so ``I(X_i; X_j) ≤ min_{i≤k<j} I(X_k; X_{k+1})``
-  and ``c(i, j) ≥ I(X_j; X_j) − min_k m_k`` from single-block MIs alone: an optimistic cost that
-  needs no new MI estimate.
+* **DPI bound.** MI-PRUN reads the hidden states as a Markov chain, which would give
+  ``I(X_i; X_j) ≤ min_{i≤k<j} I(X_k; X_{k+1})`` and ``c(i, j) ≥ I(X_j; X_j) − min_k m_k`` from
+  single-block MIs alone. Sampled token states are not a Markov chain (a block's output at
+  position t depends on every earlier position), and the estimate breaks the bound on some real
+  segments (chapter 7's DPI check, :func:`minilib.experiments.lm_sweep.dpi_check`), so it is a
+  heuristic here, not a bound: only Fast-Block-Select uses it, and
+  :func:`best_by_dynamic_programming` finds the exact optimum of the cost without it.
 * **Fast-Block-Select.** Start from the better of the top-k blocks by MI and the best
   contiguous segment; then repeatedly look at every one-block swap, discard the swaps whose
   DPI bound already costs more than the incumbent, verify the ``verify`` most promising ones
@@ -155,7 +159,10 @@ class BlockMI:
         return mutual_information(a, b, self.alpha).item()
 
     def dpi_bound(self, i: int, j: int) -> float:
-        """The Data Processing Inequality bound ``min_{i≤k<j} I(X_k; X_{k+1}) ≥ I(X_i; X_j)``."""
+        """``min_{i≤k<j} I(X_k; X_{k+1})``: the DPI bound on ``I(X_i; X_j)`` if the states were a Markov chain.
+
+        They are not (module docstring), and the estimates can exceed it: a heuristic, not a guarantee.
+        """
         return float(self.block[i:j].min())
 
     def cost(self, blocks: Sequence[int], bound: bool = False) -> float:
@@ -192,7 +199,7 @@ def fast_block_select(mi: BlockMI, k: int, verify: int = 8, max_rounds: int = 50
         inside = set(best)
         swaps = {tuple(sorted(inside - {b} | {c})) for b in inside for c in range(L) if c not in inside}
         promising = sorted((mi.cost(s, bound=True), s) for s in swaps)
-        promising = [s for b, s in promising if b < best_cost][:verify]  # the DPI bound rules out the rest
+        promising = [s for b, s in promising if b < best_cost][:verify]  # MI-PRUN's DPI pruning (a heuristic here)
         if not promising:
             break
         cand = min(promising, key=mi.cost)

@@ -15,7 +15,7 @@ first; the methods choose among the live ones.
 * :func:`gaussian_kl` and :func:`choose_by_kl`: the subsidiary condition (§3.3.4, Eq. 2). MDS and
   k-means depend on the seed, so ``M`` seeds give ``M`` candidate keep-sets, and the one whose
   pruned model's representation distribution is closest to the original's in KL wins. The paper
-  leaves "representation" open (method notes, decision 8): here it is the sentence representation
+  leaves "representation" open (open decision 8 in the book's introduction): here it is the sentence representation
   the task head reads (BERT's pooler output) over the calibration sentences, modelled as a
   Gaussian, which serves classification and STS-B regression alike.
 """
@@ -25,13 +25,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 from scipy.sparse.linalg import eigsh
 from sklearn.cluster import KMeans
 from sklearn.manifold import MDS
 
 __all__ = ["algorithm1", "calibrate_threshold", "MDS_SOLVERS", "mds_embedding", "kmeans_clusters", "cluster_representatives", "mds_select",
-           "gaussian_kl", "choose_by_kl"]
+           "gaussian_kl", "choose_by_kl", "kl_dims_table"]
 
 
 def _check(similarity: np.ndarray, keep: int, alive: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -179,20 +180,26 @@ def kmeans_clusters(embedding: np.ndarray, k: int, seed: int = 0) -> tuple[np.nd
 
 
 def cluster_representatives(embedding: np.ndarray, keep: int, seed: int = 0) -> np.ndarray:
-    """k-means with ``keep`` clusters; the point nearest each centroid (each at most once) is kept."""
+    """k-means with ``keep`` clusters; returns exactly ``keep`` distinct points, sorted.
+
+    Every non-empty cluster gives its member nearest the centroid (ties: the lowest index). A
+    cluster left empty (k-means does that when points coincide) gives the point nearest its centroid
+    among those not yet kept. Clusters are disjoint, so the first pass never collides, and the second
+    always finds a free point since ``keep`` is at most the number of points.
+    """
     X = np.asarray(embedding, dtype=np.float64)
     labels, centres = kmeans_clusters(X, keep, seed)
-    chosen: list[int] = []
-    for c, centre in enumerate(centres):
-        members = np.flatnonzero(labels == c)
-        if len(members) == 0:  # k-means can leave a cluster empty when points coincide
-            members = np.setdiff1d(np.arange(len(X)), chosen)
-        dist = ((X[members] - centre) ** 2).sum(1)
-        for m in members[np.argsort(dist, kind="stable")]:
-            if m not in chosen:
-                chosen.append(int(m))
-                break
-    return np.sort(np.array(chosen, dtype=int))
+    order = np.argsort(labels, kind="stable")  # members of each cluster, in index order
+    bounds = np.searchsorted(labels[order], np.arange(keep + 1))
+    taken = np.zeros(len(X), bool)
+    for c in range(keep):
+        members = order[bounds[c] : bounds[c + 1]]
+        if len(members):
+            taken[members[np.argmin(((X[members] - centres[c]) ** 2).sum(1))]] = True  # first minimum: lowest index
+    for c in np.flatnonzero(bounds[1:] == bounds[:-1]):  # the empty clusters
+        free = np.flatnonzero(~taken)
+        taken[free[np.argmin(((X[free] - centres[c]) ** 2).sum(1))]] = True
+    return np.flatnonzero(taken)
 
 
 def mds_select(similarity: np.ndarray, keep: int, seed: int = 0, n_components: int = 8, scale: float = 1.0,
@@ -214,41 +221,74 @@ def mds_select(similarity: np.ndarray, keep: int, seed: int = 0, n_components: i
 
 
 def gaussian_kl(z_original: torch.Tensor | np.ndarray, z_pruned: torch.Tensor | np.ndarray,
-                ridge: float = 1e-4) -> float:
+                dims: int | None = None, ridge: float = 1e-9) -> float:
     """KL(N_o ‖ N_p) between Gaussians fitted to two sets of representations (rows = samples), in nats.
 
-    ``ridge`` (times the mean variance of the original) is added to both covariances so that
-    fewer samples than dimensions still give a finite divergence.
+    Both sets are projected on the ``dims`` leading principal axes of the original before the
+    Gaussians are fitted. By default ``dims = min(d, ⌊(n − 1) / 2⌋)`` for n samples of d dimensions:
+    each covariance is then estimated from at least twice as many samples as it has dimensions, so
+    the divergence is finite and set by the data. With n > 2d every axis is kept, the projection is
+    a rotation and the value is the full d-dimensional KL (KL is invariant under an invertible linear
+    map of both). Fitting all d dimensions from n < d samples, as the paper's Eq. 2 reads, gives
+    singular covariances whose regulariser, not the data, would decide the choice among seeds
+    (book, chapter 4). ``ridge`` (times the mean variance of the projected original) only guards the
+    Cholesky factorisation.
     """
     zo = torch.as_tensor(z_original, dtype=torch.float64)
     zp = torch.as_tensor(z_pruned, dtype=torch.float64)
     if zo.ndim != 2 or zo.shape != zp.shape:
         raise ValueError(f"representations must be two (samples × dims) arrays of one shape, got "
                          f"{tuple(zo.shape)} and {tuple(zp.shape)}")
-    if zo.shape[0] < 2:
-        raise ValueError("need at least two samples to fit a Gaussian")
-    d = zo.shape[1]
-    eps = ridge * zo.var(0).mean().clamp(min=1e-12) * torch.eye(d, dtype=torch.float64)
-    mo, mp = zo.mean(0), zp.mean(0)
-    co, cp = torch.cov(zo.T).reshape(d, d) + eps, torch.cov(zp.T).reshape(d, d) + eps
+    n, d = zo.shape
+    if n < 3:
+        raise ValueError(f"need at least 3 samples to fit a Gaussian on a principal axis, got {n}")
+    k = min(d, (n - 1) // 2) if dims is None else int(dims)
+    if not 1 <= k <= min(d, n - 1):
+        raise ValueError(f"dims must be between 1 and min(d, n − 1) = {min(d, n - 1)}, got {dims}")
+    V = torch.linalg.svd(zo - zo.mean(0), full_matrices=False)[2][:k].T  # (d, k) leading principal axes
+    yo, yp = zo @ V, zp @ V
+    eps = ridge * yo.var(0).mean().clamp(min=1e-300) * torch.eye(k, dtype=torch.float64)
+    mo, mp = yo.mean(0), yp.mean(0)
+    co, cp = torch.cov(yo.T).reshape(k, k) + eps, torch.cov(yp.T).reshape(k, k) + eps
     lp = torch.linalg.cholesky(cp)
     trace = torch.cholesky_solve(co, lp).diagonal().sum()
     diff = (mp - mo)[:, None]
     maha = (diff.T @ torch.cholesky_solve(diff, lp)).squeeze()
     logdet = 2 * torch.log(lp.diagonal()).sum() - torch.linalg.slogdet(co)[1]
-    return float(0.5 * (trace + maha - d + logdet))
+    return float(0.5 * (trace + maha - k + logdet))
 
 
 def choose_by_kl(candidates: Sequence[Sequence[np.ndarray]], represent: Callable[[Sequence[np.ndarray]], torch.Tensor],
-                 original: torch.Tensor) -> tuple[int, list[float]]:
+                 original: torch.Tensor, dims: int | None = None) -> tuple[int, list[float]]:
     """The subsidiary condition (Eq. 2): the candidate whose representations are closest in KL.
 
     ``candidates`` are keep-sets (one index array per layer), e.g. from ``M`` seeds of
     :func:`mds_select`; ``represent(keep)`` returns the pruned model's representations of the
-    calibration sample and ``original`` the dense model's. Returns the winner's position and
-    every candidate's KL.
+    calibration sample and ``original`` the dense model's; ``dims`` is passed to :func:`gaussian_kl`.
+    Returns the winner's position and every candidate's KL.
     """
     if not candidates:
         raise ValueError("no candidates to choose from; pass at least one keep-set")
-    kls = [gaussian_kl(original, represent(keep)) for keep in candidates]
+    kls = [gaussian_kl(original, represent(keep), dims) for keep in candidates]
     return int(np.argmin(kls)), kls
+
+
+def kl_dims_table(original: torch.Tensor, representations: Sequence[torch.Tensor],
+                  dims: Sequence[int | None] = (1, 2, 4, 8, 16, None)) -> pd.DataFrame:
+    """How the KL choice among candidates depends on the principal axes kept (:func:`gaussian_kl`).
+
+    One row per entry of ``dims`` that the sample allows (``None``: the default): the axes used, the
+    candidate chosen, whether it is the default's choice, and the Spearman correlation of the
+    candidates' KLs with the default's.
+    """
+    n, d = original.shape
+    default = [gaussian_kl(original, z) for z in representations]
+    rows = []
+    for k in dims:
+        if k is not None and k > min(d, n - 1):
+            continue
+        kls = default if k is None else [gaussian_kl(original, z, k) for z in representations]
+        rows.append({"axes": min(d, (n - 1) // 2) if k is None else k, "default": k is None,
+                     "chosen": int(np.argmin(kls)), "same choice": int(np.argmin(kls)) == int(np.argmin(default)),
+                     "rank corr. with default": float(pd.Series(kls).corr(pd.Series(default), method="spearman"))})
+    return pd.DataFrame(rows)

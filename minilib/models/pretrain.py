@@ -28,7 +28,7 @@ knowledge). So this module builds one, reproducibly, from what the environment h
    BERT learns that from billions of tokens; we have a few million. Without them STS-B and MRPC
    fine-tune no better than from random weights (STS-B Pearson ≈ 20); with the matching prior and
    the overlap label, 400 steps on corrupted pairs alone already lift STS-B to ≈ 78 (measured on
-   this machine while designing the recipe, see the issue notes). The heads are dropped
+   this machine while designing the recipe; chapter 3 shows the dev scores it leads to). The heads are dropped
    afterwards; the pooler they train is kept.
 
 **Known limit: single-sentence sentiment.** Fine-tuned with the paper's recipe, the encoder beats
@@ -50,6 +50,7 @@ the same weights on CPU.
 from __future__ import annotations
 
 import dataclasses
+import json
 import importlib.util
 import os
 import time
@@ -69,7 +70,7 @@ from transformers.models.bert.modeling_bert import BertOnlyMLMHead
 
 from minilib.console import ArgumentParser
 from minilib.data import glue
-from minilib.cache import REPO, atomic_dir, code_revision, read_json, sha256, write_json
+from minilib.cache import REPO, atomic_dir, code_fingerprint, code_revision, data_fingerprint, read_json, sha256, short_hash, write_json
 from minilib.models.bert import bert_tiny_dir, load_tokenizer, offline_encoder_dir, quiet
 
 DEFAULT_LM_DIR = REPO.parent / "shared" / "data" / "lm"
@@ -138,6 +139,26 @@ def corrupt(text: str, level: float, pool: list[str], rng: np.random.Generator, 
     return " ".join(out)
 
 
+def _wiki_files(lm_dir: str | os.PathLike | None = None) -> list[Path]:
+    lm = Path(lm_dir or os.environ.get("MINILIB_LM_DIR") or DEFAULT_LM_DIR)
+    for name in WIKI_FILES:
+        if not (lm / name).is_file():
+            raise FileNotFoundError(f"WikiText-2 file {lm / name} is missing; set MINILIB_LM_DIR to a folder with {name}")
+    return [lm / name for name in WIKI_FILES]
+
+
+def _glue_train_files(glue_data: str | os.PathLike | None = None) -> list[tuple[glue.Task, Path]]:
+    local = glue.glue_dir(glue_data)
+    found = [(task, local / task.folder / "train.tsv") for task in glue.TASKS.values()] if local else []
+    return [(task, path) for task, path in found if path.is_file()]
+
+
+def build_fingerprint(recipe: "Recipe") -> str:
+    """What a build depends on: its recipe, its code and the content of every file it reads (minilib.cache)."""
+    files = _wiki_files() + [path for _, path in _glue_train_files()] + [minilm_dir() / "model.safetensors"]
+    return short_hash(json.dumps([dataclasses.asdict(recipe), code_fingerprint("minilib.models.pretrain"), data_fingerprint(*files)]))
+
+
 def corpus(lm_dir: str | os.PathLike | None = None, glue_data: str | os.PathLike | None = None
            ) -> tuple[list[tuple[str, str | None]], dict[str, str]]:
     """The unlabeled text units and the sha256 of every file they come from.
@@ -147,24 +168,16 @@ def corpus(lm_dir: str | os.PathLike | None = None, glue_data: str | os.PathLike
     pair tasks kept as pairs (``text_b`` is None for single texts). Labels are not read
     into the units; dev files are never opened.
     """
-    lm = Path(lm_dir or os.environ.get("MINILIB_LM_DIR") or DEFAULT_LM_DIR)
     units: list[tuple[str, str | None]] = []
     hashes: dict[str, str] = {}
-    for name in WIKI_FILES:
-        path = lm / name
-        if not path.is_file():
-            raise FileNotFoundError(f"WikiText-2 file {path} is missing; set MINILIB_LM_DIR to a folder with {name}")
+    for name, path in zip(WIKI_FILES, _wiki_files(lm_dir)):
         hashes[f"lm/{name}"] = sha256(path)
         for line in path.read_text(encoding="utf-8").splitlines():
             line = line.strip()
             if line and not line.startswith("="):
                 words = _detokenize(line).split()
                 units += [(" ".join(words[i:i + WIKI_WORDS]), None) for i in range(0, len(words), WIKI_WORDS)]
-    local = glue.glue_dir(glue_data)
-    for task in glue.TASKS.values():
-        path = local / task.folder / "train.tsv" if local else None
-        if path is None or not path.is_file():
-            continue
+    for task, path in _glue_train_files(glue_data):
         hashes[f"glue/{task.folder}/train.tsv"] = sha256(path)
         ds = glue.read_tsv(path, task)
         if "text_b" in ds.column_names:
@@ -271,7 +284,7 @@ def build_offline_encoder(recipe: str | Recipe = "full", out: str | os.PathLike 
     """Build (or return the cached) offline pretrained BERT-tiny; returns its folder.
 
     ``recipe`` is a name in :data:`RECIPES` or a :class:`Recipe`. A folder holding a manifest
-    with the same recipe is reused; one built with another recipe is rebuilt. A partial build
+    with the same fingerprint (:func:`build_fingerprint`: recipe, code, data) is reused; any other is rebuilt. A partial build
     checkpoints every ``checkpoint_every`` steps in ``<out>.partial`` and resumes from there.
     """
     name = recipe if isinstance(recipe, str) else "custom"
@@ -280,8 +293,9 @@ def build_offline_encoder(recipe: str | Recipe = "full", out: str | os.PathLike 
             raise ValueError(f"unknown recipe {recipe!r}; use one of {', '.join(RECIPES)} or pass a Recipe")
         recipe = RECIPES[recipe]
     out = Path(out) if out else offline_encoder_dir(name, cache)
-    if (out / "manifest.json").is_file() and read_json(out / "manifest.json")["recipe"] == dataclasses.asdict(recipe):
-        return out  # built with this recipe; a folder from another recipe is rebuilt (and replaced atomically)
+    fingerprint = build_fingerprint(recipe)
+    if (out / "manifest.json").is_file() and read_json(out / "manifest.json").get("fingerprint") == fingerprint:
+        return out  # built from this recipe, code and data; any other folder is rebuilt (and replaced atomically)
     torch.manual_seed(recipe.seed)
     start, revision = time.perf_counter(), code_revision()
 
@@ -335,7 +349,7 @@ def build_offline_encoder(recipe: str | Recipe = "full", out: str | os.PathLike 
     step, log = 0, []
     if state_file.is_file():
         state = torch.load(state_file, weights_only=False)
-        if state["recipe"] == dataclasses.asdict(recipe):
+        if state.get("fingerprint") == fingerprint:  # a checkpoint of this recipe, code and data
             student.load_state_dict(state["model"])
             opt.load_state_dict(state["opt"])
             sched.load_state_dict(state["sched"])
@@ -388,7 +402,7 @@ def build_offline_encoder(recipe: str | Recipe = "full", out: str | os.PathLike 
             if step % checkpoint_every == 0 and step < recipe.steps:
                 partial.mkdir(parents=True, exist_ok=True)
                 tmp = partial / "state.pt.tmp"
-                torch.save({"recipe": dataclasses.asdict(recipe), "model": student.state_dict(),
+                torch.save({"fingerprint": fingerprint, "model": student.state_dict(),
                             "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step, "log": log}, tmp)
                 os.replace(tmp, state_file)
         epoch += 1
@@ -402,6 +416,7 @@ def build_offline_encoder(recipe: str | Recipe = "full", out: str | os.PathLike 
             "recipe_name": name, "recipe": dataclasses.asdict(recipe), "data_sha256": hashes,
             "units": len(units), "tokens": n_tokens, "log": log, "seconds": round(time.perf_counter() - start, 1),
             "torch": torch.__version__, "transformers": transformers.__version__, "code": revision,
+            "fingerprint": fingerprint,
         })
     if partial.exists():
         for f in partial.iterdir():

@@ -1,0 +1,111 @@
+"""Provenance of cached artefacts and of the committed tables (minilib.cache)."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from minilib import cache
+from minilib.cli import main as cli
+from minilib.data import glue
+from minilib.experiments import finetune
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_fingerprints():
+    cache.code_fingerprint.cache_clear()
+    yield
+    cache.code_fingerprint.cache_clear()
+
+
+def _module(tmp_path, monkeypatch, source: str, name: str = "fp_probe") -> str:
+    (tmp_path / f"{name}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cache.code_fingerprint.cache_clear()
+    return cache.code_fingerprint(name)
+
+
+def test_code_fingerprint_ignores_docstrings_comments_and_layout_but_not_code(tmp_path, monkeypatch):
+    base = _module(tmp_path, monkeypatch, 'def f(x):\n    """Doc."""\n    return x + 1\n')
+    assert _module(tmp_path, monkeypatch, 'def f(x):  # why\n    """Other doc."""\n\n    return x + 1\n') == base
+    assert _module(tmp_path, monkeypatch, 'def f(x):\n    """Doc."""\n    return x + 2\n') != base
+
+
+def test_code_fingerprint_follows_minilib_imports(tmp_path, monkeypatch):
+    """A fine-tune's fingerprint moves when the GLUE module it imports changes, not when plots.py does."""
+    before = cache.code_fingerprint("minilib.experiments.finetune")
+    plots = cache.code_fingerprint("minilib.experiments.plots")
+    edited = tmp_path / "glue.py"
+    edited.write_text(Path(glue.__file__).read_text() + "\nEXTRA = 1\n")
+    real = cache._module_file
+    monkeypatch.setattr(cache, "_module_file", lambda name: edited if name == "minilib.data.glue" else real(name))
+    cache.code_fingerprint.cache_clear()
+    assert cache.code_fingerprint("minilib.experiments.finetune") != before
+    assert cache.code_fingerprint("minilib.experiments.plots") == plots
+    with pytest.raises(ValueError, match="not an importable Python module"):
+        cache.code_fingerprint("no_such_module_here")
+
+
+def test_data_fingerprint_is_the_content(tmp_path):
+    f = tmp_path / "a.tsv"
+    f.write_text("x\t1\n")
+    first = cache.data_fingerprint(f)
+    f.write_text("x\t2\n")
+    assert cache.data_fingerprint(f) != first
+    f.write_text("x\t1\n")  # same content again, new mtime
+    assert cache.data_fingerprint(f) == first
+    folder = cache.data_fingerprint(tmp_path)
+    (tmp_path / "b.tsv").write_text("y\t1\n")
+    assert cache.data_fingerprint(tmp_path) != folder  # a folder counts every file under it
+    (tmp_path / "b.tsv").rename(tmp_path / "c.tsv")
+    assert cache.data_fingerprint(tmp_path) not in (folder, cache.data_fingerprint(f))  # ... by name, too
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        cache.data_fingerprint(tmp_path / "missing.tsv")
+
+
+def test_a_fine_tune_run_is_named_after_its_data_and_code(tmp_path, monkeypatch):
+    data = tmp_path / "glue"
+    shutil.copytree(FIXTURES / "glue" / "SST-2", data / "SST-2")
+    first = finetune.run_dir("sst2", "random", cache=tmp_path / "c", data_dir=data)
+    assert first == finetune.run_dir("sst2", "random", cache=tmp_path / "c", data_dir=data)
+    with open(data / "SST-2" / "train.tsv", "a") as f:
+        f.write("one more sentence\t1\n")
+    assert finetune.run_dir("sst2", "random", cache=tmp_path / "c", data_dir=data) != first
+    monkeypatch.setattr(finetune, "code_fingerprint", lambda *m: "changedcode0")
+    again = finetune.run_dir("sst2", "random", cache=tmp_path / "c", data_dir=data)
+    assert again.parent == first.parent and again.name.startswith("seed0-ep4-") and again != first
+
+
+def test_committed_tables_are_written_from_a_clean_tree_only(tmp_path, monkeypatch):
+    monkeypatch.setattr(cache, "results_dir", lambda: tmp_path / "results")
+    target = tmp_path / "results" / "table.csv"
+    monkeypatch.setattr(cache, "code_revision", lambda: "abc1234+dirty")
+    with pytest.raises(ValueError, match="clean commit only, and the tree is abc1234\\+dirty"):
+        cache.atomic_file(target, lambda p: p.write_text("a,b\n"))
+    assert not target.exists()
+    cache.atomic_file(tmp_path / "elsewhere.csv", lambda p: p.write_text("a,b\n"))  # outside results/: allowed
+    monkeypatch.setattr(cache, "code_revision", lambda: "abc1234")
+    cache.atomic_file(target, lambda p: p.write_text("a,b\n"))
+    assert target.read_text() == "a,b\n"
+
+
+def test_the_sweep_command_refuses_a_dirty_tree_before_any_work(monkeypatch, capsys):
+    monkeypatch.setattr(cache, "code_revision", lambda: "abc1234+dirty")
+    with pytest.raises(SystemExit) as exit_:
+        cli(["sweep", "--tasks", "sst2", "--out", str(cache.results_dir() / "pruning.csv")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the committed tables (results/) are written from a clean commit only") and "Traceback" not in err
+
+
+def test_cache_clear_removes_every_artefact(tmp_path, capsys):
+    (tmp_path / "c" / "mimaps" / "x").mkdir(parents=True)
+    (tmp_path / "c" / "mimaps" / "x" / "m.npz").write_bytes(b"0")
+    (tmp_path / "c" / "top.json").write_text("{}")
+    cli(["cache", "where", "--cache", str(tmp_path / "c")])
+    assert capsys.readouterr().out.strip() == str(tmp_path / "c")
+    cli(["cache", "clear", "--cache", str(tmp_path / "c")])
+    assert capsys.readouterr().out.startswith("removed 2 files")
+    assert list((tmp_path / "c").iterdir()) == []
