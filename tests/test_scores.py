@@ -103,15 +103,38 @@ def test_fisher_sums_squared_per_sample_gradients():
     assert sc.fisher_scores(model, batches)[layer][neuron] == pytest.approx(sum(g * g for g in grads), rel=2e-2)
 
 
-def test_entropy_taylor_uses_tokens_and_skips_padding():
+def _one_by_one(batches, labels: bool = True):
+    """Every sentence of padded batches alone, trimmed to its real tokens."""
+    out = []
+    for b in batches:
+        for i in range(b["input_ids"].shape[0]):
+            n = int(b["attention_mask"][i].sum())
+            one = {"input_ids": b["input_ids"][i:i + 1, :n], "attention_mask": b["attention_mask"][i:i + 1, :n]}
+            out.append({**one, "labels": b["labels"][i:i + 1]} if labels else one)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["entropy", "supervised"])
+def test_token_taylor_of_a_padded_batch_is_that_of_its_sentences_alone(kind):
+    """Padding changes nothing (the score sums over samples): a padded position must contribute 0."""
     model, batches = _model(), _batches()
-    base = sc.token_taylor_scores(model, batches, "entropy")
-    padded = copy.deepcopy(batches)
-    for b in padded:
-        b["input_ids"][0, 5:] = 39  # other ids at padded positions change nothing the score reads
-    again = sc.token_taylor_scores(model, padded, "entropy")
-    assert all(np.allclose(x, y) for x, y in zip(base, again))
-    assert all(np.array_equal(x, y) for x, y in zip(base, sc.token_taylor_scores(model, batches, "entropy")))
+    padded = sc.token_taylor_scores(model, batches, kind)
+    alone = sc.token_taylor_scores(model, _one_by_one(batches), kind)
+    assert all(np.allclose(x, y, rtol=1e-9, atol=0) for x, y in zip(padded, alone))
+    assert all(np.array_equal(x, y) for x, y in zip(padded, sc.token_taylor_scores(model, batches, kind)))
+
+
+def test_token_taylor_on_a_right_padded_decoder_batch(tiny_llama):
+    g = torch.Generator().manual_seed(2)
+    ids = torch.randint(0, 40, (3, 9), generator=g)
+    mask = torch.ones_like(ids)
+    mask[0, 6:], mask[2, 4:] = 0, 0
+    batches = [{"input_ids": ids, "attention_mask": mask}]
+    padded = sc.token_taylor_scores(tiny_llama, batches, "entropy")
+    alone = sc.token_taylor_scores(tiny_llama, _one_by_one(batches, labels=False), "entropy")
+    assert all(np.allclose(x, y, rtol=1e-9, atol=0) for x, y in zip(padded, alone))
+    unmasked = sc.token_taylor_scores(tiny_llama, [{"input_ids": ids, "attention_mask": torch.ones_like(ids)}], "entropy")
+    assert not all(np.allclose(x, y, rtol=1e-6) for x, y in zip(padded, unmasked))  # the padded tokens are real ids
 
 
 def test_label_free_scores_refuse_regression():
