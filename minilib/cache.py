@@ -155,19 +155,25 @@ def _without_docstrings(tree: ast.Module) -> ast.Module:
     return tree
 
 
+# File handling and command-line parsing: they decide where a value is written, never what it is,
+# and every module imports them, so counting them would invalidate every artefact at once.
+_INFRASTRUCTURE = frozenset({"minilib.cache", "minilib.console"})
+
+
 @functools.lru_cache(maxsize=None)
 def code_fingerprint(*modules: str) -> str:
     """12 hex characters that change when the code of ``modules``, or of a minilib module they import, does.
 
     Each file counts by its syntax tree without docstrings, so comments, docstrings and layout do
-    not invalidate an artefact; any change to what the code does does.
+    not invalidate an artefact; any change to what the code does does. ``minilib.cache`` and
+    ``minilib.console`` are left out (:data:`_INFRASTRUCTURE`).
     """
     seen: dict[str, str] = {}
     todo = list(modules)
     while todo:
         name = todo.pop()
         path = _module_file(name)
-        if name in seen or path is None:
+        if name in seen or name in _INFRASTRUCTURE or path is None:
             continue
         tree = ast.parse(path.read_text(), str(path))
         todo += sorted(_minilib_imports(tree, name))

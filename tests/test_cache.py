@@ -44,6 +44,10 @@ def test_code_fingerprint_follows_minilib_imports(tmp_path, monkeypatch):
     cache.code_fingerprint.cache_clear()
     assert cache.code_fingerprint("minilib.experiments.finetune") != before
     assert cache.code_fingerprint("minilib.experiments.plots") == plots
+    edited.write_text(Path(cache.__file__).read_text() + "\nEXTRA = 1\n")  # file handling does not count
+    monkeypatch.setattr(cache, "_module_file", lambda name: edited if name == "minilib.cache" else real(name))
+    cache.code_fingerprint.cache_clear()
+    assert cache.code_fingerprint("minilib.experiments.finetune") == before
     with pytest.raises(ValueError, match="not an importable Python module"):
         cache.code_fingerprint("no_such_module_here")
 
