@@ -183,3 +183,15 @@ def test_subcommand_arguments_are_checked_before_any_expensive_step(capsys, monk
     monkeypatch.setattr(lm, "load_lm", expensive)
     monkeypatch.setenv("MINILIB_CACHE", str(tmp_path))  # no offline encoder here: a fine-tune would fail first
     assert message in _error(capsys, argv)
+
+
+def test_the_installed_console_script_is_the_same_entry_point(tmp_path):
+    """``minilib`` as pyproject.toml installs it (not ``python -m``): its command list and one command."""
+    script = Path(sys.executable).with_name("minilib")
+    if not script.is_file():
+        pytest.skip("minilib is not installed as a console script in this environment (pip install -e .)")
+    done = subprocess.run([str(script), "cache", "where", "--cache", str(tmp_path / "c")], capture_output=True,
+                          text=True, cwd=REPO, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0 and done.stdout.strip() == str(tmp_path / "c"), done.stderr[-500:]
+    listed = subprocess.run([str(script)], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert listed.returncode == 2 and all(f"  {c}" in listed.stdout for c in ("prune", "sweep", "lm", "cache"))

@@ -154,3 +154,36 @@ def test_published_dense_is_the_pruned_fine_tune_only():
     assert not dense.duplicated(["task", "metric"]).any()  # one dense score per task metric
     with pytest.raises(ValueError, match="no rows for init='offline', seed=99"):
         glue_sweep.published_dense(seed=99)
+
+
+def test_the_mi_map_is_cached_per_setting_and_read_back_without_recomputing(runs, monkeypatch):
+    runs, cache = runs
+    run = runs["sst2"]
+    first = glue_sweep.neuron_mi_map(run, fraction=1.0, max_batches=1, cache=cache, progress=False)
+    files = set(Path(cache).glob("mimaps/**/*.npz"))
+
+    def boom(*_a, **_k):
+        raise AssertionError("recomputed a cached MI map")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(glue_sweep.mimap, "compute_mi_map", boom)
+        again = glue_sweep.neuron_mi_map(run, fraction=1.0, max_batches=1, cache=cache, progress=False)
+    assert np.array_equal(first.mi, again.mi) and np.array_equal(first.alive, again.alive)
+    other = glue_sweep.neuron_mi_map(run, fraction=1.0, max_batches=1, alpha=2.0, cache=cache, progress=False)
+    assert len(set(Path(cache).glob("mimaps/**/*.npz")) - files) == 1 and not np.allclose(other.mi, first.mi)
+
+
+def test_the_mi_map_and_the_peers_read_the_same_calibration_sentences(runs):
+    """The MI map's activations and the peers' batches are the same rows of the training set."""
+    import torch
+
+    from minilib.models.hooks import capture_activations
+
+    runs, cache = runs
+    ctx = glue_sweep.Context(runs["stsb"], fraction=0.5, seed=3, cache=cache)
+    mi_rows = glue_sweep.calibration_activations(runs["stsb"], 0.5, seed=3)
+    peer_rows = capture_activations(ctx.model, ctx.batches, "mean")
+    assert mi_rows[0].shape == peer_rows[0].shape
+    for a, b in zip(mi_rows, peer_rows):  # the same multiset of rows (the MI map shuffles them)
+        key = lambda t: t[torch.argsort(t[:, 0] + 1e-3 * t[:, 1])]
+        torch.testing.assert_close(key(a), key(b), atol=1e-5, rtol=1e-4)
