@@ -135,10 +135,23 @@ def entropy_from_spectrum(lam: torch.Tensor, alpha: float) -> torch.Tensor:
     return torch.log2(lam.pow(alpha).sum(-1)) / (1.0 - alpha)
 
 
-def _entropy_normalised(A: torch.Tensor, alpha: float) -> torch.Tensor:
+def _entropy_of_gram(K: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Entropy of a Gram matrix that :func:`_as_gram` has already checked (or a Hadamard product of such)."""
+    A = _trace_normalise(K)
     if alpha == 2.0:  # tr(A²) = ‖A‖_F² for symmetric A: no eigen-decomposition
         return -torch.log2((A * A).sum((-2, -1)))
     return entropy_from_spectrum(torch.linalg.eigvalsh(A), alpha)
+
+
+def _hadamard(mats: list[torch.Tensor]) -> torch.Tensor:
+    """``K1∘K2∘…`` of checked Gram matrices: PSD and symmetric again (Schur product theorem), so not re-checked."""
+    n = {m.shape[-1] for m in mats}
+    if len(n) > 1:
+        raise ValueError(f"Gram matrices come from different sample counts {sorted(n)}; use the same N samples for every variable")
+    H = mats[0]
+    for m in mats[1:]:
+        H = H * m
+    return H
 
 
 def renyi_entropy(K: ArrayLike, alpha: float = 1.01) -> torch.Tensor:
@@ -157,22 +170,15 @@ def renyi_entropy(K: ArrayLike, alpha: float = 1.01) -> torch.Tensor:
     -------
     Tensor of shape ``K.shape[:-2]`` (0-d for one matrix), between 0 and log2 N.
     """
-    alpha = _checks.alpha_order(alpha)
-    return _entropy_normalised(_trace_normalise(_as_gram(K)), alpha)
+    return _entropy_of_gram(_as_gram(K), _checks.alpha_order(alpha))
 
 
 def joint_entropy(*Ks: ArrayLike, alpha: float = 1.01) -> torch.Tensor:
     """Joint entropy ``S_α(A∘B∘…  / tr(A∘B∘…))`` of two or more Gram matrices (§3.4)."""
     if len(Ks) < 2:
         raise ValueError("joint_entropy needs at least two Gram matrices")
-    mats = [_as_gram(K, f"K{i}") for i, K in enumerate(Ks)]
-    n = {m.shape[-1] for m in mats}
-    if len(n) > 1:
-        raise ValueError(f"Gram matrices come from different sample counts {sorted(n)}; use the same N samples for every variable")
-    H = mats[0]
-    for m in mats[1:]:
-        H = H * m
-    return renyi_entropy(H, alpha)
+    alpha = _checks.alpha_order(alpha)
+    return _entropy_of_gram(_hadamard([_as_gram(K, f"K{i}") for i, K in enumerate(Ks)]), alpha)
 
 
 def mutual_information(Kx: ArrayLike, Ky: ArrayLike, alpha: float = 1.01) -> torch.Tensor:
@@ -189,7 +195,8 @@ def mutual_information(Kx: ArrayLike, Ky: ArrayLike, alpha: float = 1.01) -> tor
         raise ValueError(
             f"x has {Kx.shape[-1]} samples but y has {Ky.shape[-1]}; MI needs paired samples of equal length"
         )
-    return renyi_entropy(Kx, alpha) + renyi_entropy(Ky, alpha) - joint_entropy(Kx, Ky, alpha=alpha)
+    alpha = _checks.alpha_order(alpha)  # each matrix checked once, above: the entropies reuse them
+    return _entropy_of_gram(Kx, alpha) + _entropy_of_gram(Ky, alpha) - _entropy_of_gram(_hadamard([Kx, Ky]), alpha)
 
 
 def constant_columns(X: ArrayLike, rtol: float = 1e-12) -> torch.Tensor:
