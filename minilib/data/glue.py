@@ -160,10 +160,10 @@ def load_split(task: Task | str, split: str = "train", data_dir: str | os.PathLi
     task = get_task(task)
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; use one of {SPLITS} (GLUE test labels are not public)")
-    local = glue_dir(data_dir)
     if (path := _local_split(task, split, data_dir)) is not None:
         return read_tsv(path, task)
     if _offline():
+        local = glue_dir(data_dir)
         where = f"{local / task.folder}" if local else "no local GLUE folder (set MINILIB_GLUE_DIR)"
         raise FileNotFoundError(
             f"{task.folder} {split} is not available offline ({where}); get it from the Hub "
