@@ -2,19 +2,19 @@
 #   make book   execute every notebook (PROFILE=quick by default) and build the HTML book
 #   make test   run the test suite (unit tests + every notebook through papermill)
 #   make bench  print the benchmarks (all-pairs MI; fine-tuning vs transformers.Trainer; pruned latency)
-#   make results  regenerate the committed result tables (full profile; a few hours on 2 cores; clean tree only)
+#   make -j2 results  regenerate the committed result tables (full profile; hours on 2 cores; clean tree only)
 #   make clean-cache  delete every cached artefact (fine-tunes, MI maps, sweep cells)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PROFILE ?= quick
 PY := $(VENV)/bin/python
 LEVELS := 0.9 0.8 0.7 0.6 0.5 0.4 0.3 0.2 0.1
-ABLATE := $(PY) -m minilib sweep --init offline --levels 0.8 0.6 0.4 0.2 --methods mi-mds
+ABLATE = OMP_NUM_THREADS=$(THREADS) $(PY) -m minilib sweep --init offline --levels 0.8 0.6 0.4 0.2 --methods mi-mds
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: venv book test bench results clean clean-cache
+.PHONY: venv book test bench results results-tree results-encoder results-ft-offline results-ft-random $(RESULT_STEPS) clean clean-cache
 
 venv: $(VENV)/.installed
 
@@ -45,16 +45,42 @@ bench: venv
 	$(PY) benchmarks/bench_finetune.py
 	$(PY) benchmarks/bench_latency.py  # rewrites results/latency.csv (chapter 5)
 
-results: venv
-	@git diff --quiet HEAD -- || { echo 'error: make results writes the committed tables from a clean commit only; commit or stash the changes first (git status)' >&2; exit 1; }
-	$(PY) -m minilib pretrain --recipe full
-	$(PY) -m minilib finetune --table results/finetune_scores.csv --tasks sst2 stsb mrpc --inits random offline --seeds 0 1 2
-	$(PY) -m minilib sweep --tasks mrpc stsb sst2 --init offline --mds-seeds 20 --levels $(LEVELS) --out results/pruning.csv
+# make -j2 results: two lanes of one thread each (BERT-tiny's small matrices gain little from a
+# second thread, two processes nearly double the throughput). Every step resumes from its cache;
+# the speed table runs last, alone, on every core.
+THREADS ?= 1
+RUN = OMP_NUM_THREADS=$(THREADS) $(PY) -m minilib
+FT_GRID := --tasks sst2 stsb mrpc --seeds 0 1 2
+RESULT_STEPS := results-finetune results-sweep results-lm $(addprefix results-ablation-,alpha reduction mds_seeds fraction)
+
+results: $(RESULT_STEPS)
+	$(PY) -m minilib lm --profile full --source offline --tables speed --out results  # idle machine: every core
+
+$(RESULT_STEPS) results-encoder results-ft-offline results-ft-random: results-tree
+results-tree: venv
+	@git diff --quiet HEAD -- . ':(exclude)results' || { echo 'error: make results writes the committed tables from a clean commit only; commit or stash the changes first (git status)' >&2; exit 1; }
+results-encoder:
+	$(RUN) pretrain --recipe full
+results-ft-offline: results-encoder
+	$(RUN) finetune $(FT_GRID) --inits offline
+results-ft-random:
+	$(RUN) finetune $(FT_GRID) --inits random
+results-finetune: results-ft-offline results-ft-random
+	$(RUN) finetune --table results/finetune_scores.csv $(FT_GRID) --inits random offline
+results-sweep: results-ft-offline
+	$(RUN) sweep --tasks mrpc stsb sst2 --init offline --mds-seeds 20 --levels $(LEVELS) --out results/pruning.csv
+# alpha and mds_seeds reuse the sweep's MI maps, so they wait for it; reduction and fraction (the
+# longest) start once the fine-tunes are there
+results-ablation-alpha: results-sweep
 	$(ABLATE) --tasks mrpc stsb --ablate alpha --values 0.5 1.01 2 4 --out results/ablation-alpha.csv
+results-ablation-reduction: results-ft-offline
 	$(ABLATE) --tasks mrpc stsb --ablate reduction --values mean cls tokens --out results/ablation-reduction.csv
+results-ablation-mds_seeds: results-sweep
 	$(ABLATE) --tasks mrpc stsb --ablate mds_seeds --values 1 5 20 100 --out results/ablation-mds_seeds.csv
+results-ablation-fraction: results-ft-offline
 	$(ABLATE) --tasks mrpc --ablate fraction --values 0.01 0.1 0.5 1 --out results/ablation-fraction.csv
-	$(PY) -m minilib lm --profile full --source offline --out results  # chapter 7 (time it on an idle machine)
+results-lm: results-ft-random
+	$(RUN) lm --profile full --source offline --tables blocks mlp --out results  # chapter 7
 
 clean:
 	rm -rf book/_build book/chapters

@@ -114,11 +114,16 @@ def results_dir() -> Path:
 
 
 def code_revision() -> str:
-    """The git commit of the repository (with ``+dirty`` if it has changes), or ``"unknown"``."""
+    """The git commit of the repository (with ``+dirty`` if it has changes), or ``"unknown"``.
+
+    Changes under ``results/`` do not count: those tables are what a run writes, not what it runs,
+    so the steps of ``make results`` can follow each other at one clean commit.
+    """
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                f":(exclude){results_dir().name}"], cwd=REPO,
                                capture_output=True, text=True, check=True).stdout.strip()
         return rev + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):

@@ -1,6 +1,7 @@
 """Provenance of cached artefacts and of the committed tables (minilib.cache)."""
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -93,6 +94,26 @@ def test_committed_tables_are_written_from_a_clean_tree_only(tmp_path, monkeypat
     monkeypatch.setattr(cache, "code_revision", lambda: "abc1234")
     cache.atomic_file(target, lambda p: p.write_text("a,b\n"))
     assert target.read_text() == "a,b\n"
+
+
+def test_a_changed_result_table_leaves_the_tree_clean_and_changed_code_does_not(tmp_path, monkeypatch):
+    """The steps of ``make results`` write results/ one after another at the same clean commit."""
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "table.csv").write_text("a\n1\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "c")
+    monkeypatch.setattr(cache, "REPO", tmp_path)
+    rev = cache.code_revision()
+    assert len(rev) >= 7 and "+" not in rev
+    (tmp_path / "results" / "table.csv").write_text("a\n2\n")
+    assert cache.code_revision() == rev == cache.require_clean_tree("tables")
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert cache.code_revision() == rev + "+dirty"
 
 
 def test_the_sweep_command_refuses_a_dirty_tree_before_any_work(monkeypatch, capsys):

@@ -171,7 +171,7 @@ def test_an_interrupted_save_leaves_the_old_output_untouched(folders, tmp_path, 
     (["sweep", "--tasks", "cola", "--init", "offline"], "unknown GLUE task 'cola'"),
     (["sweep", "--ablate", "reduction", "--values", "max"], "--values for reduction must be mean, cls or tokens"),
     (["lm", "--tables", "nope", "--profile", "quick"], "unknown tables"),
-    (["finetune"], "give --task (one run) or --table"),
+    (["finetune"], "give --task (one run), --tasks (runs) or --table"),
 ])
 def test_subcommand_arguments_are_checked_before_any_expensive_step(capsys, monkeypatch, tmp_path, argv, message):
     import minilib.experiments.finetune as ft
@@ -183,6 +183,24 @@ def test_subcommand_arguments_are_checked_before_any_expensive_step(capsys, monk
     monkeypatch.setattr(lm, "load_lm", expensive)
     monkeypatch.setenv("MINILIB_CACHE", str(tmp_path))  # no offline encoder here: a fine-tune would fail first
     assert message in _error(capsys, argv)
+
+
+def test_finetune_tasks_without_a_table_runs_the_grid_into_the_cache(capsys, monkeypatch, tmp_path):
+    """``make -j2 results`` caches the random-init runs in one lane and writes the table in another."""
+    import minilib.experiments.finetune as ft
+
+    runs = []
+
+    def fake(task, init, seed, *_a):
+        runs.append((task, init, seed))
+        out = tmp_path / f"{task}-{init}-{seed}"
+        out.mkdir()
+        (out / "result.json").write_text('{"dev": {"f1": 1.0}}')
+        return out
+    monkeypatch.setattr(ft, "finetune", fake)
+    cli.main(["finetune", "--tasks", "mrpc", "stsb", "--inits", "random", "--seeds", "0", "1"])
+    assert runs == [("mrpc", "random", 0), ("mrpc", "random", 1), ("stsb", "random", 0), ("stsb", "random", 1)]
+    assert capsys.readouterr().out.count("{'f1': 1.0}") == 4
 
 
 def test_the_installed_console_script_is_the_same_entry_point(tmp_path):

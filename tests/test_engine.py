@@ -1,6 +1,8 @@
 """The one sweep engine: cached choices and evaluations, identical choices evaluated once, resumption;
 and chapter 7's two sweeps on it, on a tiny Llama."""
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -83,10 +85,21 @@ def test_mlp_sweep_runs_every_method_and_resumes_from_its_cells(setup):
 
 
 def test_block_sweep_removes_the_chosen_blocks(setup):
-    table = lm_sweep.block_sweep(setup, [1, 2], methods=("block-influence", "mi-prun", "random"), trials=2,
-                                 progress=False)
-    assert len(table) == 2 * (1 + 1 + 2)
+    table = lm_sweep.block_sweep(setup, [1, 2], methods=("block-influence", "mi-prun", "mi-prun-fbs", "random"),
+                                 trials=2, progress=False)
+    assert len(table) == 2 * (1 + 1 + 1 + 2)
     assert all(len(b.split()) == k for b, k in zip(table.blocks, table.blocks_removed))
+    assert all(c == setup.mi.cost([int(b) for b in s.split()]) for s, c in zip(table.blocks, table.mi_cost))
+    # MI-PRUN is the exact optimum of its cost: no set of k blocks costs less, FBS included
+    for k in (1, 2):
+        brute = min(itertools.combinations(range(setup.mi.n_blocks), k), key=setup.mi.cost)
+        assert table.query(f"method == 'mi-prun' and blocks_removed == {k}").mi_cost.item() == \
+            pytest.approx(setup.mi.cost(brute), abs=1e-12)
+    gap = lm_sweep.search_gap(table)
+    assert gap.index.tolist() == [1, 2] and (gap.cost_gap >= -1e-12).all()
+    assert (gap.same_set == (gap.blocks_exact == gap.blocks_fbs)).all()
+    with pytest.raises(ValueError, match="mi-prun-fbs"):
+        lm_sweep.search_gap(table[table.method != "mi-prun-fbs"])
     with pytest.raises(ValueError, match="unknown block method"):
         lm_sweep.block_sweep(setup, [1], methods=("nope",), progress=False)
 

@@ -244,18 +244,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--max-train", type=int, help="fine-tune on a random subset of this size")
     parser.add_argument("--recipe", default="full", help="offline encoder recipe (full or quick)")
-    parser.add_argument("--table", help="write the dev-score table (tasks × inits) to this CSV instead")
-    parser.add_argument("--tasks", nargs="+", default=["sst2", "stsb", "mrpc"])
+    parser.add_argument("--table", help="write the dev-score table (--tasks × --inits × --seeds) to this CSV")
+    parser.add_argument("--tasks", nargs="+", help="the runs of --table, or without it runs to cache "
+                        "(default with --table: sst2 stsb mrpc)")
     parser.add_argument("--inits", nargs="+", default=["random", "offline"])
     args = parser.parse_args(argv)
     if args.table:
         check_output(args.table)  # a committed table from a dirty tree is refused before any fine-tune
-        table = score_table(args.tasks, args.inits, args.seeds, args.recipe)
+        table = score_table(args.tasks or ["sst2", "stsb", "mrpc"], args.inits, args.seeds, args.recipe)
         atomic_file(Path(args.table), lambda p: table.to_csv(p, index=False))
         print(table.to_string(index=False))
-    elif args.task:
-        out = finetune(args.task, args.init, args.seed, args.epochs, args.max_train, args.recipe)
-        print(out, read_json(out / "result.json")["dev"])
+    elif args.task or args.tasks:  # one run, or a grid cached for a later --table (make -j2 results)
+        for task, init, seed in ([(args.task, args.init, args.seed)] if args.task else
+                                 [(t, i, s) for t in args.tasks for i in args.inits for s in args.seeds]):
+            out = finetune(task, init, seed, args.epochs, args.max_train, args.recipe)
+            print(out, read_json(out / "result.json")["dev"])
     else:
-        parser.error("give --task (one run) or --table (the score table)")
+        parser.error("give --task (one run), --tasks (runs) or --table (the score table)")
 

@@ -31,10 +31,10 @@ from minilib.cache import cell as cached_cell
 from minilib.experiments import engine
 from minilib.experiments.profile import select
 
-BLOCK_METHODS = ("mi-prun", "mi-prun-exact", "block-influence", "angular", "random")
+BLOCK_METHODS = ("mi-prun", "mi-prun-fbs", "block-influence", "angular", "random")
 MLP_METHODS = ("hfprune", "taylor-ce", "magnitude", "wanda", "random")
 
-__all__ = ["BLOCK_METHODS", "MLP_METHODS", "settings", "Setup", "prepare", "choose_blocks", "block_sweep",
+__all__ = ["BLOCK_METHODS", "MLP_METHODS", "settings", "Setup", "prepare", "choose_blocks", "block_sweep", "search_gap",
            "keep_ratio", "prune_mlp", "mlp_sweep", "speed", "run_all", "summarize", "dpi_check", "dpi_summary", "timings", "at_levels"]
 
 
@@ -104,10 +104,10 @@ def prepare(profile: str = "quick", source: str = "auto", cache: str | os.PathLi
 def choose_blocks(setup: Setup, method: str, k: int, trial: int = 0) -> list[int]:
     """The ``k`` blocks a method removes (``trial`` seeds the random choice)."""
     n = setup.model.config.num_hidden_layers
-    if method == "mi-prun":
-        return blocks.fast_block_select(setup.mi, k)
-    if method == "mi-prun-exact":
+    if method == "mi-prun":  # the exact optimum of MI-PRUN's cost (module docstring of blocks)
         return blocks.best_by_dynamic_programming(setup.mi, k)
+    if method == "mi-prun-fbs":
+        return blocks.fast_block_select(setup.mi, k)
     if method == "block-influence":
         return sorted(np.argsort(blocks.block_influence(setup.states), kind="stable")[:k].tolist())
     if method == "angular":
@@ -120,7 +120,12 @@ def choose_blocks(setup: Setup, method: str, k: int, trial: int = 0) -> list[int
 
 def block_sweep(setup: Setup, n_blocks: list[int], methods=BLOCK_METHODS, trials: int = 3,
                 progress: bool = True) -> pd.DataFrame:
-    """Perplexity after removing ``k`` blocks, for every method and k (random: ``trials`` draws)."""
+    """Perplexity after removing ``k`` blocks, for every method and k (random: ``trials`` draws).
+
+    ``mi_cost`` is every chosen set's cost under MI-PRUN's objective (bits, :meth:`BlockMI.cost`),
+    so a table shows both how well each method does on that cost and whether the cost predicts
+    perplexity.
+    """
     dense = setup.dense_perplexity()
     cells = [engine.Cell(m, k, t) for k in n_blocks for m in methods for t in range(trials if m == "random" else 1)]
     records = engine.run(cells, lambda c: choose_blocks(setup, c.method, c.level, c.trial),
@@ -128,9 +133,26 @@ def block_sweep(setup: Setup, n_blocks: list[int], methods=BLOCK_METHODS, trials
                          lambda model: {"perplexity": setup.perplexity(model)}, setup.folder / "blocks",
                          lambda _c, chosen: "-".join(map(str, chosen)), progress, "block pruning")
     return pd.DataFrame([{"method": r["cell"].method, "blocks_removed": r["cell"].level, "trial": r["cell"].trial,
-                          "blocks": " ".join(map(str, r["choice"])), "perplexity": r["metrics"]["perplexity"],
-                          "dense_perplexity": dense, "select_seconds": r["select_seconds"],
+                          "blocks": " ".join(map(str, r["choice"])), "mi_cost": setup.mi.cost(r["choice"]),
+                          "perplexity": r["metrics"]["perplexity"], "dense_perplexity": dense, "select_seconds": r["select_seconds"],
                           "eval_seconds": r["eval_seconds"]} for r in records])
+
+
+def search_gap(table: pd.DataFrame) -> pd.DataFrame:
+    """Per number of blocks removed: Fast-Block-Select (``mi-prun-fbs``) against the exact optimum
+    (``mi-prun``) of the same cost, from a :func:`block_sweep` table holding both.
+
+    ``cost_gap`` (bits) is FBS's cost minus the optimum's, 0 where it found the optimum.
+    """
+    missing = {"mi-prun", "mi-prun-fbs"} - set(table.method)
+    if missing:
+        raise ValueError(f"the table has no {sorted(missing)} rows; run block_sweep with both MI-PRUN searches")
+    dp, fbs = (table[table.method == m].set_index("blocks_removed") for m in ("mi-prun", "mi-prun-fbs"))
+    out = pd.DataFrame({"blocks_exact": dp.blocks, "blocks_fbs": fbs.blocks, "cost_exact": dp.mi_cost,
+                        "cost_fbs": fbs.mi_cost, "perplexity_exact": dp.perplexity, "perplexity_fbs": fbs.perplexity})
+    out["cost_gap"] = out.cost_fbs - out.cost_exact
+    out["same_set"] = out.blocks_exact == out.blocks_fbs
+    return out.dropna()
 
 
 def keep_ratio(scores: list[np.ndarray], ratio: float) -> list[np.ndarray]:
@@ -175,7 +197,7 @@ def speed(setup: Setup, n_blocks=(2, 4, 6), ratios=(0.2, 0.3, 0.5), repeats: int
     window = {"input_ids": setup.eval_windows[:1]}
     models = {("dense", 0.0): setup.model}
     for k in n_blocks:
-        models[("blocks", k)] = blocks.remove_blocks(setup.model, blocks.fast_block_select(setup.mi, k))
+        models[("blocks", k)] = blocks.remove_blocks(setup.model, blocks.best_by_dynamic_programming(setup.mi, k))
     for r in ratios:
         models[("mlp", r)] = prune_mlp(setup.model, keep_ratio(magnitude_scores(setup.model), r))
     times: dict = {key: [] for key in models}

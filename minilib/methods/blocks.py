@@ -10,17 +10,19 @@ information transforms little, so it is redundant. Our reading of the rest of th
   measured against the estimator's own ceiling ``I(X_j; X_j)`` (for an RBF kernel it is below
   ``S(X_j)``, chapter 1), so that a block that changes nothing costs exactly 0. A set of blocks
   splits into maximal segments and costs the sum over them.
-* **DPI bound.** MI-PRUN reads the hidden states as a Markov chain, which would give
-  ``I(X_i; X_j) ≤ min_{i≤k<j} I(X_k; X_{k+1})`` and ``c(i, j) ≥ I(X_j; X_j) − min_k m_k`` from
-  single-block MIs alone. Sampled token states are not a Markov chain (a block's output at
-  position t depends on every earlier position), and the estimate breaks the bound on some real
-  segments (chapter 7's DPI check, :func:`minilib.experiments.lm_sweep.dpi_check`), so it is a
-  heuristic here, not a bound: only Fast-Block-Select uses it, and
-  :func:`best_by_dynamic_programming` finds the exact optimum of the cost without it.
-* **Fast-Block-Select.** Start from the better of the top-k blocks by MI and the best
-  contiguous segment; then repeatedly look at every one-block swap, discard the swaps whose
-  DPI bound already costs more than the incumbent, verify the ``verify`` most promising ones
-  with their real segment MIs, and move while the real cost falls.
+* **The search.** A set of ``k`` blocks is chosen by the exact minimum of that cost,
+  :func:`best_by_dynamic_programming` over (blocks decided, blocks removed), which needs the
+  O(L·k) segment MIs of runs up to ``k`` long: a few seconds at 30 blocks. This is MI-PRUN's
+  default here (method ``mi-prun`` in chapter 7).
+* **Fast-Block-Select** (method ``mi-prun-fbs``), the abstract's search, is kept beside it as a
+  heuristic with its measured gap (chapter 7). It starts from the better of the top-k blocks by
+  MI and the best contiguous segment, then repeatedly looks at every one-block swap, discards the
+  swaps whose DPI bound ``c(i, j) ≥ I(X_j; X_j) − min_{i≤k<j} I(X_k; X_{k+1})`` already costs more
+  than the incumbent, verifies the ``verify`` most promising ones with their real segment MIs, and
+  moves while the real cost falls. That bound would hold for a Markov chain of states; sampled
+  token states are not one (a block's output at position t depends on every earlier position),
+  and the estimate breaks it on some real segments (chapter 7's DPI check,
+  :func:`minilib.experiments.lm_sweep.dpi_check`), so a swap it discards may have been better.
 
 Peers: ShortGPT's Block Influence ``BI_ℓ = 1 − E cos(X_ℓ, X_{ℓ+1})`` (drop the lowest),
 Gromov et al.'s angular distance ``arccos(cos(X_ℓ, X_{ℓ+n}))/π`` (drop the contiguous ``n``
@@ -188,7 +190,7 @@ def _check_k(k: int, n_blocks: int) -> None:
 
 
 def fast_block_select(mi: BlockMI, k: int, verify: int = 8, max_rounds: int = 50) -> list[int]:
-    """MI-PRUN's Fast-Block-Select (our reading, see the module docstring): ``k`` blocks to remove."""
+    """MI-PRUN's Fast-Block-Select (our reading; a heuristic, see the module docstring): ``k`` blocks to remove."""
     L = mi.n_blocks
     _check_k(k, L)
     by_mi = sorted(np.argsort(-mi.block, kind="stable")[:k].tolist())
@@ -210,7 +212,7 @@ def fast_block_select(mi: BlockMI, k: int, verify: int = 8, max_rounds: int = 50
 
 
 def best_by_dynamic_programming(mi: BlockMI, k: int) -> list[int]:
-    """The exact minimum-cost set of ``k`` blocks (a check on the search; needs O(L·k) segment MIs).
+    """MI-PRUN's search: the exact minimum-cost set of ``k`` blocks (needs O(L·k) segment MIs).
 
     State ``(p, r)``: blocks ``0 … p−1`` are decided, ``r`` of them removed, and block ``p−1`` is
     kept (or ``p = 0``), so a new run of removed blocks may start at ``p``.
