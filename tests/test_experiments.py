@@ -98,6 +98,7 @@ def test_every_method_keeps_its_own_neurons(runs):
     for m, score in direct.items():
         assert keep[m] == [sorted(np.argsort(-s, kind="stable")[:51].tolist()) for s in score], m
     assert keep["random"] != keep["magnitude"] and keep["mi-mds"] != keep["mi-alg1"]
+    assert keep["mi-mds-wanda"] != keep["mi-mds"] and keep["mi-mds-wanda"] != keep["wanda"]
 
 
 @pytest.mark.parametrize("kwargs, message", [

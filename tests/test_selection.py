@@ -85,6 +85,19 @@ def test_cluster_representatives_are_distinct_and_central():
     assert len(set(selection.cluster_representatives(np.zeros((5, 2)), 3))) == 3  # coinciding points
 
 
+@pytest.mark.filterwarnings("ignore:Number of distinct clusters")
+def test_with_importance_each_cluster_keeps_its_most_important_member():
+    X = np.array([[0.0], [0.1], [0.2], [10.0], [10.1], [10.2]])
+    importance = np.array([0.5, 0.1, 0.9, 3.0, 3.0, 1.0])
+    assert selection.cluster_representatives(X, 2, seed=0, importance=importance).tolist() == [2, 3]  # tie: lowest
+    with pytest.raises(ValueError, match="one score per point"):
+        selection.cluster_representatives(X, 2, importance=importance[:5])
+    S = np.eye(6)
+    alive = np.array([True, True, False, True, True, True])  # mds_select hands the live neurons' scores on
+    kept = selection.mds_select(S, 2, embedding=np.delete(X, 2, axis=0), alive=alive, importance=importance)
+    assert kept.tolist() == [0, 3]
+
+
 def test_cluster_representatives_fill_an_empty_cluster_without_losing_a_singleton(monkeypatch):
     """An empty cluster whose centroid sits on a singleton cluster's only point: exactly k stay kept."""
     X = np.array([[0.0], [0.1], [0.2], [5.0], [9.0]])

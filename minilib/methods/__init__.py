@@ -233,13 +233,18 @@ def _scored(name: str, compute: Callable[[PruningState], sc.Scores]) -> Callable
     return lambda state, _seed: state.cached(name, lambda: compute(state))
 
 
-def mds_candidates(state: PruningState, keep: int, seeds: Sequence[int], matrix: str = "mi") -> list[list[np.ndarray]]:
+def mds_candidates(state: PruningState, keep: int, seeds: Sequence[int], matrix: str = "mi",
+                   importance: str | None = None) -> list[list[np.ndarray]]:
     """One keep-set per layer for every seed: MDS + k-means (§3.3.3) on a similarity map.
 
     ``matrix`` is ``"mi"`` (the state's widths), ``"mi-scott"`` (Scott's widths) or ``"pcc"`` (|Pearson r|).
+    ``importance`` names a score-based method whose scores pick each cluster's kept member
+    (default: the member nearest the centroid, as in the paper).
     """
     m, S = state.similarity(matrix)
-    return [[selection.mds_select(S[layer], keep, s, alive=m.alive[layer], embedding=state.embedding(matrix, layer, s))
+    weights = METHODS[importance].score(state, 0) if importance else [None] * m.n_layers
+    return [[selection.mds_select(S[layer], keep, s, alive=m.alive[layer], embedding=state.embedding(matrix, layer, s),
+                                  importance=weights[layer])
              for layer in range(m.n_layers)] for s in seeds]
 
 
@@ -257,10 +262,11 @@ def kl_dims_sensitivity(state: PruningState, candidates: Sequence[Sequence[np.nd
     return selection.kl_dims_table(state.representation, reps, dims)
 
 
-def _mds_kl(matrix: str) -> Callable[[PruningState, int, int], list[np.ndarray]]:
+def _mds_kl(matrix: str, importance: str | None = None) -> Callable[[PruningState, int, int], list[np.ndarray]]:
     """The proposed pipeline: M seeds of MDS + k-means, the candidate closest in KL kept."""
     def select(state: PruningState, keep: int, seed: int) -> list[np.ndarray]:
-        candidates = mds_candidates(state, keep, [seed * 100_003 + s for s in range(state.settings.mds_seeds)], matrix)
+        candidates = mds_candidates(state, keep, [seed * 100_003 + s for s in range(state.settings.mds_seeds)], matrix,
+                                    importance)
         return candidates[kl_choice(state, candidates)[0]]
     return select
 
@@ -309,6 +315,9 @@ METHODS: dict[str, Method] = {
     "mi-mds": Method("U", "proposed: MDS + k-means on the MI map, KL among M seeds", ACTS, select_rule=_mds_kl("mi")),
     "mi-mds-scott": Method("U", "the proposed pipeline with Scott's widths (Fig. 3)", ACTS,
                            select_rule=_mds_kl("mi-scott")),
+    # beyond the paper: MI clusters say which neurons are redundant, Wanda which member of each matters
+    "mi-mds-wanda": Method("U", "MI clusters (MDS + k-means), each cluster's highest-Wanda member, KL among M seeds",
+                           ACTS, select_rule=_mds_kl("mi", importance="wanda")),
 }
 
 

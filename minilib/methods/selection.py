@@ -179,23 +179,31 @@ def kmeans_clusters(embedding: np.ndarray, k: int, seed: int = 0) -> tuple[np.nd
     return km.labels_, km.cluster_centers_
 
 
-def cluster_representatives(embedding: np.ndarray, keep: int, seed: int = 0) -> np.ndarray:
+def cluster_representatives(embedding: np.ndarray, keep: int, seed: int = 0,
+                            importance: np.ndarray | None = None) -> np.ndarray:
     """k-means with ``keep`` clusters; returns exactly ``keep`` distinct points, sorted.
 
-    Every non-empty cluster gives its member nearest the centroid (ties: the lowest index). A
-    cluster left empty (k-means does that when points coincide) gives the point nearest its centroid
-    among those not yet kept. Clusters are disjoint, so the first pass never collides, and the second
-    always finds a free point since ``keep`` is at most the number of points.
+    Every non-empty cluster gives its member nearest the centroid (the paper), or with
+    ``importance`` (one score per point, higher = more important) its most important member: the
+    clusters say which neurons are redundant with each other, the score which of them matters
+    (ties: the lowest index). A cluster left empty (k-means does that when points coincide) gives
+    the point nearest its centroid among those not yet kept. Clusters are disjoint, so the first
+    pass never collides, and the second always finds a free point since ``keep`` is at most the
+    number of points.
     """
     X = np.asarray(embedding, dtype=np.float64)
+    if importance is not None and np.shape(importance) != (len(X),):
+        raise ValueError(f"importance has shape {np.shape(importance)}; give one score per point ({len(X)})")
     labels, centres = kmeans_clusters(X, keep, seed)
     order = np.argsort(labels, kind="stable")  # members of each cluster, in index order
     bounds = np.searchsorted(labels[order], np.arange(keep + 1))
     taken = np.zeros(len(X), bool)
     for c in range(keep):
         members = order[bounds[c] : bounds[c + 1]]
-        if len(members):
-            taken[members[np.argmin(((X[members] - centres[c]) ** 2).sum(1))]] = True  # first minimum: lowest index
+        if len(members):  # argmin/argmax take the first extremum: the lowest index
+            best = np.argmin(((X[members] - centres[c]) ** 2).sum(1)) if importance is None \
+                else np.argmax(np.asarray(importance)[members])
+            taken[members[best]] = True
     for c in np.flatnonzero(bounds[1:] == bounds[:-1]):  # the empty clusters
         free = np.flatnonzero(~taken)
         taken[free[np.argmin(((X[free] - centres[c]) ** 2).sum(1))]] = True
@@ -203,11 +211,14 @@ def cluster_representatives(embedding: np.ndarray, keep: int, seed: int = 0) -> 
 
 
 def mds_select(similarity: np.ndarray, keep: int, seed: int = 0, n_components: int = 8, scale: float = 1.0,
-               alive: np.ndarray | None = None, embedding: np.ndarray | None = None) -> np.ndarray:
+               alive: np.ndarray | None = None, embedding: np.ndarray | None = None,
+               importance: np.ndarray | None = None) -> np.ndarray:
     """The clustering variant (§3.3.3) on the live neurons; returns the kept indices.
 
     ``embedding`` may pass in the MDS coordinates of the live neurons (:func:`mds_embedding` of
     their block with the same ``seed``), so that several keep counts share one MDS fit.
+    ``importance`` (one score per neuron of the block) keeps each cluster's most important member
+    instead of the one nearest its centroid (:func:`cluster_representatives`).
     """
     S, alive = _check(similarity, keep, alive)
     live = np.flatnonzero(alive)
@@ -217,7 +228,8 @@ def mds_select(similarity: np.ndarray, keep: int, seed: int = 0, n_components: i
         embedding = mds_embedding(S[np.ix_(live, live)], n_components, scale, seed)
     elif len(embedding) != len(live):
         raise ValueError(f"embedding has {len(embedding)} rows for {len(live)} live neurons")
-    return _with_dead(live[cluster_representatives(embedding, keep, seed)], alive, keep)
+    weights = None if importance is None else np.asarray(importance)[live]
+    return _with_dead(live[cluster_representatives(embedding, keep, seed, weights)], alive, keep)
 
 
 def gaussian_kl(z_original: torch.Tensor | np.ndarray, z_pruned: torch.Tensor | np.ndarray,
