@@ -74,6 +74,9 @@ def test_mlp_sweep_runs_every_method_and_resumes_from_its_cells(setup):
                                progress=False)
     assert len(table) == 2 * (1 + 1 + 2) and set(table.ratio) == {0.25, 0.5}
     assert set(table.kept_per_block) == {9, 6} and (table.perplexity > 0).all()
+    blocks_t = lm_sweep.block_sweep(setup, [1], methods=("mi-prun",), progress=False)
+    t = lm_sweep.timings({"blocks": blocks_t.assign(wall_seconds=1.0), "mlp": table.assign(wall_seconds=2.0)})
+    assert t["hfprune scores (s)"] == table[table.method == "hfprune"].select_seconds.max()  # the sweep's own columns
     assert table.dense_perplexity.nunique() == 1
     expected = lm_sweep.keep_ratio(lm_sweep.METHODS["hfprune"].score(setup.state, 0), 0.5)
     cell = setup.folder / "mlp" / "choices" / "hfprune" / "6-t0.json"
@@ -123,7 +126,7 @@ def test_timings_read_the_committed_tables():
 
     blocks_t = pd.DataFrame({"method": ["mi-prun", "mi-prun", "random"], "select_seconds": [5.0, 0.1, 0.0],
                              "eval_seconds": [1.0, 2.0, 3.0], "wall_seconds": [9.0] * 3})
-    mlp_t = pd.DataFrame({"method": ["hfprune", "magnitude"], "score_seconds": [4.0, 0.5], "wall_seconds": [7.0] * 2})
+    mlp_t = pd.DataFrame({"method": ["hfprune", "magnitude"], "select_seconds": [4.0, 0.5], "wall_seconds": [7.0] * 2})
     t = lm_sweep.timings({"blocks": blocks_t, "mlp": mlp_t})
     assert t["MI-PRUN: states + block MIs + search, first call (s)"] == 5.0
     assert t["block cell evaluation, median (s)"] == 2.0 and t["hfprune scores (s)"] == 4.0
