@@ -41,6 +41,12 @@ def cache_dir(cache: str | os.PathLike | None = None) -> Path:
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_dir(target: Path) -> Iterator[Path]:
     """Yield a temporary folder that replaces ``target`` only if the block finishes."""
@@ -48,6 +54,7 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         yield tmp
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would make the result private to its writer
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
@@ -68,6 +75,7 @@ def atomic_file(target: Path, write: Callable[[Path], Any]) -> Path:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would make the result private to its writer
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):

@@ -1,5 +1,6 @@
 """Provenance of cached artefacts and of the committed tables (minilib.cache)."""
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -94,6 +95,17 @@ def test_committed_tables_are_written_from_a_clean_tree_only(tmp_path, monkeypat
     monkeypatch.setattr(cache, "code_revision", lambda: "abc1234")
     cache.atomic_file(target, lambda p: p.write_text("a,b\n"))
     assert target.read_text() == "a,b\n"
+
+
+def test_atomic_writes_get_the_usual_permissions(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        f = cache.atomic_file(tmp_path / "t.csv", lambda p: p.write_text("a\n"))
+        with cache.atomic_dir(tmp_path / "d") as d:
+            (d / "x").write_text("x")
+    finally:
+        os.umask(mask)
+    assert f.stat().st_mode & 0o777 == 0o644 and (tmp_path / "d").stat().st_mode & 0o777 == 0o755
 
 
 def test_a_changed_result_table_leaves_the_tree_clean_and_changed_code_does_not(tmp_path, monkeypatch):
