@@ -14,7 +14,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: venv book test bench results results-tree results-encoder results-ft-offline results-ft-random $(RESULT_STEPS) clean clean-cache
+.PHONY: venv book test bench results clean clean-cache
 
 venv: $(VENV)/.installed
 
@@ -45,13 +45,15 @@ bench: venv
 	$(PY) benchmarks/bench_finetune.py
 	$(PY) benchmarks/bench_latency.py  # rewrites results/latency.csv (chapter 5)
 
-# make -j2 results: two lanes of one thread each (BERT-tiny's small matrices gain little from a
-# second thread, two processes nearly double the throughput). Every step resumes from its cache;
-# the speed table runs last, alone, on every core.
+# make -j2 results: two lanes of one thread each; every step resumes from its cache, and the speed
+# table runs last, alone, on every core. On the book's 2-vCPU machine the two lanes each ran at
+# about half the speed of a lone one-thread process, so -j2 gained nothing measurable there;
+# `make results THREADS=2` runs the same steps one after another.
 THREADS ?= 1
 RUN = OMP_NUM_THREADS=$(THREADS) $(PY) -m minilib
 FT_GRID := --tasks sst2 stsb mrpc --seeds 0 1 2
 RESULT_STEPS := results-finetune results-sweep results-lm $(addprefix results-ablation-,alpha reduction mds_seeds fraction)
+.PHONY: results-tree results-encoder results-ft-offline results-ft-random $(RESULT_STEPS)
 
 results: $(RESULT_STEPS)
 	$(PY) -m minilib lm --profile full --source offline --tables speed --out results  # idle machine: every core

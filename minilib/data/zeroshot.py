@@ -204,9 +204,9 @@ def evaluate(model: torch.nn.Module, tokenizer, tasks: Sequence[str] = tuple(TAS
 
     configs = [task_config(t, limit, seed, data_dir, cache) for t in tasks]  # every name and file checked first
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(next(model.parameters()).device))
+    # bootstrap_iters > 0 turns stderr on: closed form for accuracies, 1,000 draws for LAMBADA's perplexity
     out = simple_evaluate(lm, tasks=[ConfigurableTask(config=c) for c in configs], num_fewshot=0,
-                          log_samples=False, bootstrap_iters=1000, verbosity="ERROR")  # stderr: closed form
-    # for accuracies; the bootstrap only for LAMBADA's perplexity
+                          log_samples=False, bootstrap_iters=1000, verbosity="ERROR")
     rows = []
     for name in tasks:
         res = out["results"][name]
