@@ -37,9 +37,9 @@ def activations(model_name: str, tokens: int) -> tuple[list[torch.Tensor], str]:
     else:
         from transformers import AutoTokenizer, BertModel
 
-        from minilib.models.pretrain import minilm_dir
+        from minilib.models.bert import minilm_dir
 
-        model, tok = BertModel.from_pretrained(minilm_dir()).eval(), AutoTokenizer.from_pretrained(minilm_dir())
+        model, tok = BertModel.from_pretrained(minilm_dir(True)).eval(), AutoTokenizer.from_pretrained(minilm_dir(True))
         what = "all-MiniLM-L6-v2"
     ids = wikitext_ids(tok, "valid")[:4 * tokens]
     w = windows(ids, tokens + 1, 1)  # a decoder's "tokens" samples drop the last position

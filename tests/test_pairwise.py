@@ -140,10 +140,10 @@ def _minilm_tokens(n=100, neurons=64):
 
     from minilib.data import glue
     from minilib.models.hooks import capture_activations
-    from minilib.models.pretrain import minilm_dir
+    from minilib.models.bert import minilm_dir
 
     try:
-        folder = minilm_dir()
+        folder = minilm_dir(required=True)
     except FileNotFoundError as e:
         pytest.skip(str(e))
     model, tok = BertModel.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)

@@ -50,10 +50,10 @@ def calibration_activations(run: str | os.PathLike, fraction: float = 0.01, redu
     The sample is a random ``fraction`` of the task's training set; the rows come back in a
     seeded random order, so consecutive batches of them are random draws.
     """
-    model = load_finetuned(run)
-    task = glue.get_task(read_result(run)["task"])
+    model, result = load_finetuned(run), read_result(run)
+    task = glue.get_task(result["task"])
     train = glue.load_split(task, "train", data_dir)
-    encoded = glue.encode(train.select(calibration_indices(len(train), fraction, seed)), load_tokenizer())
+    encoded = glue.encode(train.select(calibration_indices(len(train), fraction, seed)), load_tokenizer(result["init"]))
     acts = capture_activations(model, glue.Batches(encoded, batch_size=64), reduction,
                                progress=progress)  # length-sorted batches: fast; shuffled below
     perm = torch.as_tensor(np.random.default_rng(seed).permutation(acts[0].shape[0]))
@@ -129,11 +129,15 @@ class Context(PruningState):
         """The calibration sentences (with labels) in batches of 32, the same rows as the MI map's."""
         train = glue.load_split(self.task, "train", self.data_dir)
         rows = calibration_indices(len(train), self.fraction, self.seed)
-        return list(glue.Batches(glue.encode(train.select(rows), load_tokenizer()), 32))
+        return list(glue.Batches(glue.encode(train.select(rows), self.tokenizer), 32))
+
+    @cached_property
+    def tokenizer(self):
+        return load_tokenizer(self.result["init"])
 
     @cached_property
     def dev(self):
-        return glue.encode(glue.load_split(self.task, "validation", self.data_dir), load_tokenizer())
+        return glue.encode(glue.load_split(self.task, "validation", self.data_dir), self.tokenizer)
 
     def compute_mi_map(self, widths: str) -> mimap.MIMap:
         return neuron_mi_map(self.run, self.fraction, reduction=self.reduction, alpha=self.alpha, seed=self.seed,

