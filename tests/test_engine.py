@@ -87,6 +87,22 @@ def test_mlp_sweep_runs_every_method_and_resumes_from_its_cells(setup):
         table.drop(columns=["select_seconds", "eval_seconds"]))
 
 
+def test_the_mi_methods_prune_a_decoders_mlp_deterministically_on_a_few_token_batches(tiny_llama, tmp_path):
+    def fresh(folder):
+        g = torch.Generator().manual_seed(3)
+        return lm_sweep.Setup(tiny_llama, torch.randint(0, 40, (2, 12), generator=g),
+                              torch.randint(0, 40, (3, 12), generator=g), "tiny Llama", folder, neuron_mi_batch=16,
+                              neuron_mi_batches=1)
+    a, b = fresh(tmp_path / "a"), fresh(tmp_path / "b")
+    table = lm_sweep.mlp_sweep(a, [0.5], methods=("mi-mds", "mi-mds-wanda"), trials=1, progress=False)
+    assert list(table.method) == ["mi-mds", "mi-mds-wanda"] and (table.kept_per_block == 6).all()
+    m = a.state.mi_map  # the first batch of 16 of the 33 token positions the windows give
+    assert (m.meta["batches"], m.meta["samples"], m.meta["batch_size"]) == (1, 16, 16)
+    for name in ("mi-mds", "mi-mds-wanda"):  # the same seed gives the same keep-sets from a fresh state
+        first, again = (lm_sweep.METHODS[name].select(s.state, 6, 0) for s in (a, b))
+        assert all(np.array_equal(x, y) for x, y in zip(first, again))
+
+
 def test_block_sweep_removes_the_chosen_blocks(setup):
     table = lm_sweep.block_sweep(setup, [1, 2], methods=("block-influence", "mi-prun", "mi-prun-fbs", "random"),
                                  trials=2, progress=False)

@@ -188,3 +188,14 @@ def test_the_mi_map_and_the_peers_read_the_same_calibration_sentences(runs):
     for a, b in zip(mi_rows, peer_rows):  # the same multiset of rows (the MI map shuffles them)
         key = lambda t: t[torch.argsort(t[:, 0] + 1e-3 * t[:, 1])]
         torch.testing.assert_close(key(a), key(b), atol=1e-5, rtol=1e-4)
+
+
+def test_a_minilm_run_is_swept_with_classical_mds(tmp_path):
+    run = finetune.finetune("mrpc", "minilm", seed=0, epochs=1, cache=tmp_path, progress=False)
+    table = glue_sweep.sweep([run], ["mi-mds", "magnitude"], [0.5], trials=1, cache=tmp_path, progress=False,
+                             fraction=1.0, mds_seeds=2, mds="classical")
+    assert set(table.model) == {"all-MiniLM-L6-v2 (offline copy)"} and set(table.method) == {"mi-mds", "magnitude"}
+    assert (table.ffn_flops == 0.5).all() and set(table.metric) == {"f1", "accuracy"}
+    kept = [json.loads(p.read_text()) for p in tmp_path.glob("sweeps/**/choices/mi-mds/*.json")]
+    assert len(kept) == 1 and [len(k) for k in kept[0]["choice"]] == [768] * 6  # half of 1,536, in all 6 layers
+    assert all("-classical-code" in p.parent.parent.parent.name for p in tmp_path.glob("sweeps/**/choices/mi-mds/*.json"))

@@ -1,5 +1,7 @@
 """Zero-shot tasks: the local files in lm-eval's document schemas, and lm-eval's scores checked by hand."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -105,3 +107,28 @@ def test_accuracies_are_the_hand_computed_argmaxes(word_lm, tmp_path):
         assert scores.loc[key, "examples"] == 6
         assert scores.loc[key, "stderr"] == pytest.approx(np.sqrt(value * (1 - value) / 5), abs=1e-9)
     assert set(scores.index) == set(expected)
+
+
+def test_the_zero_shot_sweep_scores_the_sweeps_own_pruned_models(word_lm, tmp_path):
+    from minilib.experiments import lm_sweep
+
+    model, tok = word_lm
+    g = torch.Generator().manual_seed(0)
+    n = model.config.vocab_size
+    setup = lm_sweep.Setup(model, torch.randint(3, n, (2, 16), generator=g), torch.randint(3, n, (3, 16), generator=g),
+                           "word Llama", tmp_path / "run", mi_tokens=30, mi_batch=15, tokenizer=tok)
+    kw = dict(tasks=["piqa"], limit=4, mlp_methods=("magnitude", "random"), block_methods=("mi-prun",), progress=False)
+    table = lm_sweep.zeroshot_sweep(setup, ratios=(0.5,), n_blocks=(1,), **kw)
+    assert set(zip(table.pruning, table.method, table.level)) == {
+        ("dense", "dense", 0.0), ("mlp", "magnitude", 0.5), ("mlp", "random", 0.5), ("blocks", "mi-prun", 1.0)}
+    assert set(table.metric) == {"acc", "acc_norm"} and (table.examples == 4).all() and table.stderr.notna().all()
+    dense = zeroshot.evaluate(model, tok, ["piqa"], limit=4, cache=tmp_path).set_index("metric").value
+    got = table[table.pruning == "dense"].set_index("metric").value
+    assert got.to_dict() == pytest.approx(dense.to_dict())
+    # the block sweep reads the same cached choice, and the perplexity evaluations stay apart
+    blocks_t = lm_sweep.block_sweep(setup, [1], methods=("mi-prun",), progress=False)
+    chosen = json.loads((tmp_path / "run" / "blocks" / "choices" / "mi-prun" / "1-t0.json").read_text())["choice"]
+    assert blocks_t.blocks.iloc[0] == " ".join(map(str, chosen)) and blocks_t.perplexity.iloc[0] > 1
+    assert lm_sweep.zeroshot_sweep(setup, ratios=(0.5,), n_blocks=(1,), **kw).equals(table)  # all from the cache
+    with pytest.raises(ValueError, match="needs the model's tokenizer"):
+        lm_sweep.zeroshot_sweep(lm_sweep.Setup(model, setup.eval_windows, setup.calib_windows, "x", tmp_path), **kw)

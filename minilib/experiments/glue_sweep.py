@@ -108,6 +108,7 @@ class Context(PruningState):
     alpha: float = 1.01  # Rényi order of the MI map (the paper: 1.01)
     reduction: str = "mean"  # one sample of a neuron per sentence: "mean", "cls" or every token ("tokens")
     mi_tol: float | None = DEFAULT_TOL  # certified error bound (bits) of the MI map; None: exact
+    mds: str = "smacof"  # or "classical": seed-free, for layers of thousands of neurons (Settings)
     data_dir: str | os.PathLike | None = None
     cache: str | os.PathLike | None = None
     progress: bool = False  # tqdm bars for the MI map and the peers' scoring passes
@@ -118,7 +119,7 @@ class Context(PruningState):
         self.result = read_result(self.run)
         self.task = glue.get_task(self.result["task"])
         self.settings = Settings(alpha=self.alpha, reduction=self.reduction, max_batches=self.max_batches,
-                                 mds_seeds=self.mds_seeds, mi_tol=self.mi_tol)
+                                 mds_seeds=self.mds_seeds, mi_tol=self.mi_tol, mds=self.mds)
 
     @cached_property
     def model(self):
@@ -148,7 +149,8 @@ class Context(PruningState):
     def setting(self) -> str:
         """The settings a pruned cell depends on beyond method, level and trial (its cache folder)."""
         return (f"f{self.fraction:g}-s{self.seed}-m{self.mds_seeds}-b{self.max_batches or 'all'}"
-                f"-a{self.alpha:g}-{self.reduction}" + ("-exact" if self.mi_tol is None else f"-t{self.mi_tol:g}"))
+                f"-a{self.alpha:g}-{self.reduction}" + ("-exact" if self.mi_tol is None else f"-t{self.mi_tol:g}")
+                + ("" if self.mds == "smacof" else f"-{self.mds}"))
 
 
 def pruned_model(ctx: Context, keep: Sequence[Sequence[int]], method: str | None = None) -> torch.nn.Module:
@@ -307,14 +309,16 @@ def drops_from_dense(t2: pd.DataFrame) -> pd.DataFrame:
 def main(argv: list[str] | None = None) -> None:
     from minilib.experiments.finetune import finetune
 
-    parser = ArgumentParser(prog="minilib sweep",
-                                     description="Prune fine-tuned BERT-tiny FFN neurons: methods × levels × tasks.")
+    parser = ArgumentParser(prog="minilib sweep", description="Prune a fine-tuned BERT encoder's FFN neurons "
+                            "(BERT-tiny, or all-MiniLM-L6-v2 with --init minilm): methods × levels × tasks.")
     parser.add_argument("--tasks", nargs="+", default=["sst2", "stsb", "mrpc"])
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--levels", nargs="+", type=float, default=[0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2])
     parser.add_argument("--init", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mds-seeds", type=int, default=20)
+    parser.add_argument("--mds", default="smacof", choices=["smacof", "classical"],
+                        help="MDS solver of the MI pipelines (classical: one eigendecomposition per layer)")
     parser.add_argument("--ablate", choices=list(ABLATIONS), help="vary this setting for --methods' first method")
     parser.add_argument("--values", nargs="+", default=[], help="the settings --ablate takes")
     parser.add_argument("--out", default="results/pruning.csv")
@@ -336,9 +340,9 @@ def main(argv: list[str] | None = None) -> None:
     runs = [finetune(t, args.init, args.seed) for t in args.tasks]
     if args.ablate:
         table = ablate(runs, args.ablate, args.values, args.levels, args.methods[0], mds_seeds=args.mds_seeds,
-                       seed=args.seed)
+                       seed=args.seed, mds=args.mds)
     else:
-        table = sweep(runs, args.methods, args.levels, mds_seeds=args.mds_seeds, seed=args.seed)
+        table = sweep(runs, args.methods, args.levels, mds_seeds=args.mds_seeds, seed=args.seed, mds=args.mds)
     atomic_file(Path(args.out), lambda p: table.to_csv(p, index=False))
     print(f"{len(table)} rows → {args.out}")
 

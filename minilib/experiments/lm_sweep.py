@@ -1,8 +1,10 @@
-"""Chapter 7's runs: block pruning (MI-PRUN vs peers) and MLP pruning (HFPrune vs peers) on a causal LM.
+"""Chapters 7–8's runs on a causal LM: block pruning (MI-PRUN vs peers), MLP pruning (the paper's
+method, HFPrune and peers), and the zero-shot accuracy of the pruned models.
 
 Every evaluated model is a cell cached as JSON under ``<cache>/lm-runs/<setting>/``, so an
 interrupted run resumes where it stopped and identical choices (two methods picking the same
-blocks) are evaluated once. Command line (the full profile writes the committed tables)::
+blocks) are evaluated once; the zero-shot table re-reads the sweeps' cached choices. Command line
+(the full profile writes the committed tables)::
 
     python -m minilib.experiments.lm_sweep --profile full --out results
 """
@@ -10,6 +12,7 @@ blocks) are evaluated once. Command line (the full profile writes the committed 
 from __future__ import annotations
 
 import copy
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -24,28 +27,34 @@ from minilib.console import ArgumentParser
 from minilib.methods import blocks
 from minilib.models import lm
 from minilib.models import surgery
-from minilib.methods import METHODS, Calibrated
+from minilib.methods import METHODS, Calibrated, Settings
 from minilib.methods.scores import keep_fraction, keep_top, magnitude_scores
 from minilib.cache import atomic_file, cache_dir, check_output, code_fingerprint, code_revision, data_fingerprint, short_hash
 from minilib.cache import cell as cached_cell
+from minilib.data import zeroshot
 from minilib.experiments import engine
 from minilib.experiments.profile import select
 
 BLOCK_METHODS = ("mi-prun", "mi-prun-fbs", "block-influence", "angular", "random")
-MLP_METHODS = ("hfprune", "taylor-ce", "magnitude", "wanda", "random")
+MLP_PEERS = ("hfprune", "taylor-ce", "magnitude", "wanda", "random")  # chapter 7
+MLP_METHODS = ("mi-mds", "mi-mds-wanda", *MLP_PEERS)  # the paper's method and the combination (chapter 8) first
 
-__all__ = ["BLOCK_METHODS", "MLP_METHODS", "settings", "Setup", "prepare", "choose_blocks", "block_sweep", "search_gap",
-           "keep_ratio", "prune_mlp", "mlp_sweep", "speed", "run_all", "summarize", "dpi_check", "dpi_summary", "timings", "at_levels"]
+__all__ = ["BLOCK_METHODS", "MLP_PEERS", "MLP_METHODS", "settings", "Setup", "prepare", "choose_blocks", "block_sweep", "search_gap",
+           "keep_ratio", "prune_mlp", "mlp_sweep", "ZEROSHOT_LIMIT", "zeroshot_sweep", "speed", "run_all", "summarize", "dpi_check", "dpi_summary", "timings", "at_levels"]
 
 
 def settings(profile: str):
     """Windows, levels and trials of a profile (quick: CI in minutes; full: the committed tables)."""
     return select(profile,
                   quick=dict(eval_windows=4, eval_length=256, calib_windows=2, calib_length=256, mi_tokens=256,
-                             mi_batch=128, n_blocks=[1, 2], ratios=[0.2, 0.3], trials=1, speed_repeats=3),
+                             mi_batch=128, neuron_mi_batch=32, neuron_mi_batches=1, n_blocks=[1, 2],
+                             ratios=[0.2, 0.3], trials=1, speed_repeats=3, zeroshot_tasks=["piqa", "arc_easy"],
+                             zeroshot_limit=8, zeroshot_ratios=[0.2], zeroshot_blocks=[2]),
                   full=dict(eval_windows=8, eval_length=1024, calib_windows=8, calib_length=512, mi_tokens=2048,
-                            mi_batch=256, n_blocks=[1, 2, 3, 4, 5, 6, 7, 8], ratios=[0.1, 0.2, 0.3, 0.4, 0.5],
-                            trials=3, speed_repeats=20))
+                            mi_batch=256, neuron_mi_batch=100, neuron_mi_batches=4, n_blocks=[1, 2, 3, 4, 5, 6, 7, 8],
+                            ratios=[0.1, 0.2, 0.3, 0.4, 0.5], trials=3, speed_repeats=20,
+                            zeroshot_tasks=list(zeroshot.TASKS), zeroshot_limit=ZEROSHOT_LIMIT,
+                            zeroshot_ratios=[0.2, 0.3], zeroshot_blocks=[2, 4, 6]))
 
 
 @dataclass
@@ -59,7 +68,10 @@ class Setup:
     folder: Path
     mi_tokens: int = 2048
     mi_batch: int = 256
+    neuron_mi_batch: int = 100  # token positions per batch of the MLP neurons' MI map (the paper: 100)
+    neuron_mi_batches: int | None = None  # batches averaged in that map (None: all)
     seed: int = 0
+    tokenizer: object = None  # the zero-shot tasks tokenise their prompts
 
     @cached_property
     def states(self) -> torch.Tensor:
@@ -68,8 +80,16 @@ class Setup:
 
     @cached_property
     def state(self) -> Calibrated:
-        """The calibration windows as the method registry reads them (one window per batch)."""
-        return Calibrated(self.model, [{"input_ids": w[None]} for w in self.calib_windows], seed=self.seed)
+        """The calibration windows as the method registry reads them (one window per batch).
+
+        The MLP neurons' MI map (``mi-mds``) samples one token position per row, in batches of
+        ``neuron_mi_batch`` (the paper's 100 in the full profile), and averages the first
+        ``neuron_mi_batches``: a map of SmolLM2's 30 blocks costs about 15 minutes per batch of 100
+        on two cores (chapter 3b). MDS is classical (one eigendecomposition per block): SMACOF
+        takes 10–17 s per block and seed at 1,536 neurons, 1.5 hours for 20 seeds of 30 blocks.
+        """
+        settings = Settings(mi_batch=self.neuron_mi_batch, max_batches=self.neuron_mi_batches, mds="classical")
+        return Calibrated(self.model, [{"input_ids": w[None]} for w in self.calib_windows], settings, seed=self.seed)
 
     @cached_property
     def mi(self) -> blocks.BlockMI:
@@ -87,18 +107,39 @@ class Setup:
 
 
 def prepare(profile: str = "quick", source: str = "auto", cache: str | os.PathLike | None = None,
-            data_dir: str | os.PathLike | None = None, seed: int = 0) -> Setup:
-    """Load the model and cut the profile's windows; results are cached per (model, windows, seed)."""
+            data_dir: str | os.PathLike | None = None, seed: int = 0, first_blocks: int | None = None) -> Setup:
+    """Load the model and cut the profile's windows; results are cached per (model, windows, seed).
+
+    ``first_blocks`` keeps only the model's first blocks: a small model for a live run of the MLP
+    MI map, whose cost grows with the number of blocks (chapter 8's quick profile).
+    """
     s = settings(profile)
     model, tokenizer = lm.load_lm(source, cache)
+    if first_blocks is not None:
+        model = blocks.remove_blocks(model, range(first_blocks, model.config.num_hidden_layers))
     test = lm.windows(lm.wikitext_ids(tokenizer, "test", data_dir), s.eval_length, s.eval_windows)
     calib = lm.windows(lm.wikitext_ids(tokenizer, "valid", data_dir), s.calib_length, s.calib_windows)
-    name = lm.describe_lm(source, cache)
+    name = lm.describe_lm(source, cache) + (f", first {first_blocks} blocks" if first_blocks is not None else "")
     data = data_fingerprint(*(lm.lm_data_dir(data_dir) / lm.SPLITS[split] for split in ("test", "valid")))
     key = short_hash(f"{name}|{lm.resolve_source(source)}|{s.eval_windows}x{s.eval_length}|{s.calib_windows}x"
-                     f"{s.calib_length}|{s.mi_tokens}/{s.mi_batch}|{seed}|data {data}|"
+                     f"{s.calib_length}|{s.mi_tokens}/{s.mi_batch}|{s.neuron_mi_batch}x{s.neuron_mi_batches}|{seed}|data {data}|"
                      f"code {code_fingerprint('minilib.experiments.lm_sweep')}")
-    return Setup(model, test, calib, name, cache_dir(cache) / "lm-runs" / key, s.mi_tokens, s.mi_batch, seed)
+    return Setup(model, test, calib, name, cache_dir(cache) / "lm-runs" / key, s.mi_tokens, s.mi_batch,
+                 s.neuron_mi_batch, s.neuron_mi_batches, seed, tokenizer)
+
+
+def _block_cells(methods, n_blocks, trials: int) -> list[engine.Cell]:
+    return [engine.Cell(m, k, t) for k in n_blocks for m in methods for t in range(trials if m == "random" else 1)]
+
+
+def _mlp_jobs(setup: Setup, methods, ratios, trials: int) -> list[tuple[float, engine.Cell]]:
+    size = setup.state.sizes[0]
+    return [(r, engine.Cell(m, keep_fraction(size, 1.0 - r), t)) for m in methods
+            for t in range(trials if m == "random" else 1) for r in ratios]
+
+
+def _choose_mlp(setup: Setup):
+    return lambda c: METHODS[c.method].select(setup.state, c.level, setup.seed + c.trial)
 
 
 def choose_blocks(setup: Setup, method: str, k: int, trial: int = 0) -> list[int]:
@@ -127,8 +168,7 @@ def block_sweep(setup: Setup, n_blocks: list[int], methods=BLOCK_METHODS, trials
     perplexity.
     """
     dense = setup.dense_perplexity()
-    cells = [engine.Cell(m, k, t) for k in n_blocks for m in methods for t in range(trials if m == "random" else 1)]
-    records = engine.run(cells, lambda c: choose_blocks(setup, c.method, c.level, c.trial),
+    records = engine.run(_block_cells(methods, n_blocks, trials), lambda c: choose_blocks(setup, c.method, c.level, c.trial),
                          lambda _c, chosen: blocks.remove_blocks(setup.model, chosen),
                          lambda model: {"perplexity": setup.perplexity(model)}, setup.folder / "blocks",
                          lambda _c, chosen: "-".join(map(str, chosen)), progress, "block pruning")
@@ -172,18 +212,62 @@ def mlp_sweep(setup: Setup, ratios: list[float], methods=MLP_METHODS, trials: in
     A method's scores are computed once (the first of its cells pays for them, ``select_seconds``).
     """
     dense = setup.dense_perplexity()
-    size = setup.state.sizes[0]
-    jobs = [(r, engine.Cell(m, keep_fraction(size, 1.0 - r), t)) for m in methods
-            for t in range(trials if m == "random" else 1) for r in ratios]
-    records = engine.run([c for _, c in jobs],
-                         lambda c: METHODS[c.method].select(setup.state, c.level, setup.seed + c.trial),
-                         lambda _c, keep: prune_mlp(setup.model, keep),
+    jobs = _mlp_jobs(setup, methods, ratios, trials)
+    records = engine.run([c for _, c in jobs], _choose_mlp(setup), lambda _c, keep: prune_mlp(setup.model, keep),
                          lambda model: {"perplexity": setup.perplexity(model)}, setup.folder / "mlp",
                          progress=progress, desc="MLP pruning")
     return pd.DataFrame([{"method": r["cell"].method, "ratio": ratio, "trial": r["cell"].trial,
                           "kept_per_block": r["cell"].level, "perplexity": r["metrics"]["perplexity"],
                           "dense_perplexity": dense, "select_seconds": r["select_seconds"],
                           "eval_seconds": r["eval_seconds"]} for (ratio, _), r in zip(jobs, records)])
+
+
+ZEROSHOT_LIMIT = 250  # examples per task: the same seeded subset for every model (minilib.data.zeroshot)
+
+
+def zeroshot_sweep(setup: Setup, ratios=(0.2, 0.3), n_blocks=(2, 4, 6), tasks=tuple(zeroshot.TASKS),
+                   limit: int | None = ZEROSHOT_LIMIT, mlp_methods=MLP_METHODS, block_methods=BLOCK_METHODS,
+                   progress: bool = True) -> pd.DataFrame:
+    """Zero-shot accuracy (lm-evaluation-harness, with its standard error) of the dense model, every
+    MLP method at ``ratios`` and every block method at ``n_blocks`` (trial 0 of Random).
+
+    The keep-sets and blocks are the cached choices of :func:`mlp_sweep` and :func:`block_sweep`
+    (computed here if those have not run); each task is scored on the same ``limit`` examples.
+    One row per (model, task, metric): ``pruning`` (dense, mlp, blocks), ``method``, ``level``
+    (the ratio removed, or the blocks removed), ``value``, ``stderr`` and ``examples``.
+    """
+    if setup.tokenizer is None:
+        raise ValueError("zero-shot scoring needs the model's tokenizer; build the Setup with prepare()")
+    tag = f"zeroshot-{short_hash(repr((list(tasks), limit, setup.seed)))}"
+
+    def score(model: torch.nn.Module) -> dict[str, float]:
+        df = zeroshot.evaluate(model, setup.tokenizer, list(tasks), limit, setup.seed)
+        return {f"{r.task}|{r.metric}|{field}": float(getattr(r, field))
+                for r in df.itertuples() for field in ("value", "stderr", "examples")}
+
+    def key(_cell: engine.Cell, choice) -> str:  # beside the perplexity evaluations, apart from them
+        return f"{tag}-{short_hash(json.dumps(choice))}"
+
+    runs = [("dense", "dense", 0.0, setup.cell("dense", tag, lambda: score(setup.model)))]
+    jobs = _mlp_jobs(setup, mlp_methods, ratios, trials=1)
+    for (ratio, _), r in zip(jobs, engine.run([c for _, c in jobs], _choose_mlp(setup),
+                                              lambda _c, keep: prune_mlp(setup.model, keep), score,
+                                              setup.folder / "mlp", key, progress, "zero-shot (MLP)")):
+        runs.append(("mlp", r["cell"].method, ratio, r["metrics"]))
+    for r in engine.run(_block_cells(block_methods, n_blocks, trials=1),
+                        lambda c: choose_blocks(setup, c.method, c.level, c.trial),
+                        lambda _c, chosen: blocks.remove_blocks(setup.model, chosen), score, setup.folder / "blocks",
+                        key, progress, "zero-shot (blocks)"):
+        runs.append(("blocks", r["cell"].method, float(r["cell"].level), r["metrics"]))
+    rows = []
+    for pruning, method, level, metrics in runs:
+        for name in {k.rsplit("|", 1)[0] for k in metrics}:
+            task, metric = name.split("|")
+            rows.append({"pruning": pruning, "method": method, "level": level, "task": task, "metric": metric,
+                         "value": metrics[f"{name}|value"], "stderr": metrics[f"{name}|stderr"],
+                         "examples": int(metrics[f"{name}|examples"])})
+    return pd.DataFrame(rows).sort_values(["pruning", "method", "level", "task", "metric"], kind="stable",
+                                          ignore_index=True)
 
 
 def speed(setup: Setup, n_blocks=(2, 4, 6), ratios=(0.2, 0.3, 0.5), repeats: int = 20,
@@ -260,18 +344,23 @@ def timings(tables: dict[str, pd.DataFrame]) -> dict[str, float]:
             **{f"{m} scores (s)": float(v) for m, v in mlp_t.groupby("method").select_seconds.max().items()}}
 
 
+TABLES = ("blocks", "mlp", "zeroshot", "speed")
+
+
 def run_all(profile: str, out: str | os.PathLike, source: str = "auto", cache=None,
             tables: tuple[str, ...] = ("blocks", "mlp", "speed")) -> dict[str, pd.DataFrame]:
-    """The sweeps and the speed table of a profile, written to ``out/lm-{blocks,mlp,speed}.csv``."""
+    """The sweeps, the zero-shot and the speed tables of a profile, written to ``out/lm-<table>.csv``."""
     s = settings(profile)
-    unknown = set(tables) - {"blocks", "mlp", "speed"}
+    unknown = set(tables) - set(TABLES)
     if unknown:  # before the model is loaded
-        raise ValueError(f"unknown tables {sorted(unknown)}; choose from blocks, mlp, speed")
+        raise ValueError(f"unknown tables {sorted(unknown)}; choose from {', '.join(TABLES)}")
     check_output(out)  # results/ from a clean tree only, refused before the model is loaded
     code = code_revision()  # the code that runs, even if the tree changes before a table is written
     setup = prepare(profile, source, cache)
     runs = {"blocks": lambda: block_sweep(setup, s.n_blocks, trials=s.trials),
             "mlp": lambda: mlp_sweep(setup, s.ratios, trials=s.trials),
+            "zeroshot": lambda: zeroshot_sweep(setup, s.zeroshot_ratios, s.zeroshot_blocks, s.zeroshot_tasks,
+                                               s.zeroshot_limit),
             "speed": lambda: speed(setup, repeats=s.speed_repeats)}
     done = {}
     for name in tables:
@@ -285,12 +374,13 @@ def run_all(profile: str, out: str | os.PathLike, source: str = "auto", cache=No
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = ArgumentParser(prog="minilib lm", description="Block (MI-PRUN) and MLP (HFPrune) pruning of a causal LM.")
+    parser = ArgumentParser(prog="minilib lm", description="Block (MI-PRUN) and MLP (the paper's method, HFPrune, "
+                            "peers) pruning of a causal LM, with zero-shot accuracy.")
     parser.add_argument("--profile", default="full", choices=["quick", "full"])
     parser.add_argument("--source", default="auto", help="'offline', a Hub id or a local model folder")
-    parser.add_argument("--out", default="results", help="folder for lm-blocks.csv, lm-mlp.csv, lm-speed.csv")
+    parser.add_argument("--out", default="results", help="folder for the lm-<table>.csv files")
     parser.add_argument("--tables", nargs="+", default=["blocks", "mlp", "speed"],
-                        help="which tables to (re)write: blocks, mlp, speed (time speed on an idle machine)")
+                        help="which tables to (re)write: blocks, mlp, zeroshot, speed (time speed on an idle machine)")
     args = parser.parse_args(argv)
     for name, df in run_all(args.profile, args.out, args.source, tables=tuple(args.tables)).items():
         print(f"\n{name}\n", df.drop(columns=["model", "code"]).to_string(index=False))
