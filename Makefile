@@ -52,13 +52,14 @@ bench: venv
 THREADS ?= 1
 RUN = OMP_NUM_THREADS=$(THREADS) $(PY) -m minilib
 FT_GRID := --tasks sst2 stsb mrpc --seeds 0 1 2
-RESULT_STEPS := results-finetune results-sweep results-lm $(addprefix results-ablation-,alpha reduction mds_seeds fraction)
-.PHONY: results-tree results-encoder results-ft-offline results-ft-random $(RESULT_STEPS)
+RESULT_STEPS := results-finetune results-sweep results-lm $(addprefix results-ablation-,alpha reduction mds_seeds fraction) \
+	results-minilm-finetune results-minilm-sweep results-lm-zeroshot
+.PHONY: results-tree results-encoder results-ft-offline results-ft-random results-minilm-ft $(RESULT_STEPS)
 
 results: $(RESULT_STEPS)
 	$(PY) -m minilib lm --profile full --source offline --tables speed --out results  # idle machine: every core
 
-$(RESULT_STEPS) results-encoder results-ft-offline results-ft-random: results-tree
+$(RESULT_STEPS) results-encoder results-ft-offline results-ft-random results-minilm-ft: results-tree
 results-tree: venv
 	@git diff --quiet HEAD -- . ':(exclude)results' || { echo 'error: make results writes the committed tables from a clean commit only; commit or stash the changes first (git status)' >&2; exit 1; }
 results-encoder:
@@ -82,7 +83,17 @@ results-ablation-mds_seeds: results-sweep
 results-ablation-fraction: results-ft-offline
 	$(ABLATE) --tasks mrpc --ablate fraction --values 0.01 0.1 0.5 1 --out results/ablation-fraction.csv
 results-lm: results-ft-random
-	$(RUN) lm --profile full --source offline --tables blocks mlp --out results  # chapter 7
+	$(RUN) lm --profile full --source offline --tables blocks mlp --out results  # chapters 7 and 8
+# chapter 8: all-MiniLM-L6-v2 fine-tuned and pruned on GLUE (classical MDS at 1,536 neurons), and the
+# zero-shot accuracy of chapter 7's pruned SmolLM2 models (it reads the block and MLP sweeps' choices)
+results-minilm-ft: results-ft-random
+	$(RUN) finetune --tasks mrpc stsb sst2 --seeds 0 1 2 --inits minilm  # the short tasks first
+results-minilm-finetune: results-minilm-ft
+	$(RUN) finetune --table results/minilm-finetune.csv $(FT_GRID) --inits minilm
+results-minilm-sweep: results-minilm-ft
+	$(RUN) sweep --tasks mrpc stsb sst2 --init minilm --mds classical --mds-seeds 20 --levels $(LEVELS) --out results/minilm-pruning.csv
+results-lm-zeroshot: results-lm
+	$(RUN) lm --profile full --source offline --tables zeroshot --out results
 
 clean:
 	rm -rf book/_build book/chapters
