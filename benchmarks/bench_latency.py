@@ -1,7 +1,8 @@
-"""CPU inference latency of FFN-pruned BERT-tiny against the dense model, beside the FLOPs reduction.
+"""CPU inference latency of an FFN-pruned BERT encoder against the dense model, beside the FLOPs reduction.
 
 Latency does not depend on *which* neurons are kept, only on how many, so the model is
-BERT-tiny's architecture (``config.json`` of the local folder or the Hub) with random weights,
+BERT-tiny's (``--model bert-tiny``, chapter 5) or all-MiniLM-L6-v2's (``--model minilm``,
+chapter 8) architecture (``config.json`` of the local folder or the Hub) with random weights,
 pruned to the first ``k`` neurons of every layer by :func:`minilib.models.surgery.prune_ffn` (real
 removal: smaller matrices, not masks). Each setting is the median of ``--repeats`` forward passes
 on random token ids of the task's mean dev length (open decision 9 in the book's introduction), at batch size 1 (one request)
@@ -10,6 +11,7 @@ median of the block medians is reported (``spread_ms``: their range). Prints a t
 as CSV:
 
     python benchmarks/bench_latency.py [--task sst2] [--out results/latency.csv]
+    python benchmarks/bench_latency.py --model minilm --out results/minilm-latency.csv
 
 Run it on an otherwise idle machine: other processes inflate the medians.
 """
@@ -27,11 +29,14 @@ from transformers import AutoConfig, BertForSequenceClassification
 
 from minilib.models import surgery
 from minilib.cache import atomic_file, check_output, code_revision
-from minilib.models.bert import bert_tiny_dir
+from minilib.models.bert import bert_tiny_dir, minilm_dir
+
+MODELS = {"bert-tiny": ("BERT-tiny", lambda: bert_tiny_dir()), "minilm": ("all-MiniLM-L6-v2", lambda: minilm_dir(True))}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="bert-tiny", choices=sorted(MODELS))
     parser.add_argument("--task", default="sst2", choices=sorted(surgery.MEAN_DEV_LENGTH))
     parser.add_argument("--levels", nargs="+", type=float, default=[1.0, 0.8, 0.6, 0.4, 0.2])
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 32])
@@ -42,7 +47,8 @@ def main() -> None:
     if args.out:
         check_output(args.out)  # results/ only from a clean tree: refused before the run, not after
     torch.manual_seed(0)
-    config = AutoConfig.from_pretrained(bert_tiny_dir())
+    name, folder = MODELS[args.model]
+    config = AutoConfig.from_pretrained(folder())
     dense = BertForSequenceClassification(config).eval()
     length = round(surgery.MEAN_DEV_LENGTH[args.task])
     threads = sorted({1, torch.get_num_threads()})
@@ -74,8 +80,8 @@ def main() -> None:
     table = pd.DataFrame(rows)
     base = table[table.ffn_flops == 1.0].set_index(["batch", "threads"])["median_ms"]
     table["speedup"] = [round(base[(b, n)] / m, 3) for b, n, m in zip(table.batch, table.threads, table.median_ms)]
-    table["commit"] = code_revision()
-    print(f"BERT-tiny ({config.intermediate_size} FFN neurons per layer), {args.task} mean dev length {length}, "
+    table["model"], table["commit"] = name, code_revision()
+    print(f"{name} ({config.num_hidden_layers} layers × {config.intermediate_size} FFN neurons), {args.task} mean dev length {length}, "
           f"{args.repeats} CPU forward passes per setting in {args.rounds} interleaved blocks")
     print(table.drop(columns=["task", "length"]).to_string(index=False))
     atomic_file(Path(args.out), lambda p: table.to_csv(p, index=False))
