@@ -130,5 +130,12 @@ def test_the_zero_shot_sweep_scores_the_sweeps_own_pruned_models(word_lm, tmp_pa
     chosen = json.loads((tmp_path / "run" / "blocks" / "choices" / "mi-prun" / "1-t0.json").read_text())["choice"]
     assert blocks_t.blocks.iloc[0] == " ".join(map(str, chosen)) and blocks_t.perplexity.iloc[0] > 1
     assert lm_sweep.zeroshot_sweep(setup, ratios=(0.5,), n_blocks=(1,), **kw).equals(table)  # all from the cache
+    summary = lm_sweep.zeroshot_summary(table)
+    assert len(summary) == 4 and list(summary.columns) == [("piqa", "value"), ("piqa", "stderr"), ("mean", "value"),
+                                                           ("mean", "stderr")]
+    row = summary.loc[("dense", "dense", 0.0)]
+    assert row[("piqa", "value")] == pytest.approx(100 * dense["acc"]) == pytest.approx(row[("mean", "value")])
+    with pytest.raises(ValueError, match="no 'f1' rows"):
+        lm_sweep.zeroshot_summary(table, "f1")
     with pytest.raises(ValueError, match="needs the model's tokenizer"):
         lm_sweep.zeroshot_sweep(lm_sweep.Setup(model, setup.eval_windows, setup.calib_windows, "x", tmp_path), **kw)

@@ -40,7 +40,7 @@ MLP_PEERS = ("hfprune", "taylor-ce", "magnitude", "wanda", "random")  # chapter 
 MLP_METHODS = ("mi-mds", "mi-mds-wanda", *MLP_PEERS)  # the paper's method and the combination (chapter 8) first
 
 __all__ = ["BLOCK_METHODS", "MLP_PEERS", "MLP_METHODS", "settings", "Setup", "prepare", "choose_blocks", "block_sweep", "search_gap",
-           "keep_ratio", "prune_mlp", "mlp_sweep", "ZEROSHOT_LIMIT", "zeroshot_sweep", "speed", "run_all", "summarize", "dpi_check", "dpi_summary", "timings", "at_levels"]
+           "keep_ratio", "prune_mlp", "mlp_sweep", "ZEROSHOT_LIMIT", "zeroshot_sweep", "zeroshot_summary", "speed", "run_all", "summarize", "dpi_check", "dpi_summary", "timings", "at_levels"]
 
 
 def settings(profile: str):
@@ -222,7 +222,7 @@ def mlp_sweep(setup: Setup, ratios: list[float], methods=MLP_METHODS, trials: in
                           "eval_seconds": r["eval_seconds"]} for (ratio, _), r in zip(jobs, records)])
 
 
-ZEROSHOT_LIMIT = 250  # examples per task: the same seeded subset for every model (minilib.data.zeroshot)
+ZEROSHOT_LIMIT = 100  # examples per task, the same seeded subset for every model: ~27 models in a few CPU-hours
 
 
 def zeroshot_sweep(setup: Setup, ratios=(0.2, 0.3), n_blocks=(2, 4, 6), tasks=tuple(zeroshot.TASKS),
@@ -268,6 +268,22 @@ def zeroshot_sweep(setup: Setup, ratios=(0.2, 0.3), n_blocks=(2, 4, 6), tasks=tu
                          "examples": int(metrics[f"{name}|examples"])})
     return pd.DataFrame(rows).sort_values(["pruning", "method", "level", "task", "metric"], kind="stable",
                                           ignore_index=True)
+
+
+def zeroshot_summary(table: pd.DataFrame, metric: str = "acc") -> pd.DataFrame:
+    """:func:`zeroshot_sweep`'s ``metric`` in percent, one row per model and one column per task,
+    with their ``mean`` and, beside each, its standard error (columns ``(task, "value" | "stderr")``).
+
+    The mean's standard error treats the tasks' subsets as independent: √(Σ se²) / n_tasks.
+    """
+    t = table[table.metric == metric]
+    if t.empty:
+        raise ValueError(f"no {metric!r} rows; the metrics are {sorted(table.metric.unique())}")
+    index = ["pruning", "method", "level"]
+    value = 100 * t.pivot_table(index=index, columns="task", values="value", sort=False)
+    err = 100 * t.pivot_table(index=index, columns="task", values="stderr", sort=False)
+    value["mean"], err["mean"] = value.mean(axis=1), np.sqrt((err**2).sum(axis=1)) / err.shape[1]
+    return pd.concat({"value": value, "stderr": err}, axis=1).swaplevel(axis=1)[list(value.columns)]
 
 
 def speed(setup: Setup, n_blocks=(2, 4, 6), ratios=(0.2, 0.3, 0.5), repeats: int = 20,

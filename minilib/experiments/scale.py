@@ -1,0 +1,62 @@
+"""Chapter 8's scale question: at matched compression, how far apart are the unsupervised criteria?
+
+The paper's abstract says that the choice of pruning criterion matters in small models but not in
+large ones. To compare models scored by different measures, every pruned model is put on one
+scale, the **fraction of the dense model's quality it keeps**:
+
+* a GLUE model: its dev score over the dense model's, on each task's headline metric (accuracy
+  for SST-2, Pearson for STS-B, F1 for MRPC), averaged over tasks;
+* a language model: the dense model's WikiText-2 perplexity over the pruned model's.
+
+At each FFN keep fraction the **spread** is the best unsupervised criterion's retained quality
+minus the worst one's (trials averaged first), with and without Random; a criterion is
+unsupervised when the registry labels it ``"U"`` (:data:`minilib.methods.METHODS`).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from minilib.data import glue
+from minilib.methods import METHODS
+
+__all__ = ["retained_glue", "retained_lm", "criterion_spread"]
+
+
+def _unsupervised(methods: pd.Series) -> pd.Series:
+    return methods.map(lambda m: m in METHODS and METHODS[m].labels == "U")
+
+
+def retained_glue(table: pd.DataFrame, dense: pd.DataFrame, model: str) -> pd.DataFrame:
+    """A GLUE sweep (:func:`minilib.experiments.glue_sweep.sweep`) as retained quality per
+    (keep fraction, method), its unsupervised methods only; ``dense`` is the dense model's scores
+    (``published_dense``)."""
+    headline = {t: glue.get_task(t).metrics[0] for t in table.task.unique()}
+    t = table[(table.metric == table.task.map(headline)) & _unsupervised(table.method)]
+    base = dense.set_index(["task", "metric"]).value
+    missing = {(k, m) for k, m in headline.items()} - set(base.index)
+    if missing:
+        raise ValueError(f"the dense scores lack {sorted(missing)}; pass the dense rows of the same fine-tune")
+    t = t.assign(retained=t.value / [base[(k, m)] for k, m in zip(t.task, t.metric)])
+    per_task = t.groupby(["ffn_flops", "method", "task"]).retained.mean().reset_index()  # trials first
+    out = per_task.groupby(["ffn_flops", "method"]).retained.mean().reset_index()
+    return out.rename(columns={"ffn_flops": "keep"}).assign(model=model)
+
+
+def retained_lm(table: pd.DataFrame, model: str) -> pd.DataFrame:
+    """An MLP sweep (:func:`minilib.experiments.lm_sweep.mlp_sweep`) as retained quality (dense
+    over pruned perplexity) per (keep fraction, method), its unsupervised methods only."""
+    t = table[_unsupervised(table.method)]
+    t = t.assign(keep=(1 - t.ratio).round(6), retained=t.dense_perplexity / t.perplexity)
+    return t.groupby(["keep", "method"]).retained.mean().reset_index().assign(model=model)
+
+
+def criterion_spread(retained: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, keep fraction): how many unsupervised criteria, the best and worst retained
+    quality, and the spread between them with Random (``spread``) and without (``spread_no_random``)."""
+    def stats(g: pd.DataFrame) -> pd.Series:
+        rest = g[g.method != "random"].retained
+        return pd.Series({"criteria": len(g), "best": g.retained.max(), "worst": g.retained.min(),
+                          "spread": g.retained.max() - g.retained.min(),
+                          "spread_no_random": rest.max() - rest.min() if len(rest) else float("nan")})
+    return retained.groupby(["model", "keep"], sort=False)[["method", "retained"]].apply(stats).reset_index()

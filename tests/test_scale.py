@@ -1,0 +1,36 @@
+"""The scale question's measures: retained quality and the spread of the unsupervised criteria."""
+
+import pandas as pd
+import pytest
+
+from minilib.experiments import scale
+
+
+def test_glue_retained_quality_uses_headline_metrics_and_unsupervised_methods_only():
+    rows = []
+    for method, (sst2, mrpc) in {"random": (40.0, 60.0), "mi-mds": (80.0, 75.0), "taylor": (90.0, 90.0)}.items():
+        for trial in (0, 1):
+            rows += [{"task": "sst2", "method": method, "ffn_flops": 0.5, "trial": trial, "metric": "accuracy",
+                      "value": sst2 + (2 * trial - 1)},  # trials 1 apart either side: their mean is the value
+                     {"task": "mrpc", "method": method, "ffn_flops": 0.5, "trial": trial, "metric": "f1", "value": mrpc},
+                     {"task": "mrpc", "method": method, "ffn_flops": 0.5, "trial": trial, "metric": "accuracy",
+                      "value": 1.0}]  # not MRPC's headline metric: ignored
+    dense = pd.DataFrame({"task": ["sst2", "mrpc", "mrpc"], "metric": ["accuracy", "f1", "accuracy"],
+                          "value": [80.0, 75.0, 70.0]})
+    r = scale.retained_glue(pd.DataFrame(rows), dense, "tiny").set_index("method").retained
+    assert set(r.index) == {"random", "mi-mds"}  # Taylor is supervised
+    assert r["mi-mds"] == pytest.approx(1.0) and r["random"] == pytest.approx((0.5 + 0.8) / 2)
+    with pytest.raises(ValueError, match="the dense scores lack"):
+        scale.retained_glue(pd.DataFrame(rows), dense[dense.task == "sst2"], "tiny")
+
+
+def test_lm_retained_quality_and_the_spread_with_and_without_random():
+    lm = pd.DataFrame({"method": ["hfprune", "wanda", "random", "random", "taylor-ce"], "ratio": [0.2] * 5,
+                       "trial": [0, 0, 0, 1, 0], "perplexity": [20.0, 25.0, 40.0, 200 / 3, 10.0],
+                       "dense_perplexity": [10.0] * 5})
+    r = scale.retained_lm(lm, "lm")
+    assert set(r.method) == {"hfprune", "wanda", "random"} and (r.keep == 0.8).all()
+    s = scale.criterion_spread(r).iloc[0]
+    assert (s.model, s.keep, s.criteria) == ("lm", 0.8, 3)
+    assert s.best == pytest.approx(0.5) and s.worst == pytest.approx((0.25 + 0.15) / 2)
+    assert s.spread == pytest.approx(0.3) and s.spread_no_random == pytest.approx(0.1)
