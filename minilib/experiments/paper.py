@@ -1,4 +1,4 @@
-"""Numbers published in the paper (arXiv:2406.00030), and for MiniLM, for side-by-side comparison in the book.
+"""Numbers published in the paper (arXiv:2406.00030), for side-by-side comparison in the book.
 
 Metrics are in percent, keyed like :func:`minilib.data.glue.compute_metrics`. Table 2 prints MRPC
 and QQP as "Acc/F1", but the values only make sense as F1/Acc (open decision 10 in the book's introduction:
@@ -37,10 +37,3 @@ TABLE2_40: dict[str, tuple[str, dict[str, dict[str, float]]]] = {
     "KCM": ("U", _row(78.8, (72.6, 70.3), (81.1, 69.8), (61.9, 84.0), 74.5)),
     "Proposed method": ("U", _row(82.6, (72.1, 69.2), (80.9, 69.4), (61.2, 84.3), 77.2)),
 }
-
-
-# Dev scores published for a 6-layer, hidden-384 MiniLM (MiniLMv1-L6xH384: microsoft/unilm, minilm/README.md,
-# "Fine-tuning on NLU tasks"). Its MRPC figure (88.9) does not say which metric it is, so it is left out;
-# STS-B is not reported. all-MiniLM-L6-v2 starts from nreimers/MiniLM-L6-H384-uncased (every second
-# layer of MiniLM-L12-H384), a different 6-layer model, then sentence-embedding training.
-MINILM_L6: dict[str, dict[str, float]] = {"sst2": {"accuracy": 91.5}}
