@@ -209,3 +209,18 @@ def cost_curves(ax: plt.Axes, rates: list, paths: tuple[str, ...] = ("default", 
            ylabel="seconds of all-pairs MI\nper layer and batch (N = 100)")
     ax.legend(fontsize="x-small")
     return ax
+
+
+def criterion_spread(ax: plt.Axes, retained: "pd.DataFrame") -> plt.Axes:
+    """Chapter 8's scale figure: per model, the band between the worst and the best unsupervised
+    criterion's retained quality against the FFN keep fraction (:mod:`minilib.experiments.scale`),
+    with each criterion's points."""
+    for (model, g), color in zip(retained.groupby("model", sort=False), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
+        band = g.groupby("keep").retained.agg(["min", "max"])
+        ax.fill_between(band.index, band["min"], band["max"], color=color, alpha=0.25, label=model)
+        ax.scatter(g.keep, g.retained, color=color, s=10)
+    ax.axhline(1.0, ls=":", color="0.3")
+    ax.set(xlabel="FFN neurons kept (fraction of each layer)", ylabel="quality kept (pruned / dense)")
+    ax.invert_xaxis()
+    ax.legend(frameon=False)
+    return ax
