@@ -199,3 +199,10 @@ def test_a_minilm_run_is_swept_with_classical_mds(tmp_path):
     kept = [json.loads(p.read_text()) for p in tmp_path.glob("sweeps/**/choices/mi-mds/*.json")]
     assert len(kept) == 1 and [len(k) for k in kept[0]["choice"]] == [768] * 6  # half of 1,536, in all 6 layers
     assert all("-classical-code" in p.parent.parent.parent.name for p in tmp_path.glob("sweeps/**/choices/mi-mds/*.json"))
+
+
+def test_a_gradient_score_after_the_kl_choice_in_one_context(runs, tmp_path):
+    runs, _ = runs  # the KL choice runs first and builds the calibration batches; Taylor then backpropagates them
+    table = glue_sweep.sweep([runs["sst2"]], ["mi-mds", "taylor"], [0.5], trials=1, cache=tmp_path, progress=False,
+                             fraction=1.0, mds_seeds=2)
+    assert list(table.drop_duplicates("method").method) == ["mi-mds", "taylor"]

@@ -25,7 +25,7 @@ from minilib.cache import cache_dir, code_revision, results_dir
 from minilib.experiments import finetune, glue_sweep, lm_sweep
 
 FINETUNES = [("mrpc", "offline", 0), ("stsb", "random", 1)]
-SWEEP = dict(task="mrpc", methods=["mi-mds", "magnitude", "taylor", "random"], levels=[0.7, 0.4])
+SWEEP = dict(task="mrpc", methods=["random", "magnitude", "taylor", "mi-mds"], levels=[0.7, 0.4])  # registry order
 ABLATION = dict(parameter="alpha", value="2", level=0.4)
 BLOCKS, MLP = [4], [0.2]
 

@@ -158,9 +158,10 @@ class PruningState(ABC):
         """The dense model's representations of the calibration sample (the ``z_o`` of Eq. 2)."""
         return self.represent(self.model)
 
-    @torch.inference_mode()
     def represent(self, model: nn.Module) -> torch.Tensor:
-        return torch.cat([self.family.representation(model, b).cpu() for b in self.batches])
+        batches = self.batches  # built (if lazily) outside inference mode: the gradient scores reuse them
+        with torch.inference_mode():
+            return torch.cat([self.family.representation(model, b).cpu() for b in batches])
 
     def pruned(self, keep: Sequence[np.ndarray]) -> nn.Module:
         return self.family.prune(copy.deepcopy(self.model), keep)
