@@ -58,6 +58,7 @@ def compare_rows(check: Checker, ours: pd.DataFrame, committed: pd.DataFrame, ke
     """Each of our rows' ``value`` against the committed row with the same ``keys``, at the CSV's precision."""
     if ours[value].dtype.kind == "f":  # the LM tables are written with %.6g (the GLUE ones at 2 decimals)
         ours = ours.assign(**{value: ours[value].map(lambda x: float(f"{x:.6g}"))})
+    committed = committed.astype({k: ours[k].dtype for k in keys})  # e.g. an ablation's setting "2.0", read as 2.0
     merged = ours.merge(committed[[*keys, value]], on=keys, how="left", suffixes=("", "_committed"))
     for _, r in merged.iterrows():
         check.same(" ".join(f"{k}={r[k]}" for k in keys), r[value], r[f"{value}_committed"])
