@@ -142,6 +142,10 @@ def _choose_mlp(setup: Setup):
     return lambda c: METHODS[c.method].select(setup.state, c.level, setup.seed + c.trial)
 
 
+def _choose_block_set(setup: Setup):
+    return lambda c: choose_blocks(setup, c.method, c.level, c.trial)
+
+
 def choose_blocks(setup: Setup, method: str, k: int, trial: int = 0) -> list[int]:
     """The ``k`` blocks a method removes (``trial`` seeds the random choice)."""
     n = setup.model.config.num_hidden_layers
@@ -168,7 +172,7 @@ def block_sweep(setup: Setup, n_blocks: list[int], methods=BLOCK_METHODS, trials
     perplexity.
     """
     dense = setup.dense_perplexity()
-    records = engine.run(_block_cells(methods, n_blocks, trials), lambda c: choose_blocks(setup, c.method, c.level, c.trial),
+    records = engine.run(_block_cells(methods, n_blocks, trials), _choose_block_set(setup),
                          lambda _c, chosen: blocks.remove_blocks(setup.model, chosen),
                          lambda model: {"perplexity": setup.perplexity(model)}, setup.folder / "blocks",
                          lambda _c, chosen: "-".join(map(str, chosen)), progress, "block pruning")
@@ -254,8 +258,7 @@ def zeroshot_sweep(setup: Setup, ratios=(0.2, 0.3), n_blocks=(2, 4, 6), tasks=tu
                                               lambda _c, keep: prune_mlp(setup.model, keep), score,
                                               setup.folder / "mlp", key, progress, "zero-shot (MLP)")):
         runs.append(("mlp", r["cell"].method, ratio, r["metrics"]))
-    for r in engine.run(_block_cells(block_methods, n_blocks, trials=1),
-                        lambda c: choose_blocks(setup, c.method, c.level, c.trial),
+    for r in engine.run(_block_cells(block_methods, n_blocks, trials=1), _choose_block_set(setup),
                         lambda _c, chosen: blocks.remove_blocks(setup.model, chosen), score, setup.folder / "blocks",
                         key, progress, "zero-shot (blocks)"):
         runs.append(("blocks", r["cell"].method, float(r["cell"].level), r["metrics"]))
