@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+import minilib.methods
 from minilib.experiments import engine, lm_sweep
 
 
@@ -101,6 +102,19 @@ def test_the_mi_methods_prune_a_decoders_mlp_deterministically_on_a_few_token_ba
     for name in ("mi-mds", "mi-mds-wanda"):  # the same seed gives the same keep-sets from a fresh state
         first, again = (lm_sweep.METHODS[name].select(s.state, 6, 0) for s in (a, b))
         assert all(np.array_equal(x, y) for x, y in zip(first, again))
+
+
+def test_a_decoders_mi_map_is_saved_once_and_read_back_by_a_resumed_sweep(tiny_llama, tmp_path, monkeypatch):
+    def fresh():
+        g = torch.Generator().manual_seed(3)
+        return lm_sweep.Setup(tiny_llama, torch.randint(0, 40, (2, 12), generator=g),
+                              torch.randint(0, 40, (3, 12), generator=g), "tiny Llama", tmp_path, neuron_mi_batch=16)
+    first = fresh().state.mi_map
+    assert (tmp_path / "mimaps" / "mimap-aligned.npz").is_file()
+    monkeypatch.setattr(minilib.methods, "compute_mi_map",
+                        lambda *a, **k: pytest.fail("the saved map was recomputed"))
+    again = fresh().state.mi_map
+    assert all(np.array_equal(x, y) for x, y in zip(first.mi, again.mi)) and again.meta == first.meta
 
 
 def test_block_sweep_removes_the_chosen_blocks(setup):

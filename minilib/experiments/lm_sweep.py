@@ -72,6 +72,7 @@ class Setup:
     neuron_mi_batches: int | None = None  # batches averaged in that map (None: all)
     seed: int = 0
     tokenizer: object = None  # the zero-shot tasks tokenise their prompts
+    progress: bool = False  # tqdm bars for the MLP neurons' MI map and the peers' scores
 
     @cached_property
     def states(self) -> torch.Tensor:
@@ -87,9 +88,11 @@ class Setup:
         ``neuron_mi_batches``: a map of SmolLM2's 30 blocks costs about 15 minutes per batch of 100
         on two cores (chapter 3b). MDS is classical (one eigendecomposition per block): SMACOF
         takes 10–17 s per block and seed at 1,536 neurons, 1.5 hours for 20 seeds of 30 blocks.
+        The map is saved under ``folder/mimaps`` once computed, so an interrupted sweep resumes after it.
         """
         settings = Settings(mi_batch=self.neuron_mi_batch, max_batches=self.neuron_mi_batches, mds="classical")
-        return Calibrated(self.model, [{"input_ids": w[None]} for w in self.calib_windows], settings, seed=self.seed)
+        return Calibrated(self.model, [{"input_ids": w[None]} for w in self.calib_windows], settings, seed=self.seed,
+                          progress=self.progress, cache=self.folder / "mimaps")
 
     @cached_property
     def mi(self) -> blocks.BlockMI:
@@ -107,7 +110,8 @@ class Setup:
 
 
 def prepare(profile: str = "quick", source: str = "auto", cache: str | os.PathLike | None = None,
-            data_dir: str | os.PathLike | None = None, seed: int = 0, first_blocks: int | None = None) -> Setup:
+            data_dir: str | os.PathLike | None = None, seed: int = 0, first_blocks: int | None = None,
+            progress: bool = False) -> Setup:
     """Load the model and cut the profile's windows; results are cached per (model, windows, seed).
 
     ``first_blocks`` keeps only the model's first blocks: a small model for a live run of the MLP
@@ -125,7 +129,7 @@ def prepare(profile: str = "quick", source: str = "auto", cache: str | os.PathLi
                      f"{s.calib_length}|{s.mi_tokens}/{s.mi_batch}|{s.neuron_mi_batch}x{s.neuron_mi_batches}|{seed}|data {data}|"
                      f"code {code_fingerprint('minilib.experiments.lm_sweep')}")
     return Setup(model, test, calib, name, cache_dir(cache) / "lm-runs" / key, s.mi_tokens, s.mi_batch,
-                 s.neuron_mi_batch, s.neuron_mi_batches, seed, tokenizer)
+                 s.neuron_mi_batch, s.neuron_mi_batches, seed, tokenizer, progress)
 
 
 def _block_cells(methods, n_blocks, trials: int) -> list[engine.Cell]:
@@ -375,7 +379,7 @@ def run_all(profile: str, out: str | os.PathLike, source: str = "auto", cache=No
         raise ValueError(f"unknown tables {sorted(unknown)}; choose from {', '.join(TABLES)}")
     check_output(out)  # results/ from a clean tree only, refused before the model is loaded
     code = code_revision()  # the code that runs, even if the tree changes before a table is written
-    setup = prepare(profile, source, cache)
+    setup = prepare(profile, source, cache, progress=True)
     runs = {"blocks": lambda: block_sweep(setup, s.n_blocks, trials=s.trials),
             "mlp": lambda: mlp_sweep(setup, s.ratios, trials=s.trials),
             "zeroshot": lambda: zeroshot_sweep(setup, s.zeroshot_ratios, s.zeroshot_blocks, s.zeroshot_tasks,

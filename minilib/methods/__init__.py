@@ -12,10 +12,12 @@ and reused by every level of a sweep.
 from __future__ import annotations
 
 import copy
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -171,10 +173,13 @@ class Calibrated(PruningState):
     """A model and its calibration batches: the state :func:`minilib.prune` builds."""
 
     def __init__(self, model: nn.Module, batches: Sequence[Batch], settings: Settings | None = None,
-                 seed: int = 0, progress: bool = False) -> None:
+                 seed: int = 0, progress: bool = False, cache: str | os.PathLike | None = None) -> None:
+        """``cache``: a folder where each MI map is saved once computed and read back after, for a
+        map that takes an hour; the caller keys the folder by everything the map depends on."""
         super().__init__()
         self.model, self.batches = model, list(batches)
         self.settings, self.seed, self.progress = settings or Settings(), seed, progress
+        self.cache = None if cache is None else Path(cache)
 
     @cached_property
     def activations(self) -> list[torch.Tensor]:
@@ -184,11 +189,17 @@ class Calibrated(PruningState):
         return [a[perm] for a in acts]
 
     def compute_mi_map(self, widths: str) -> MIMap:
+        path = None if self.cache is None else self.cache / f"mimap-{widths}.npz"
+        if path is not None and path.is_file() and path.with_suffix(".json").is_file():
+            return MIMap.load(path)
         s = self.settings
         device = next(self.model.parameters()).device  # a model on a GPU gets its MI map computed there
-        return compute_mi_map(self.activations, s.mi_batch, s.alpha, max_batches=s.max_batches, widths=widths,
-                              tol=s.mi_tol, device=device, progress=self.progress, gamma=s.gamma,
-                              **({"beta": s.beta} if widths == "aligned" else {}))
+        m = compute_mi_map(self.activations, s.mi_batch, s.alpha, max_batches=s.max_batches, widths=widths,
+                           tol=s.mi_tol, device=device, progress=self.progress, gamma=s.gamma,
+                           **({"beta": s.beta} if widths == "aligned" else {}))
+        if path is not None:
+            m.save(path)
+        return m
 
 
 # What a method may need (its Method.needs), checked before any expensive step.
