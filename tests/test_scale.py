@@ -34,3 +34,18 @@ def test_lm_retained_quality_and_the_spread_with_and_without_random():
     assert (s.model, s.keep, s.criteria) == ("lm", 0.8, 3)
     assert s.best == pytest.approx(0.5) and s.worst == pytest.approx((0.25 + 0.15) / 2)
     assert s.spread == pytest.approx(0.3) and s.spread_no_random == pytest.approx(0.1)
+
+
+def test_zero_shot_retained_quality_is_the_task_mean_over_the_dense_mean():
+    rows = [{"pruning": "dense", "method": "dense", "level": 0.0, "task": t, "metric": "acc", "value": v}
+            for t, v in (("piqa", 0.6), ("arc_easy", 0.4))]
+    for method, (piqa, arc) in {"wanda": (0.6, 0.3), "taylor-ce": (0.6, 0.4), "random": (0.5, 0.25)}.items():
+        rows += [{"pruning": "mlp", "method": method, "level": 0.2, "task": "piqa", "metric": "acc", "value": piqa},
+                 {"pruning": "mlp", "method": method, "level": 0.2, "task": "arc_easy", "metric": "acc", "value": arc},
+                 {"pruning": "mlp", "method": method, "level": 0.2, "task": "piqa", "metric": "acc_norm", "value": 1.0}]
+    rows.append({"pruning": "blocks", "method": "angular", "level": 2.0, "task": "piqa", "metric": "acc", "value": 0.1})
+    r = scale.retained_zeroshot(pd.DataFrame(rows), "lm").set_index("method")
+    assert set(r.index) == {"wanda", "random"} and (r.keep == 0.8).all()  # CE-Taylor is supervised; blocks apart
+    assert r.retained["wanda"] == pytest.approx(0.45 / 0.5) and r.retained["random"] == pytest.approx(0.375 / 0.5)
+    with pytest.raises(ValueError, match="no dense 'acc' rows"):
+        scale.retained_zeroshot(pd.DataFrame(rows[2:]), "lm")

@@ -6,7 +6,9 @@ scale, the **fraction of the dense model's quality it keeps**:
 
 * a GLUE model: its dev score over the dense model's, on each task's headline metric (accuracy
   for SST-2, Pearson for STS-B, F1 for MRPC), averaged over tasks;
-* a language model: the dense model's WikiText-2 perplexity over the pruned model's.
+* a language model: the dense model's WikiText-2 perplexity over the pruned model's
+  (:func:`retained_lm`), or, on the same footing as GLUE, its mean zero-shot accuracy over the
+  dense model's (:func:`retained_zeroshot`; only at the zero-shot sweep's levels).
 
 At each FFN keep fraction the **spread** is the best unsupervised criterion's retained quality
 minus the worst one's (trials averaged first), with and without Random; a criterion is
@@ -20,7 +22,7 @@ import pandas as pd
 from minilib.data import glue
 from minilib.methods import METHODS
 
-__all__ = ["retained_glue", "retained_lm", "criterion_spread"]
+__all__ = ["retained_glue", "retained_lm", "retained_zeroshot", "criterion_spread"]
 
 
 def _unsupervised(methods: pd.Series) -> pd.Series:
@@ -49,6 +51,20 @@ def retained_lm(table: pd.DataFrame, model: str) -> pd.DataFrame:
     t = table[_unsupervised(table.method)]
     t = t.assign(keep=(1 - t.ratio).round(6), retained=t.dense_perplexity / t.perplexity)
     return t.groupby(["keep", "method"]).retained.mean().reset_index().assign(model=model)
+
+
+def retained_zeroshot(table: pd.DataFrame, model: str, metric: str = "acc") -> pd.DataFrame:
+    """A zero-shot sweep (:func:`minilib.experiments.lm_sweep.zeroshot_sweep`) as retained quality:
+    each MLP-pruned model's ``metric`` averaged over tasks, over the dense model's, per (keep
+    fraction, method), its unsupervised methods only."""
+    t = table[table.metric == metric]
+    dense = t[t.pruning == "dense"]
+    if dense.empty:
+        raise ValueError(f"the zero-shot table has no dense {metric!r} rows; pass the whole table of one sweep")
+    mlp = t[(t.pruning == "mlp") & _unsupervised(t.method)]
+    mean = mlp.groupby(["level", "method"]).value.mean().reset_index()
+    mean = mean.assign(keep=(1 - mean.level).round(6), retained=mean.value / dense.value.mean())
+    return mean[["keep", "method", "retained"]].assign(model=model)
 
 
 def criterion_spread(retained: pd.DataFrame) -> pd.DataFrame:
