@@ -21,6 +21,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -62,6 +63,7 @@ class PruningReport:
     macs_after: float
     seq_len: float
     calibration: dict
+    kept: list[list[int]] = field(default_factory=list)  # each block's kept neurons, in order (compare two with agreement())
     seconds: dict = field(default_factory=dict)
     device: str = "cpu"
     dtype: str = "float32"
@@ -77,6 +79,14 @@ class PruningReport:
         path = Path(path)
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         return path
+
+    def agreement(self, other: "PruningReport") -> float:
+        """How alike two pruning choices of one model are: the fraction of this report's kept neurons
+        that ``other`` keeps too, averaged over blocks (1: the same neurons; a random choice of a
+        fraction f agrees about f)."""
+        if [len(k) for k in self.kept] != [len(k) for k in other.kept] or not self.kept:
+            raise ValueError("agreement compares two prunings of the same model to the same keep fraction")
+        return float(np.mean([np.intersect1d(a, b).size / max(len(a), 1) for a, b in zip(self.kept, other.kept)]))
 
     def summary(self) -> str:
         return (f"{self.method}: kept {sum(self.neurons_after)}/{sum(self.neurons_before)} FFN neurons "
@@ -166,6 +176,7 @@ def prune(model: nn.Module, calibration: Any, keep: float, method: str = "mi-mds
         parameters_after=count_parameters(pruned)["total"], macs_before=macs_before,
         macs_after=macs(pruned.config, after, seq_len), seq_len=round(seq_len, 2),
         calibration={**samples, "batches": len(batches), "labels": labelled},
+        kept=[[int(i) for i in np.sort(k)] for k in keep_sets],
         seconds={k: round(v, 3) for k, v in times.items()}, device=str(param.device),
         dtype=str(param.dtype).replace("torch.", ""), minilib_version=minilib_version(), code_revision=code_revision())
     return pruned, report

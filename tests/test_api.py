@@ -66,6 +66,21 @@ def test_report_states_what_was_done(tok):
     assert math.isclose(d["macs_after"] / d["macs_before"], report.macs_after / report.macs_before)
 
 
+def test_the_report_names_the_kept_neurons_and_compares_two_choices(tok):
+    model = build("bert-bare")
+    weight = model.encoder.layer[1].intermediate.dense.weight.clone()
+    pruned, report = minilib.prune(model, texts(30), 0.25, "magnitude", tokenizer=tok, progress=False)
+    assert [len(k) for k in report.kept] == [6, 6] and all(k == sorted(k) for k in report.kept)
+    assert torch.equal(pruned.encoder.layer[1].intermediate.dense.weight, weight[report.kept[1]])  # the neurons it names
+    assert report.agreement(report) == 1.0
+    _, other = minilib.prune(build("bert-bare"), texts(30), 0.25, "random", tokenizer=tok, progress=False, seed=1)
+    shared = [len(set(a) & set(b)) / 6 for a, b in zip(report.kept, other.kept)]
+    assert report.agreement(other) == pytest.approx(sum(shared) / 2)
+    _, half = minilib.prune(build("bert-bare"), texts(30), 0.5, "random", tokenizer=tok, progress=False)
+    with pytest.raises(ValueError, match="same keep fraction"):
+        report.agreement(half)
+
+
 def test_same_seed_same_keep_sets_and_another_seed_differs(tok):
     def kept(seed):
         model = build("bert-bare")
