@@ -53,7 +53,7 @@ THREADS ?= 1
 RUN = OMP_NUM_THREADS=$(THREADS) $(PY) -m minilib
 FT_GRID := --tasks sst2 stsb mrpc --seeds 0 1 2
 RESULT_STEPS := results-finetune results-sweep results-lm $(addprefix results-ablation-,alpha reduction mds_seeds fraction) \
-	results-minilm-finetune results-minilm-sweep results-lm-zeroshot
+	results-minilm-finetune results-minilm-sweep results-minilm-critical results-lm-zeroshot
 .PHONY: results-tree results-encoder results-ft-offline results-ft-random results-minilm-ft $(RESULT_STEPS)
 
 results: $(RESULT_STEPS)
@@ -92,6 +92,8 @@ results-minilm-finetune: results-minilm-ft
 	$(RUN) finetune --table results/minilm-finetune.csv $(FT_GRID) --inits minilm
 results-minilm-sweep: results-minilm-ft
 	$(RUN) sweep --tasks mrpc stsb sst2 --init minilm --mds classical --mds-seeds 20 --levels $(LEVELS) --out results/minilm-pruning.csv
+results-minilm-critical: results-minilm-ft
+	$(RUN) critical --tasks mrpc sst2 stsb --init minilm --out results/minilm-critical.csv  # ~1 h: one neuron at a time
 results-lm-zeroshot: results-lm
 	$(RUN) lm --profile full --source offline --tables zeroshot --out results
 

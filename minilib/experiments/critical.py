@@ -1,0 +1,152 @@
+"""Critical neurons: single FFN neurons whose removal alone breaks a fine-tuned model (chapter 8).
+
+A redundancy criterion asks which neurons the others already explain; it does not ask what a
+neuron weighs in the output. With per-neuron kernel widths (§3.4) the MI map is blind to a
+neuron's scale, so a neuron with a large activation and a large ``down`` column looks as
+removable as any other that shares its information. This module finds such neurons, among the
+highest-scoring ones of an importance criterion, by removing each alone from the dense model
+(:func:`single_neuron_drops`), and asks whether each method's keep-sets hold them, and what the
+pruned model scores with them put back (:func:`method_keeps`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from minilib.cache import atomic_file, check_output, code_revision
+from minilib.console import ArgumentParser
+from minilib.data import glue
+from minilib.methods import METHODS, PruningState
+from minilib.methods.scores import keep_fraction
+
+__all__ = ["redundancy_ranks", "single_neuron_drops", "critical", "restored", "method_keeps", "main"]
+
+Evaluate = Callable[[Sequence[Sequence[int]]], dict[str, float]]  # a keep-set per block -> metrics
+
+
+def redundancy_ranks(mi: np.ndarray) -> np.ndarray:
+    """Each neuron's rank by its mean MI with the layer's other neurons (0: the most redundant)."""
+    mi = np.asarray(mi, dtype=float)
+    mean = (mi.sum(1) - np.diag(mi)) / (len(mi) - 1)
+    return np.argsort(np.argsort(-mean, kind="stable"), kind="stable")
+
+
+def single_neuron_drops(state: PruningState, evaluate: Evaluate, top: int = 2, score: str = "wanda",
+                        redundancy: bool = True) -> pd.DataFrame:
+    """The metrics of the dense model with one neuron removed, for each block's ``top`` neurons by ``score``.
+
+    One row per (block, neuron, metric), with the neuron's rank under ``score`` (0: the highest)
+    and, if ``redundancy``, its rank by mean MI with its layer (:func:`redundancy_ranks`). The dense
+    model's metrics are the rows with ``neuron`` = -1.
+    """
+    if top < 1:
+        raise ValueError(f"top must be a positive number of neurons per block, got {top}")
+    scores = [np.asarray(s) for s in METHODS[score].score(state, 0)]
+    mi = state.mi_map.mi if redundancy else None
+    full = [list(range(n)) for n in state.sizes]
+    rows = [{"block": -1, "neuron": -1, "score_rank": -1, "redundancy_rank": -1, "metric": k, "value": v}
+            for k, v in evaluate(full).items()]
+    for block, s in enumerate(scores):
+        ranks = redundancy_ranks(mi[block]) if redundancy else None
+        for rank, neuron in enumerate(np.argsort(-s, kind="stable")[:top]):
+            keep = [f if b != block else [i for i in f if i != neuron] for b, f in enumerate(full)]
+            rows += [{"block": block, "neuron": int(neuron), "score_rank": rank,
+                      "redundancy_rank": int(ranks[neuron]) if redundancy else -1, "metric": k, "value": v}
+                     for k, v in evaluate(keep).items()]
+    return pd.DataFrame(rows)
+
+
+def critical(drops: pd.DataFrame, metric: str, min_drop: float) -> list[tuple[int, int]]:
+    """The (block, neuron) pairs whose removal alone lowers ``metric`` by at least ``min_drop`` points."""
+    rows = drops[drops.metric == metric]
+    if rows.empty:
+        raise ValueError(f"no {metric!r} rows; the table has {sorted(drops.metric.unique())}")
+    dense = rows[rows.neuron == -1].value.iloc[0]
+    hit = rows[(rows.neuron >= 0) & (dense - rows.value >= min_drop)]
+    return [(int(b), int(n)) for b, n in zip(hit.block, hit.neuron)]
+
+
+def restored(keep: Sequence[Sequence[int]], neurons: Sequence[tuple[int, int]]) -> list[list[int]]:
+    """``keep`` with the (block, neuron) pairs added (each block keeps at most that many more neurons)."""
+    out = [sorted(int(i) for i in k) for k in keep]
+    for block, neuron in neurons:
+        if neuron not in out[block]:
+            out[block] = sorted(out[block] + [neuron])
+    return out
+
+
+def method_keeps(state: PruningState, evaluate: Evaluate, methods: Sequence[str], levels: Sequence[float],
+                 neurons: Sequence[tuple[int, int]]) -> pd.DataFrame:
+    """For each method and kept fraction: which ``neurons`` its keep-set holds, and its metrics as chosen
+    and with the missing ones restored (:func:`restored`; evaluated only where one is missing).
+
+    The keep-sets are the methods' own (``METHODS[m].select(state, keep, 0)``), the same as a sweep's
+    trial 0 for the same state.
+    """
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+    size = state.sizes[0]
+    rows = []
+    for method in methods:
+        for level in levels:
+            keep = METHODS[method].select(state, keep_fraction(size, level), 0)
+            missing = [(b, n) for b, n in neurons if n not in set(np.asarray(keep[b]).tolist())]
+            variants = {False: keep, True: restored(keep, missing)} if missing else {False: keep}
+            for was_restored, k in variants.items():
+                rows += [{"method": method, "ffn_flops": level, "missing": " ".join(f"{b}:{n}" for b, n in missing),
+                          "restored": was_restored, "metric": key, "value": value}
+                         for key, value in evaluate(k).items()]
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from minilib.experiments.finetune import finetune
+    from minilib.experiments.glue_sweep import Context, evaluate_keep
+
+    p = ArgumentParser(prog="minilib critical", description="Single neurons whose removal alone breaks a fine-tuned "
+                       "encoder, and whether each method's keep-sets hold them (chapter 8).")
+    p.add_argument("--tasks", nargs="+", default=["mrpc", "sst2", "stsb"])
+    p.add_argument("--init", default="minilm")
+    p.add_argument("--seed", type=int, default=0, help="the fine-tune seed (the sweep prunes seed 0)")
+    p.add_argument("--top", type=int, default=2, help="neurons per layer to remove alone, by --score (default 2)")
+    p.add_argument("--score", default="wanda", help="the importance score that ranks them (default wanda)")
+    p.add_argument("--min-drop", type=float, default=5.0,
+                   help="points of accuracy (STS-B: Pearson) whose loss makes a neuron critical (default 5)")
+    p.add_argument("--methods", nargs="+", default=["mi-alg1", "pcc-mds", "mi-mds", "mi-mds-wanda"])
+    p.add_argument("--levels", nargs="+", type=float, default=[0.9, 0.7, 0.5, 0.3])
+    p.add_argument("--mds", default="classical", choices=["smacof", "classical"])
+    p.add_argument("--mds-seeds", type=int, default=20)
+    p.add_argument("--out", default="results/minilm-critical.csv",
+                   help="the single-neuron table; the methods' table goes beside it as <stem>-methods.csv")
+    args = p.parse_args(argv)
+    tasks = [glue.get_task(t) for t in args.tasks]
+    if args.score not in METHODS or METHODS[args.score].score is None:
+        raise ValueError(f"--score must be a score-based method such as wanda, magnitude or taylor; got {args.score!r}")
+    unknown = [m for m in args.methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+    bad = [level for level in args.levels if not 0.0 < level <= 1.0]
+    if bad:
+        raise ValueError(f"--levels are fractions of each layer's FFN neurons kept, in (0, 1]; got {bad}")
+    out = Path(args.out)
+    methods_out = out.with_name(f"{out.stem}-methods.csv")
+    check_output(out), check_output(methods_out)
+    neurons, kept = [], []
+    for task in tasks:
+        ctx = Context(finetune(task.name, args.init, args.seed), mds=args.mds, mds_seeds=args.mds_seeds, progress=True)
+        evaluate = lambda keep, ctx=ctx: evaluate_keep(ctx, keep)  # noqa: E731
+        drops = single_neuron_drops(ctx, evaluate, args.top, args.score)
+        metric = "accuracy" if "accuracy" in task.metrics else task.metrics[0]  # MRPC's F1 stays high at the majority class
+        found = critical(drops, metric, args.min_drop)
+        neurons.append(drops.assign(task=task.name, model=ctx.result["model"]))
+        kept.append(method_keeps(ctx, evaluate, args.methods, args.levels, found)
+                    .assign(task=task.name, model=ctx.result["model"]))
+    code = code_revision()
+    atomic_file(out, lambda f: pd.concat(neurons).assign(code=code).to_csv(f, index=False))
+    atomic_file(methods_out, lambda f: pd.concat(kept).assign(code=code).to_csv(f, index=False))
+    print(f"wrote {out} and {methods_out}")

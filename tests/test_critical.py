@@ -1,0 +1,90 @@
+"""Critical neurons (chapter 8): a planted neuron that the output relies on is found and put back."""
+
+import numpy as np
+import pytest
+import torch
+
+from minilib.experiments import critical as cr
+from minilib.methods import METHODS, Calibrated
+from zoo import batches, build, outputs
+
+PLANTED = (1, 5)  # block, neuron
+
+
+@pytest.fixture(scope="module")
+def state():
+    """A tiny classifier whose block-1 neuron 5 has a 40× down column: its output leans on that neuron."""
+    model = build("bert-classifier")
+    block, neuron = PLANTED
+    with torch.no_grad():
+        model.bert.encoder.layer[block].output.dense.weight[:, neuron] *= 40
+    return Calibrated(model, batches("bert-classifier", n=6))
+
+
+def logit_change(state):
+    """A metric of a keep-set: the mean absolute change of the logits from the dense model's, negated (higher = better)."""
+    dense = torch.cat([outputs(state.model, b) for b in state.batches])
+
+    def evaluate(keep):
+        pruned = state.pruned(keep)
+        out = torch.cat([outputs(pruned, b) for b in state.batches])
+        return {"fidelity": -100 * float((out - dense).abs().mean())}
+    return evaluate
+
+
+def test_redundancy_ranks_put_the_neuron_sharing_most_mi_first():
+    mi = np.array([[1.0, 0.1, 0.2], [0.1, 1.0, 0.9], [0.2, 0.9, 1.0]])
+    assert cr.redundancy_ranks(mi).tolist() == [2, 1, 0]  # means 0.15, 0.5, 0.55
+
+
+def test_the_planted_neuron_is_the_top_wanda_neuron_and_its_removal_alone_hurts_most(state):
+    drops = cr.single_neuron_drops(state, logit_change(state), top=2)
+    assert set(drops.block) == {-1, 0, 1} and len(drops) == 1 + 2 * 2
+    block, neuron = PLANTED
+    top = drops[(drops.block == block) & (drops.score_rank == 0)]
+    assert top.neuron.item() == neuron
+    removed = drops[drops.neuron >= 0]
+    assert removed.value.idxmin() == top.index.item()  # the worst single removal of all
+    assert sorted(drops.redundancy_rank[drops.neuron >= 0].unique()) == sorted(
+        {int(cr.redundancy_ranks(state.mi_map.mi[b])[n]) for b, n in zip(removed.block, removed.neuron)})
+    # a threshold between the planted drop and every other one finds it alone
+    dense = drops[drops.neuron == -1].value.item()
+    others = removed[removed.index != top.index.item()]
+    cut = (dense - top.value.item() + (dense - others.value).max()) / 2
+    assert cr.critical(drops, "fidelity", cut) == [PLANTED]
+    with pytest.raises(ValueError, match="no 'accuracy' rows"):
+        cr.critical(drops, "accuracy", 1.0)
+
+
+def test_restored_adds_each_missing_neuron_once_and_keeps_the_rest():
+    assert cr.restored([[3, 1], [0, 2]], [(1, 5), (0, 1), (1, 5)]) == [[1, 3], [0, 2, 5]]
+
+
+def test_method_keeps_reports_what_each_keep_set_misses_and_scores_it_restored(state):
+    evaluate = logit_change(state)
+    table = cr.method_keeps(state, evaluate, ["random", "wanda"], [0.25], [PLANTED])
+    block, neuron = PLANTED
+    for method, rows in table.groupby("method"):
+        keep = METHODS[method].select(state, 6, 0)  # 0.25 of 24 neurons
+        held = neuron in keep[block]
+        assert (rows.missing == ("" if held else f"{block}:{neuron}")).all()
+        assert sorted(rows.restored.tolist()) == ([False] if held else [False, True])
+        chosen = rows[~rows.restored].value.item()
+        assert chosen == pytest.approx(evaluate(keep)["fidelity"])
+        if not held:  # putting the planted neuron back brings the logits closer to the dense model's
+            assert rows[rows.restored].value.item() > chosen
+    assert not table[table.method == "wanda"].missing.any()  # its 40× column makes it the top Wanda neuron
+    assert table[table.method == "random"].restored.any()  # seed 0 drops it: the restored branch ran
+    with pytest.raises(ValueError, match="unknown method"):
+        cr.method_keeps(state, evaluate, ["nope"], [0.5], [])
+
+
+def test_the_command_refuses_bad_arguments_before_loading_anything(capsys):
+    from minilib.cli import main
+
+    for argv, message in [(["--levels", "1.5"], "--levels are fractions"), (["--score", "mi-mds"], "--score must be"),
+                          (["--methods", "nope"], "unknown method"), (["--tasks", "cola2"], "cola2")]:
+        with pytest.raises(SystemExit) as exit_:
+            main(["critical", *argv])
+        assert exit_.value.code == 2
+        assert message in capsys.readouterr().err
