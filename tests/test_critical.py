@@ -1,6 +1,7 @@
 """Critical neurons (chapter 8): a planted neuron that the output relies on is found and put back."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -88,3 +89,24 @@ def test_the_command_refuses_bad_arguments_before_loading_anything(capsys):
             main(["critical", *argv])
         assert exit_.value.code == 2
         assert message in capsys.readouterr().err
+
+
+def test_the_tables_judge_each_task_by_accuracy_or_else_its_first_metric():
+    assert (cr.headline("mrpc"), cr.headline("sst2"), cr.headline("stsb")) == ("accuracy", "accuracy", "pearson")
+    row = lambda task, block, neuron, metric, value: dict(task=task, block=block, neuron=neuron, score_rank=0,  # noqa: E731
+                                                          redundancy_rank=3, metric=metric, value=value)
+    neurons = pd.DataFrame([row("mrpc", -1, -1, "accuracy", 80.0), row("mrpc", -1, -1, "f1", 85.0),
+                            row("mrpc", 1, 5, "accuracy", 50.0), row("mrpc", 1, 5, "f1", 81.0),
+                            row("mrpc", 0, 3, "accuracy", 79.0), row("stsb", -1, -1, "pearson", 88.0),
+                            row("stsb", 2, 7, "pearson", 70.0), row("stsb", 2, 7, "spearman", 10.0)])
+    t = cr.drops_table(neurons, min_drop=5)
+    assert t[["task", "metric", "block", "neuron", "dense", "without it", "drop"]].values.tolist() == [
+        ["mrpc", "accuracy", 1, 5, 80.0, 50.0, 30.0], ["stsb", "pearson", 2, 7, 88.0, 70.0, 18.0]]
+    kept = pd.DataFrame([dict(task="mrpc", method="mi-alg1", ffn_flops=0.9, restored=False, metric="accuracy", value=40.0),
+                         dict(task="mrpc", method="mi-alg1", ffn_flops=0.9, restored=True, metric="accuracy", value=80.0),
+                         dict(task="mrpc", method="mi-alg1", ffn_flops=0.5, restored=False, metric="accuracy", value=70.0),
+                         dict(task="mrpc", method="mi-alg1", ffn_flops=0.5, restored=False, metric="f1", value=1.0)])
+    r = cr.restoration_table(kept)
+    assert r.loc[("mrpc", "mi-alg1")].to_dict() == {(0.9, "chosen"): 40.0, (0.9, "restored"): 80.0,
+                                                   (0.5, "chosen"): 70.0, (0.5, "restored"): 70.0}
+    assert [c[0] for c in r.columns] == [0.9, 0.9, 0.5, 0.5]  # the highest kept fraction first

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from minilib.cache import atomic_file, check_output, code_revision
 from minilib.console import ArgumentParser
@@ -23,7 +24,8 @@ from minilib.data import glue
 from minilib.methods import METHODS, PruningState
 from minilib.methods.scores import keep_fraction
 
-__all__ = ["redundancy_ranks", "single_neuron_drops", "critical", "restored", "method_keeps", "main"]
+__all__ = ["redundancy_ranks", "single_neuron_drops", "critical", "restored", "method_keeps", "headline",
+           "drops_table", "restoration_table", "main"]
 
 Evaluate = Callable[[Sequence[Sequence[int]]], dict[str, float]]  # a keep-set per block -> metrics
 
@@ -36,7 +38,7 @@ def redundancy_ranks(mi: np.ndarray) -> np.ndarray:
 
 
 def single_neuron_drops(state: PruningState, evaluate: Evaluate, top: int = 2, score: str = "wanda",
-                        redundancy: bool = True) -> pd.DataFrame:
+                        redundancy: bool = True, progress: bool = False) -> pd.DataFrame:
     """The metrics of the dense model with one neuron removed, for each block's ``top`` neurons by ``score``.
 
     One row per (block, neuron, metric), with the neuron's rank under ``score`` (0: the highest)
@@ -50,23 +52,33 @@ def single_neuron_drops(state: PruningState, evaluate: Evaluate, top: int = 2, s
     full = [list(range(n)) for n in state.sizes]
     rows = [{"block": -1, "neuron": -1, "score_rank": -1, "redundancy_rank": -1, "metric": k, "value": v}
             for k, v in evaluate(full).items()]
+    bar = tqdm(total=len(scores) * top, desc="one neuron removed", unit="model", disable=not progress)
     for block, s in enumerate(scores):
         ranks = redundancy_ranks(mi[block]) if redundancy else None
         for rank, neuron in enumerate(np.argsort(-s, kind="stable")[:top]):
+            bar.update()
             keep = [f if b != block else [i for i in f if i != neuron] for b, f in enumerate(full)]
             rows += [{"block": block, "neuron": int(neuron), "score_rank": rank,
                       "redundancy_rank": int(ranks[neuron]) if redundancy else -1, "metric": k, "value": v}
                      for k, v in evaluate(keep).items()]
+    bar.close()
     return pd.DataFrame(rows)
 
 
-def critical(drops: pd.DataFrame, metric: str, min_drop: float) -> list[tuple[int, int]]:
-    """The (block, neuron) pairs whose removal alone lowers ``metric`` by at least ``min_drop`` points."""
+def _losses(drops: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The single-removal rows of ``metric``, with the dense score and the loss from it."""
     rows = drops[drops.metric == metric]
     if rows.empty:
         raise ValueError(f"no {metric!r} rows; the table has {sorted(drops.metric.unique())}")
     dense = rows[rows.neuron == -1].value.iloc[0]
-    hit = rows[(rows.neuron >= 0) & (dense - rows.value >= min_drop)]
+    rows = rows[rows.neuron >= 0]
+    return rows.assign(dense=dense, drop=dense - rows.value)
+
+
+def critical(drops: pd.DataFrame, metric: str, min_drop: float) -> list[tuple[int, int]]:
+    """The (block, neuron) pairs whose removal alone lowers ``metric`` by at least ``min_drop`` points."""
+    rows = _losses(drops, metric)
+    hit = rows[rows["drop"] >= min_drop]
     return [(int(b), int(n)) for b, n in zip(hit.block, hit.neuron)]
 
 
@@ -80,7 +92,7 @@ def restored(keep: Sequence[Sequence[int]], neurons: Sequence[tuple[int, int]]) 
 
 
 def method_keeps(state: PruningState, evaluate: Evaluate, methods: Sequence[str], levels: Sequence[float],
-                 neurons: Sequence[tuple[int, int]]) -> pd.DataFrame:
+                 neurons: Sequence[tuple[int, int]], progress: bool = False) -> pd.DataFrame:
     """For each method and kept fraction: which ``neurons`` its keep-set holds, and its metrics as chosen
     and with the missing ones restored (:func:`restored`; evaluated only where one is missing).
 
@@ -92,16 +104,43 @@ def method_keeps(state: PruningState, evaluate: Evaluate, methods: Sequence[str]
         raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
     size = state.sizes[0]
     rows = []
-    for method in methods:
-        for level in levels:
-            keep = METHODS[method].select(state, keep_fraction(size, level), 0)
-            missing = [(b, n) for b, n in neurons if n not in set(np.asarray(keep[b]).tolist())]
-            variants = {False: keep, True: restored(keep, missing)} if missing else {False: keep}
-            for was_restored, k in variants.items():
-                rows += [{"method": method, "ffn_flops": level, "missing": " ".join(f"{b}:{n}" for b, n in missing),
-                          "restored": was_restored, "metric": key, "value": value}
-                         for key, value in evaluate(k).items()]
+    for method, level in tqdm([(m, lv) for m in methods for lv in levels], desc="keep-sets", unit="cell",
+                              disable=not progress):
+        keep = METHODS[method].select(state, keep_fraction(size, level), 0)
+        missing = [(b, n) for b, n in neurons if n not in set(np.asarray(keep[b]).tolist())]
+        variants = {False: keep, True: restored(keep, missing)} if missing else {False: keep}
+        for was_restored, k in variants.items():
+            rows += [{"method": method, "ffn_flops": level, "missing": " ".join(f"{b}:{n}" for b, n in missing),
+                      "restored": was_restored, "metric": key, "value": value}
+                     for key, value in evaluate(k).items()]
     return pd.DataFrame(rows)
+
+
+def headline(task: str) -> str:
+    """The metric a critical neuron is judged by: accuracy where the task has it (MRPC's F1 stays
+    high at the majority class), else the task's first metric (STS-B: Pearson)."""
+    metrics = glue.get_task(task).metrics
+    return "accuracy" if "accuracy" in metrics else metrics[0]
+
+
+def drops_table(neurons: pd.DataFrame, min_drop: float = 5.0) -> pd.DataFrame:
+    """The critical neurons of each task (the command's table): dense and single-removal scores, in its headline metric."""
+    out = []
+    for task, rows in neurons.groupby("task", sort=False):
+        losses = _losses(rows, headline(task))
+        out.append(losses[losses["drop"] >= min_drop].assign(task=task))
+    columns = ["task", "metric", "block", "neuron", "score_rank", "redundancy_rank", "dense", "value", "drop"]
+    return pd.concat(out, ignore_index=True)[columns].rename(columns={"value": "without it"})
+
+
+def restoration_table(kept: pd.DataFrame) -> pd.DataFrame:
+    """Each method's headline score by kept fraction, as chosen and with its missing critical neurons put back
+    (equal where it kept them all)."""
+    rows = pd.concat([r[r.metric == headline(t)] for t, r in kept.groupby("task", sort=False)])
+    chosen = rows[~rows.restored].set_index(["task", "method", "ffn_flops"]).value
+    back = rows[rows.restored].set_index(["task", "method", "ffn_flops"]).value
+    table = pd.DataFrame({"chosen": chosen, "restored": back.reindex(chosen.index).fillna(chosen)})
+    return table.unstack("ffn_flops").swaplevel(axis=1).sort_index(axis=1, ascending=[False, True])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -140,11 +179,10 @@ def main(argv: list[str] | None = None) -> None:
     for task in tasks:
         ctx = Context(finetune(task.name, args.init, args.seed), mds=args.mds, mds_seeds=args.mds_seeds, progress=True)
         evaluate = lambda keep, ctx=ctx: evaluate_keep(ctx, keep)  # noqa: E731
-        drops = single_neuron_drops(ctx, evaluate, args.top, args.score)
-        metric = "accuracy" if "accuracy" in task.metrics else task.metrics[0]  # MRPC's F1 stays high at the majority class
-        found = critical(drops, metric, args.min_drop)
+        drops = single_neuron_drops(ctx, evaluate, args.top, args.score, progress=True)
+        found = critical(drops, headline(task.name), args.min_drop)
         neurons.append(drops.assign(task=task.name, model=ctx.result["model"]))
-        kept.append(method_keeps(ctx, evaluate, args.methods, args.levels, found)
+        kept.append(method_keeps(ctx, evaluate, args.methods, args.levels, found, progress=True)
                     .assign(task=task.name, model=ctx.result["model"]))
     code = code_revision()
     atomic_file(out, lambda f: pd.concat(neurons).assign(code=code).to_csv(f, index=False))
