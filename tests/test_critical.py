@@ -91,8 +91,7 @@ def test_the_command_refuses_bad_arguments_before_loading_anything(capsys):
         assert message in capsys.readouterr().err
 
 
-def test_the_tables_judge_each_task_by_accuracy_or_else_its_first_metric():
-    assert (cr.headline("mrpc"), cr.headline("sst2"), cr.headline("stsb")) == ("accuracy", "accuracy", "pearson")
+def test_the_tables_judge_each_task_by_its_headline_metric():
     row = lambda task, block, neuron, metric, value: dict(task=task, block=block, neuron=neuron, score_rank=0,  # noqa: E731
                                                           redundancy_rank=3, metric=metric, value=value)
     neurons = pd.DataFrame([row("mrpc", -1, -1, "accuracy", 80.0), row("mrpc", -1, -1, "f1", 85.0),

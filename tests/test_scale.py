@@ -6,16 +6,21 @@ import pytest
 from minilib.experiments import scale
 
 
+def test_the_headline_is_accuracy_where_a_task_has_it():
+    assert [scale.headline(t) for t in ("mrpc", "sst2", "stsb")] == ["accuracy", "accuracy", "pearson"]
+
+
 def test_glue_retained_quality_uses_headline_metrics_and_unsupervised_methods_only():
     rows = []
     for method, (sst2, mrpc) in {"random": (40.0, 60.0), "mi-mds": (80.0, 75.0), "taylor": (90.0, 90.0)}.items():
         for trial in (0, 1):
             rows += [{"task": "sst2", "method": method, "ffn_flops": 0.5, "trial": trial, "metric": "accuracy",
                       "value": sst2 + (2 * trial - 1)},  # trials 1 apart either side: their mean is the value
-                     {"task": "mrpc", "method": method, "ffn_flops": 0.5, "trial": trial, "metric": "f1", "value": mrpc},
                      {"task": "mrpc", "method": method, "ffn_flops": 0.5, "trial": trial, "metric": "accuracy",
-                      "value": 1.0}]  # not MRPC's headline metric: ignored
-    dense = pd.DataFrame({"task": ["sst2", "mrpc", "mrpc"], "metric": ["accuracy", "f1", "accuracy"],
+                      "value": mrpc},
+                     {"task": "mrpc", "method": method, "ffn_flops": 0.5, "trial": trial, "metric": "f1",
+                      "value": 1.0}]  # not MRPC's headline metric here (scale.headline): ignored
+    dense = pd.DataFrame({"task": ["sst2", "mrpc", "mrpc"], "metric": ["accuracy", "accuracy", "f1"],
                           "value": [80.0, 75.0, 70.0]})
     r = scale.retained_glue(pd.DataFrame(rows), dense, "tiny").set_index("method").retained
     assert set(r.index) == {"random", "mi-mds"}  # Taylor is supervised
@@ -49,3 +54,25 @@ def test_zero_shot_retained_quality_is_the_task_mean_over_the_dense_mean():
     assert r.retained["wanda"] == pytest.approx(0.45 / 0.5) and r.retained["random"] == pytest.approx(0.375 / 0.5)
     with pytest.raises(ValueError, match="no dense 'acc' rows"):
         scale.retained_zeroshot(pd.DataFrame(rows[2:]), "lm")
+
+
+def test_gap_to_best_compares_trial_means_with_the_best_other_method():
+    scores = pd.DataFrame({"task": ["mrpc"] * 6, "keep": [0.5] * 6,
+                           "method": ["ours", "ours", "wanda", "taylor", "mi-mds", "random"],
+                           "score": [70.0, 74.0, 71.0, 73.0, 90.0, 50.0]})
+    g = scale.gap_to_best(scores, "ours", exclude=("mi-mds",)).iloc[0]
+    assert (g["ours"], g["best peer"], g["peer score"], g["gap"]) == (72.0, "taylor", 73.0, -1.0)
+    assert scale.gap_to_best(scores, "ours").iloc[0]["best peer"] == "mi-mds"
+    ppl = scores.assign(keep=0.8)
+    g = scale.gap_to_best(ppl, "ours", by=("keep",), lower_is_better=True).iloc[0]
+    assert (g["best peer"], g["gap"]) == ("random", 50.0 - 72.0)  # perplexity: lower is better
+    with pytest.raises(ValueError, match="'nope' is not in the table"):
+        scale.gap_to_best(scores, "nope")
+
+
+def test_headline_scores_average_trials_of_the_headline_metric():
+    table = pd.DataFrame({"task": ["stsb"] * 3 + ["mrpc"] * 2, "ffn_flops": [0.5] * 5, "method": ["random"] * 5,
+                          "metric": ["pearson", "pearson", "spearman", "accuracy", "f1"],
+                          "value": [10.0, 20.0, 99.0, 60.0, 81.0]})
+    s = scale.headline_scores(table).set_index("task").score
+    assert s.to_dict() == {"stsb": 15.0, "mrpc": 60.0}

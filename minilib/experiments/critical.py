@@ -21,11 +21,12 @@ from tqdm.auto import tqdm
 from minilib.cache import atomic_file, check_output, code_revision
 from minilib.console import ArgumentParser
 from minilib.data import glue
+from minilib.experiments.scale import headline
 from minilib.methods import METHODS, PruningState
 from minilib.methods.scores import keep_fraction
 
-__all__ = ["redundancy_ranks", "single_neuron_drops", "critical", "restored", "method_keeps", "headline",
-           "drops_table", "restoration_table", "main"]
+__all__ = ["redundancy_ranks", "single_neuron_drops", "critical", "restored", "method_keeps", "drops_table",
+           "restoration_table", "main"]
 
 Evaluate = Callable[[Sequence[Sequence[int]]], dict[str, float]]  # a keep-set per block -> metrics
 
@@ -116,15 +117,9 @@ def method_keeps(state: PruningState, evaluate: Evaluate, methods: Sequence[str]
     return pd.DataFrame(rows)
 
 
-def headline(task: str) -> str:
-    """The metric a critical neuron is judged by: accuracy where the task has it (MRPC's F1 stays
-    high at the majority class), else the task's first metric (STS-B: Pearson)."""
-    metrics = glue.get_task(task).metrics
-    return "accuracy" if "accuracy" in metrics else metrics[0]
-
-
 def drops_table(neurons: pd.DataFrame, min_drop: float = 5.0) -> pd.DataFrame:
-    """The critical neurons of each task (the command's table): dense and single-removal scores, in its headline metric."""
+    """The critical neurons of each task (the command's table): dense and single-removal scores, in its headline
+    metric (:func:`minilib.experiments.scale.headline`)."""
     out = []
     for task, rows in neurons.groupby("task", sort=False):
         losses = _losses(rows, headline(task))

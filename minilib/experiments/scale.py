@@ -4,8 +4,8 @@ The paper's abstract says that the choice of pruning criterion matters in small 
 large ones. To compare models scored by different measures, every pruned model is put on one
 scale, the **fraction of the dense model's quality it keeps**:
 
-* a GLUE model: its dev score over the dense model's, on each task's headline metric (accuracy
-  for SST-2, Pearson for STS-B, F1 for MRPC), averaged over tasks;
+* a GLUE model: its dev score over the dense model's, on each task's headline metric (:func:`headline`:
+  accuracy for SST-2 and MRPC, Pearson for STS-B), averaged over tasks;
 * a language model: the dense model's WikiText-2 perplexity over the pruned model's
   (:func:`retained_lm`), or, on the same footing as GLUE, its mean zero-shot accuracy over the
   dense model's (:func:`retained_zeroshot`; only at the zero-shot sweep's levels).
@@ -13,6 +13,9 @@ scale, the **fraction of the dense model's quality it keeps**:
 At each FFN keep fraction the **spread** is the best unsupervised criterion's retained quality
 minus the worst one's (trials averaged first), with and without Random; a criterion is
 unsupervised when the registry labels it ``"U"`` (:data:`minilib.methods.METHODS`).
+
+:func:`gap_to_best` asks the other question of the chapter: how far one method is from the best of
+the others, at each task and keep fraction.
 """
 
 from __future__ import annotations
@@ -22,7 +25,25 @@ import pandas as pd
 from minilib.data import glue
 from minilib.methods import METHODS
 
-__all__ = ["retained_glue", "retained_lm", "retained_zeroshot", "criterion_spread"]
+__all__ = ["headline", "headline_scores", "retained_glue", "retained_lm", "retained_zeroshot", "criterion_spread",
+           "gap_to_best"]
+
+
+def headline(task: str) -> str:
+    """The metric chapter 8 judges a GLUE task by: accuracy where the task has it, else its first (STS-B: Pearson).
+
+    GLUE's headline for MRPC is F1, but a model that predicts the majority class (68% of MRPC's
+    dev pairs are paraphrases) keeps an F1 of 81, so F1 cannot tell a broken model from a sound one.
+    """
+    metrics = glue.get_task(task).metrics
+    return "accuracy" if "accuracy" in metrics else metrics[0]
+
+
+def headline_scores(table: pd.DataFrame) -> pd.DataFrame:
+    """A GLUE sweep's headline scores (:func:`headline`), trials averaged: task, keep, method, score."""
+    t = table[table.metric == table.task.map(headline)]
+    out = t.groupby(["task", "ffn_flops", "method"], sort=False).value.mean().reset_index()
+    return out.rename(columns={"ffn_flops": "keep", "value": "score"})
 
 
 def _unsupervised(methods: pd.Series) -> pd.Series:
@@ -33,10 +54,10 @@ def retained_glue(table: pd.DataFrame, dense: pd.DataFrame, model: str) -> pd.Da
     """A GLUE sweep (:func:`minilib.experiments.glue_sweep.sweep`) as retained quality per
     (keep fraction, method), its unsupervised methods only; ``dense`` is the dense model's scores
     (``published_dense``)."""
-    headline = {t: glue.get_task(t).metrics[0] for t in table.task.unique()}
-    t = table[(table.metric == table.task.map(headline)) & _unsupervised(table.method)]
+    metric = {t: headline(t) for t in table.task.unique()}
+    t = table[(table.metric == table.task.map(metric)) & _unsupervised(table.method)]
     base = dense.set_index(["task", "metric"]).value
-    missing = {(k, m) for k, m in headline.items()} - set(base.index)
+    missing = set(metric.items()) - set(base.index)
     if missing:
         raise ValueError(f"the dense scores lack {sorted(missing)}; pass the dense rows of the same fine-tune")
     t = t.assign(retained=t.value / [base[(k, m)] for k, m in zip(t.task, t.metric)])
@@ -76,3 +97,23 @@ def criterion_spread(retained: pd.DataFrame) -> pd.DataFrame:
                           "spread": g.retained.max() - g.retained.min(),
                           "spread_no_random": rest.max() - rest.min() if len(rest) else float("nan")})
     return retained.groupby(["model", "keep"], sort=False)[["method", "retained"]].apply(stats).reset_index()
+
+
+def gap_to_best(scores: pd.DataFrame, method: str, by: tuple[str, ...] = ("task", "keep"),
+                exclude: tuple[str, ...] = (), lower_is_better: bool = False) -> pd.DataFrame:
+    """Per ``by`` group of ``scores`` (columns ``*by, method, score``; trials are averaged): ``method``'s
+    score, the best other method's (leaving out ``exclude``), its name, and the gap (positive: ``method``
+    is better; in the score's units, perplexity gaps as ``best - method``)."""
+    means = scores.groupby([*by, "method"], sort=False).score.mean().reset_index()
+    if method not in set(means.method):
+        raise ValueError(f"{method!r} is not in the table; it has {sorted(means.method.unique())}")
+    rows = []
+    for key, g in means.groupby(list(by), sort=False):
+        ours, peers = g[g.method == method], g[(g.method != method) & ~g.method.isin(exclude)]
+        if ours.empty or peers.empty:
+            continue
+        best = peers.loc[peers.score.idxmin() if lower_is_better else peers.score.idxmax()]
+        gap = (best.score - ours.score.item()) if lower_is_better else (ours.score.item() - best.score)
+        rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), method: ours.score.item(),
+                     "best peer": best.method, "peer score": best.score, "gap": gap})
+    return pd.DataFrame(rows)
