@@ -1,5 +1,7 @@
 """Critical neurons (chapter 8): a planted neuron that the output relies on is found and put back."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -109,3 +111,23 @@ def test_the_tables_judge_each_task_by_its_headline_metric():
     assert r.loc[("mrpc", "mi-alg1")].to_dict() == {(0.9, "chosen"): 40.0, (0.9, "restored"): 80.0,
                                                    (0.5, "chosen"): 70.0, (0.5, "restored"): 70.0}
     assert [c[0] for c in r.columns] == [0.9, 0.9, 0.5, 0.5]  # the highest kept fraction first
+
+
+def test_a_cached_run_evaluates_each_keep_set_once_and_resumes_from_its_folder(state, tmp_path, monkeypatch):
+    calls = []
+
+    def evaluate(keep):
+        calls.append(keep)
+        return {"kept": float(sum(map(len, keep)))}
+
+    first = cr.cached(tmp_path, evaluate)
+    assert first([np.arange(3), [0, 1]]) == {"kept": 5.0} and first([[0, 1, 2], [0, 1]]) == {"kept": 5.0}
+    assert len(calls) == 1  # the same keep-set, as arrays or lists
+    assert cr.cached(tmp_path, evaluate)([[0, 1, 2], [0, 1]]) == {"kept": 5.0} and len(calls) == 1  # a new run reads it
+    table = cr.method_keeps(state, cr.cached(tmp_path, logit_change(state)), ["random"], [0.25], [PLANTED],
+                            folder=tmp_path)
+    assert (tmp_path / "choices" / "random" / "6.json").is_file()
+    monkeypatch.setitem(METHODS, "random", SimpleNamespace(select=lambda *_: pytest.fail("re-chosen")))
+    again = cr.method_keeps(state, cr.cached(tmp_path, lambda keep: pytest.fail("re-evaluated")), ["random"], [0.25],
+                            [PLANTED], folder=tmp_path)
+    assert again.equals(table)

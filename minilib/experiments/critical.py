@@ -11,6 +11,7 @@ pruned model scores with them put back (:func:`method_keeps`).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -18,15 +19,17 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from minilib.cache import atomic_file, check_output, code_revision
+from minilib.cache import atomic_file, cache_dir, check_output, code_fingerprint, code_revision, short_hash
+from minilib.cache import cell as cached_cell
 from minilib.console import ArgumentParser
 from minilib.data import glue
+from minilib.experiments.engine import as_json
 from minilib.experiments.scale import headline
 from minilib.methods import METHODS, PruningState
 from minilib.methods.scores import keep_fraction
 
-__all__ = ["redundancy_ranks", "single_neuron_drops", "critical", "restored", "method_keeps", "drops_table",
-           "restoration_table", "main"]
+__all__ = ["redundancy_ranks", "single_neuron_drops", "critical", "restored", "method_keeps", "cached",
+           "drops_table", "restoration_table", "main"]
 
 Evaluate = Callable[[Sequence[Sequence[int]]], dict[str, float]]  # a keep-set per block -> metrics
 
@@ -92,13 +95,23 @@ def restored(keep: Sequence[Sequence[int]], neurons: Sequence[tuple[int, int]]) 
     return out
 
 
+def cached(folder: Path, evaluate: Evaluate) -> Evaluate:
+    """``evaluate`` with each keep-set's metrics kept under ``folder``, so an interrupted run resumes."""
+    def call(keep: Sequence[Sequence[int]]) -> dict[str, float]:
+        choice = as_json(list(keep))
+        return cached_cell(Path(folder) / "evaluations" / f"{short_hash(json.dumps(choice))}.json",
+                           lambda: evaluate(choice))
+    return call
+
+
 def method_keeps(state: PruningState, evaluate: Evaluate, methods: Sequence[str], levels: Sequence[float],
-                 neurons: Sequence[tuple[int, int]], progress: bool = False) -> pd.DataFrame:
+                 neurons: Sequence[tuple[int, int]], progress: bool = False, folder: Path | None = None
+                 ) -> pd.DataFrame:
     """For each method and kept fraction: which ``neurons`` its keep-set holds, and its metrics as chosen
     and with the missing ones restored (:func:`restored`; evaluated only where one is missing).
 
     The keep-sets are the methods' own (``METHODS[m].select(state, keep, 0)``), the same as a sweep's
-    trial 0 for the same state.
+    trial 0 for the same state; with a ``folder`` each is kept there once chosen.
     """
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -107,7 +120,9 @@ def method_keeps(state: PruningState, evaluate: Evaluate, methods: Sequence[str]
     rows = []
     for method, level in tqdm([(m, lv) for m in methods for lv in levels], desc="keep-sets", unit="cell",
                               disable=not progress):
-        keep = METHODS[method].select(state, keep_fraction(size, level), 0)
+        n = keep_fraction(size, level)
+        choose = lambda method=method, n=n: {"choice": as_json(METHODS[method].select(state, n, 0))}  # noqa: E731
+        keep = (cached_cell(Path(folder) / "choices" / method / f"{n}.json", choose) if folder else choose())["choice"]
         missing = [(b, n) for b, n in neurons if n not in set(np.asarray(keep[b]).tolist())]
         variants = {False: keep, True: restored(keep, missing)} if missing else {False: keep}
         for was_restored, k in variants.items():
@@ -173,11 +188,15 @@ def main(argv: list[str] | None = None) -> None:
     neurons, kept = [], []
     for task in tasks:
         ctx = Context(finetune(task.name, args.init, args.seed), mds=args.mds, mds_seeds=args.mds_seeds, progress=True)
-        evaluate = lambda keep, ctx=ctx: evaluate_keep(ctx, keep)  # noqa: E731
+        # init / task / run, as the sweeps' folders; the cells are keep-sets and their scores, which depend on
+        # the methods and the evaluation (glue_sweep's code), not on this module's tables
+        folder = (cache_dir() / "critical" / Path(*ctx.run.parts[-3:])
+                  / f"{ctx.setting}-code{code_fingerprint('minilib.experiments.glue_sweep')}")
+        evaluate = cached(folder, lambda keep, ctx=ctx: evaluate_keep(ctx, keep))
         drops = single_neuron_drops(ctx, evaluate, args.top, args.score, progress=True)
         found = critical(drops, headline(task.name), args.min_drop)
         neurons.append(drops.assign(task=task.name, model=ctx.result["model"]))
-        kept.append(method_keeps(ctx, evaluate, args.methods, args.levels, found, progress=True)
+        kept.append(method_keeps(ctx, evaluate, args.methods, args.levels, found, progress=True, folder=folder)
                     .assign(task=task.name, model=ctx.result["model"]))
     code = code_revision()
     atomic_file(out, lambda f: pd.concat(neurons).assign(code=code).to_csv(f, index=False))
