@@ -131,3 +131,12 @@ def test_a_cached_run_evaluates_each_keep_set_once_and_resumes_from_its_folder(s
     again = cr.method_keeps(state, cr.cached(tmp_path, lambda keep: pytest.fail("re-evaluated")), ["random"], [0.25],
                             [PLANTED], folder=tmp_path)
     assert again.equals(table)
+
+
+def test_the_positive_rate_follows_from_accuracy_and_f1():
+    # 10 examples, 6 positive; the classifier: TP 4, FP 2, FN 2, TN 2 -> accuracy 60%, F1 8/12, 6 of 10 labelled positive
+    assert cr.predicted_positive(60.0, 200 / 3, positives=6, total=10) == pytest.approx(0.6)
+    # always positive: accuracy = F1's precision = P/N
+    assert cr.predicted_positive(60.0, 75.0, positives=6, total=10) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="stsb is not scored by accuracy and F1"):
+        cr.positive_rates(pd.DataFrame(), "stsb")

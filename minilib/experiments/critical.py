@@ -29,7 +29,7 @@ from minilib.methods import METHODS, PruningState
 from minilib.methods.scores import keep_fraction
 
 __all__ = ["redundancy_ranks", "single_neuron_drops", "critical", "restored", "method_keeps", "cached",
-           "drops_table", "restoration_table", "main"]
+           "drops_table", "restoration_table", "predicted_positive", "positive_rates", "main"]
 
 Evaluate = Callable[[Sequence[Sequence[int]]], dict[str, float]]  # a keep-set per block -> metrics
 
@@ -143,14 +143,40 @@ def drops_table(neurons: pd.DataFrame, min_drop: float = 5.0) -> pd.DataFrame:
     return pd.concat(out, ignore_index=True)[columns].rename(columns={"value": "without it"})
 
 
-def restoration_table(kept: pd.DataFrame) -> pd.DataFrame:
-    """Each method's headline score by kept fraction, as chosen and with its missing critical neurons put back
-    (equal where it kept them all)."""
-    rows = pd.concat([r[r.metric == headline(t)] for t, r in kept.groupby("task", sort=False)])
+def _by_level(rows: pd.DataFrame) -> pd.DataFrame:
+    """(task, method) × (kept fraction, chosen | restored) of ``rows.value``; restored = chosen where nothing was missing."""
     chosen = rows[~rows.restored].set_index(["task", "method", "ffn_flops"]).value
     back = rows[rows.restored].set_index(["task", "method", "ffn_flops"]).value
     table = pd.DataFrame({"chosen": chosen, "restored": back.reindex(chosen.index).fillna(chosen)})
     return table.unstack("ffn_flops").swaplevel(axis=1).sort_index(axis=1, ascending=[False, True])
+
+
+def restoration_table(kept: pd.DataFrame) -> pd.DataFrame:
+    """Each method's headline score by kept fraction, as chosen and with its missing critical neurons put back
+    (equal where it kept them all)."""
+    return _by_level(pd.concat([r[r.metric == headline(t)] for t, r in kept.groupby("task", sort=False)]))
+
+
+def predicted_positive(accuracy, f1, positives: int, total: int):
+    """The fraction of a split that a binary classifier labels positive, from its accuracy and F1 (percent).
+
+    With P positives among N examples, accuracy = (TP + TN)/N and F1 = 2TP/(2TP + FP + FN) give
+    TP = F1·N·(1 − accuracy)/(2 − 2·F1) and FP = TP + N − P − accuracy·N; the rate is (TP + FP)/N.
+    """
+    acc, f = np.asarray(accuracy, dtype=float) / 100, np.asarray(f1, dtype=float) / 100
+    tp = f * total * (1 - acc) / (2 - 2 * f)
+    return (2 * tp + total - positives - acc * total) / total
+
+
+def positive_rates(kept: pd.DataFrame, task: str = "mrpc", data_dir: str | None = None) -> pd.DataFrame:
+    """:func:`restoration_table`'s layout for the fraction of ``task``'s dev examples each model labels positive
+    (:func:`predicted_positive` from its accuracy and F1), beside which the dev split's own rate is the reference."""
+    if not {"accuracy", "f1"} <= set(glue.get_task(task).metrics):
+        raise ValueError(f"{task} is not scored by accuracy and F1; positive rates need both (e.g. mrpc)")
+    labels = glue.load_split(glue.get_task(task), "validation", data_dir)["label"]
+    wide = kept[kept.task == task].pivot_table(index=["task", "method", "ffn_flops", "restored"], columns="metric",
+                                               values="value").reset_index()
+    return _by_level(wide.assign(value=predicted_positive(wide.accuracy, wide.f1, int(sum(labels)), len(labels))))
 
 
 def main(argv: list[str] | None = None) -> None:
