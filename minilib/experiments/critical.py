@@ -25,7 +25,7 @@ from minilib.console import ArgumentParser
 from minilib.data import glue
 from minilib.experiments.engine import as_json
 from minilib.experiments.scale import headline
-from minilib.methods import METHODS, PruningState
+from minilib.methods import METHODS, PruningState, check_method
 from minilib.methods.scores import keep_fraction
 
 __all__ = ["redundancy_ranks", "single_neuron_drops", "critical", "restored", "method_keeps", "cached",
@@ -113,9 +113,8 @@ def method_keeps(state: PruningState, evaluate: Evaluate, methods: Sequence[str]
     The keep-sets are the methods' own (``METHODS[m].select(state, keep, 0)``), the same as a sweep's
     trial 0 for the same state; with a ``folder`` each is kept there once chosen.
     """
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+    for m in methods:
+        check_method(m)
     size = state.sizes[0]
     rows = []
     for method, level in tqdm([(m, lv) for m in methods for lv in levels], desc="keep-sets", unit="cell",
@@ -123,10 +122,10 @@ def method_keeps(state: PruningState, evaluate: Evaluate, methods: Sequence[str]
         n = keep_fraction(size, level)
         choose = lambda method=method, n=n: {"choice": as_json(METHODS[method].select(state, n, 0))}  # noqa: E731
         keep = (cached_cell(Path(folder) / "choices" / method / f"{n}.json", choose) if folder else choose())["choice"]
-        missing = [(b, n) for b, n in neurons if n not in set(np.asarray(keep[b]).tolist())]
+        missing = [(block, neuron) for block, neuron in neurons if neuron not in keep[block]]
         variants = {False: keep, True: restored(keep, missing)} if missing else {False: keep}
         for was_restored, k in variants.items():
-            rows += [{"method": method, "ffn_flops": level, "missing": " ".join(f"{b}:{n}" for b, n in missing),
+            rows += [{"method": method, "ffn_flops": level, "missing": " ".join(f"{block}:{neuron}" for block, neuron in missing),
                       "restored": was_restored, "metric": key, "value": value}
                      for key, value in evaluate(k).items()]
     return pd.DataFrame(rows)
@@ -200,17 +199,17 @@ def main(argv: list[str] | None = None) -> None:
                    help="the single-neuron table; the methods' table goes beside it as <stem>-methods.csv")
     args = p.parse_args(argv)
     tasks = [glue.get_task(t) for t in args.tasks]
-    if args.score not in METHODS or METHODS[args.score].score is None:
+    if check_method(args.score).score is None:
         raise ValueError(f"--score must be a score-based method such as wanda, magnitude or taylor; got {args.score!r}")
-    unknown = [m for m in args.methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+    for m in args.methods:  # before the first model is loaded
+        check_method(m)
     bad = [level for level in args.levels if not 0.0 < level <= 1.0]
     if bad:
         raise ValueError(f"--levels are fractions of each layer's FFN neurons kept, in (0, 1]; got {bad}")
     out = Path(args.out)
     methods_out = out.with_name(f"{out.stem}-methods.csv")
-    check_output(out), check_output(methods_out)
+    check_output(out)
+    check_output(methods_out)
     neurons, kept = [], []
     for task in tasks:
         ctx = Context(finetune(task.name, args.init, args.seed), mds=args.mds, mds_seeds=args.mds_seeds, progress=True)

@@ -54,16 +54,14 @@ def retained_glue(table: pd.DataFrame, dense: pd.DataFrame, model: str) -> pd.Da
     """A GLUE sweep (:func:`minilib.experiments.glue_sweep.sweep`) as retained quality per
     (keep fraction, method), its unsupervised methods only; ``dense`` is the dense model's scores
     (``published_dense``)."""
-    metric = {t: headline(t) for t in table.task.unique()}
-    t = table[(table.metric == table.task.map(metric)) & _unsupervised(table.method)]
     base = dense.set_index(["task", "metric"]).value
-    missing = set(metric.items()) - set(base.index)
+    missing = {(t, headline(t)) for t in table.task.unique()} - set(base.index)
     if missing:
         raise ValueError(f"the dense scores lack {sorted(missing)}; pass the dense rows of the same fine-tune")
-    t = t.assign(retained=t.value / [base[(k, m)] for k, m in zip(t.task, t.metric)])
-    per_task = t.groupby(["ffn_flops", "method", "task"]).retained.mean().reset_index()  # trials first
-    out = per_task.groupby(["ffn_flops", "method"]).retained.mean().reset_index()
-    return out.rename(columns={"ffn_flops": "keep"}).assign(model=model)
+    scores = headline_scores(table)  # trials first
+    scores = scores[_unsupervised(scores.method)]
+    scores = scores.assign(retained=scores.score / [base[(t, headline(t))] for t in scores.task])
+    return scores.groupby(["keep", "method"]).retained.mean().reset_index().assign(model=model)
 
 
 def retained_lm(table: pd.DataFrame, model: str) -> pd.DataFrame:
