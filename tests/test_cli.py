@@ -167,7 +167,7 @@ def test_an_interrupted_save_leaves_the_old_output_untouched(folders, tmp_path, 
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["sweep", "--levels", "1.5", "--init", "offline"], "compression levels are kept fractions in (0, 1]"),
+    (["sweep", "--levels", "1.5", "--init", "offline"], "levels are kept fractions of each layer's FFN neurons, in (0, 1]"),
     (["sweep", "--methods", "nope", "--init", "offline"], "unknown method(s) ['nope']"),
     (["sweep", "--tasks", "cola", "--init", "offline"], "unknown GLUE task 'cola'"),
     (["sweep", "--ablate", "reduction", "--values", "max"], "--values for reduction must be mean, cls or tokens"),

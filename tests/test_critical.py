@@ -85,7 +85,7 @@ def test_method_keeps_reports_what_each_keep_set_misses_and_scores_it_restored(s
 def test_the_command_refuses_bad_arguments_before_loading_anything(capsys):
     from minilib.cli import main
 
-    for argv, message in [(["--levels", "1.5"], "--levels are fractions"), (["--score", "mi-mds"], "--score must be"),
+    for argv, message in [(["--levels", "1.5"], "levels are kept fractions"), (["--score", "mi-mds"], "--score must be"),
                           (["--methods", "nope"], "unknown method"), (["--tasks", "cola2"], "cola2")]:
         with pytest.raises(SystemExit) as exit_:
             main(["critical", *argv])

@@ -180,7 +180,7 @@ def positive_rates(kept: pd.DataFrame, task: str = "mrpc", data_dir: str | None 
 
 def main(argv: list[str] | None = None) -> None:
     from minilib.experiments.finetune import finetune
-    from minilib.experiments.glue_sweep import Context, evaluate_keep
+    from minilib.experiments.glue_sweep import Context, check_levels, evaluate_keep
 
     p = ArgumentParser(prog="minilib critical", description="Single neurons whose removal alone breaks a fine-tuned "
                        "encoder, and whether each method's keep-sets hold them (chapter 8).")
@@ -203,9 +203,7 @@ def main(argv: list[str] | None = None) -> None:
         raise ValueError(f"--score must be a score-based method such as wanda, magnitude or taylor; got {args.score!r}")
     for m in args.methods:  # before the first model is loaded
         check_method(m)
-    bad = [level for level in args.levels if not 0.0 < level <= 1.0]
-    if bad:
-        raise ValueError(f"--levels are fractions of each layer's FFN neurons kept, in (0, 1]; got {bad}")
+    levels = check_levels(args.levels)
     out = Path(args.out)
     methods_out = out.with_name(f"{out.stem}-methods.csv")
     check_output(out)
@@ -221,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
         drops = single_neuron_drops(ctx, evaluate, args.top, args.score, progress=True)
         found = critical(drops, headline(task.name), args.min_drop)
         neurons.append(drops.assign(task=task.name, model=ctx.result["model"]))
-        kept.append(method_keeps(ctx, evaluate, args.methods, args.levels, found, progress=True, folder=folder)
+        kept.append(method_keeps(ctx, evaluate, args.methods, levels, found, progress=True, folder=folder)
                     .assign(task=task.name, model=ctx.result["model"]))
     code = code_revision()
     atomic_file(out, lambda f: pd.concat(neurons).assign(code=code).to_csv(f, index=False))

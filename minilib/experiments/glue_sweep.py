@@ -39,7 +39,7 @@ from minilib.experiments.finetune import evaluate, load_finetuned, read_result
 from minilib.models.bert import load_tokenizer
 
 __all__ = ["calibration_activations", "neuron_mi_map", "Context", "METHODS", "mds_candidates", "kl_choice", "kl_dims_sensitivity",
-           "pruned_model", "evaluate_keep", "sweep", "ABLATIONS", "ablate", "published", "summarize", "PAPER_DENSE", "compare_table2", "drops_from_dense", "main"]
+           "pruned_model", "evaluate_keep", "check_levels", "sweep", "ABLATIONS", "ablate", "published", "summarize", "PAPER_DENSE", "compare_table2", "drops_from_dense", "main"]
 
 
 def calibration_activations(run: str | os.PathLike, fraction: float = 0.01, reduction: str = "mean",
@@ -164,10 +164,11 @@ def evaluate_keep(ctx: Context, keep: Sequence[Sequence[int]], method: str | Non
     return evaluate(pruned_model(ctx, keep, method), ctx.task, ctx.dev)
 
 
-def _check_levels(levels: Sequence[float]) -> list[float]:
+def check_levels(levels: Sequence[float]) -> list[float]:
+    """The distinct levels, highest first; each the fraction of every layer's FFN neurons kept, in (0, 1]."""
     bad = [x for x in levels if not 0 < x <= 1]
     if bad:
-        raise ValueError(f"compression levels are kept fractions in (0, 1]; got {bad} (e.g. 0.4 keeps 40%)")
+        raise ValueError(f"levels are kept fractions of each layer's FFN neurons, in (0, 1]; got {bad} (e.g. 0.4 keeps 40%)")
     return sorted(set(levels), reverse=True)
 
 
@@ -185,7 +186,7 @@ def sweep(runs: Sequence[str | os.PathLike], methods: Sequence[str], levels: Seq
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
-    levels = _check_levels(levels)
+    levels = check_levels(levels)
     contexts = [Context(Path(r), cache=cache, progress=progress, **context_kwargs) for r in runs]
     rows = []
     for ctx in contexts:
@@ -331,7 +332,7 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [m for m in args.methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
-    _check_levels(args.levels)
+    check_levels(args.levels)
     for t in args.tasks:
         glue.get_task(t)
     if args.ablate:
