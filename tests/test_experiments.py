@@ -103,8 +103,8 @@ def test_every_method_keeps_its_own_neurons(runs):
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"methods": ["nope"], "levels": [0.5]}, "unknown method"),
-    ({"methods": ["random"], "levels": [0.0]}, r"compression levels are kept fractions in \(0, 1\]"),
-    ({"methods": ["random"], "levels": [1.5]}, r"compression levels are kept fractions in \(0, 1\]"),
+    ({"methods": ["random"], "levels": [0.0]}, r"levels are kept fractions of each layer.s FFN neurons, in \(0, 1\]"),
+    ({"methods": ["random"], "levels": [1.5]}, r"levels are kept fractions of each layer.s FFN neurons, in \(0, 1\]"),
 ])
 def test_bad_sweeps(runs, kwargs, message):
     with pytest.raises(ValueError, match=message):

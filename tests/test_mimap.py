@@ -67,6 +67,23 @@ def test_save_load_round_trip(tmp_path):
     assert np.array_equal(back.mi, m.mi) and np.array_equal(back.alive, m.alive) and back.meta["task"] == "toy"
 
 
+
+def test_a_cached_map_is_computed_once_and_a_half_saved_one_again(tmp_path):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return mimap.compute_mi_map([_layer(n=100, d=8)], batch_size=100)
+
+    path = tmp_path / "map.npz"
+    first = mimap.MIMap.cached(path, compute)
+    again = mimap.MIMap.cached(path, compute)
+    assert len(calls) == 1 and np.array_equal(again.mi, first.mi)
+    path.with_suffix(".json").unlink()  # interrupted between the arrays and their metadata
+    mimap.MIMap.cached(path, compute)
+    mimap.MIMap.cached(None, compute)
+    assert len(calls) == 3
+
 def test_scott_widths_variant():
     X = _layer(n=200, d=10)
     scott = mimap.compute_mi_map([X], batch_size=100, widths="scott")

@@ -18,6 +18,7 @@ constant variable), and :attr:`MIMap.alive` marks them, so a pruning method can 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -61,6 +62,19 @@ class MIMap:
         path = Path(path)
         with np.load(path) as z:
             return cls(z["mi"], z["pearson"], z["alive"], z["sigma"], read_json(path.with_suffix(".json")))
+
+    @classmethod
+    def cached(cls, path: str | os.PathLike | None, compute: Callable[[], "MIMap"]) -> "MIMap":
+        """The map saved at ``path``, or ``compute()`` saved there (a map can take an hour); ``None``: no cache.
+
+        A map counts as saved only with its ``.json`` beside it, which :meth:`save` writes last.
+        """
+        if path is not None and Path(path).is_file() and Path(path).with_suffix(".json").is_file():
+            return cls.load(path)
+        m = compute()
+        if path is not None:
+            m.save(path)
+        return m
 
     def top_pairs(self, layer: int, k: int = 10, by: str = "mi") -> list[tuple[int, int, float]]:
         """The ``k`` most redundant pairs of alive neurons ``(i, j, value)`` by MI or |Pearson|."""

@@ -78,18 +78,17 @@ def neuron_mi_map(run: str | os.PathLike, fraction: float = 0.01, batch_size: in
            + ("" if widths == "aligned" else f"-{widths}") + ("-exact" if tol is None else f"-t{tol:g}") + f"-{provenance}")
     runs = cache_dir(cache).resolve() / "finetuned"
     rel = run.relative_to(runs) if run.is_relative_to(runs) else Path("other", short_hash(str(run)))
-    path = cache_dir(cache) / "mimaps" / rel / f"{key}.npz"
-    if path.is_file() and path.with_suffix(".json").is_file():
-        return mimap.MIMap.load(path)
-    task = glue.get_task(result["task"])
-    acts = calibration_activations(run, fraction, reduction, seed, data_dir, progress)
-    m = mimap.compute_mi_map(acts, batch_size, alpha, max_batches=max_batches, widths=widths, tol=tol,
-                             progress=progress)
-    m.meta.update({"task": task.name, "model": result["model"], "init": result["init"], "run": str(rel),
-                   "fraction": fraction, "reduction": reduction, "seed": seed,
-                   "calibration_samples": int(acts[0].shape[0])})
-    m.save(path)
-    return m
+
+    def compute() -> mimap.MIMap:
+        acts = calibration_activations(run, fraction, reduction, seed, data_dir, progress)
+        m = mimap.compute_mi_map(acts, batch_size, alpha, max_batches=max_batches, widths=widths, tol=tol,
+                                 progress=progress)
+        m.meta.update({"task": result["task"], "model": result["model"], "init": result["init"], "run": str(rel),
+                       "fraction": fraction, "reduction": reduction, "seed": seed,
+                       "calibration_samples": int(acts[0].shape[0])})
+        return m
+
+    return mimap.MIMap.cached(cache_dir(cache) / "mimaps" / rel / f"{key}.npz", compute)
 
 
 @dataclass

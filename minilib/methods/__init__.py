@@ -189,17 +189,11 @@ class Calibrated(PruningState):
         return [a[perm] for a in acts]
 
     def compute_mi_map(self, widths: str) -> MIMap:
-        path = None if self.cache is None else self.cache / f"mimap-{widths}.npz"
-        if path is not None and path.is_file() and path.with_suffix(".json").is_file():
-            return MIMap.load(path)
         s = self.settings
         device = next(self.model.parameters()).device  # a model on a GPU gets its MI map computed there
-        m = compute_mi_map(self.activations, s.mi_batch, s.alpha, max_batches=s.max_batches, widths=widths,
-                           tol=s.mi_tol, device=device, progress=self.progress, gamma=s.gamma,
-                           **({"beta": s.beta} if widths == "aligned" else {}))
-        if path is not None:
-            m.save(path)
-        return m
+        return MIMap.cached(None if self.cache is None else self.cache / f"mimap-{widths}.npz", lambda: compute_mi_map(
+            self.activations, s.mi_batch, s.alpha, max_batches=s.max_batches, widths=widths, tol=s.mi_tol,
+            device=device, progress=self.progress, gamma=s.gamma, **({"beta": s.beta} if widths == "aligned" else {})))
 
 
 # What a method may need (its Method.needs), checked before any expensive step.
