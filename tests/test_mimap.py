@@ -67,7 +67,6 @@ def test_save_load_round_trip(tmp_path):
     assert np.array_equal(back.mi, m.mi) and np.array_equal(back.alive, m.alive) and back.meta["task"] == "toy"
 
 
-
 def test_a_cached_map_is_computed_once_and_a_half_saved_one_again(tmp_path):
     calls = []
 
@@ -83,6 +82,7 @@ def test_a_cached_map_is_computed_once_and_a_half_saved_one_again(tmp_path):
     mimap.MIMap.cached(path, compute)
     mimap.MIMap.cached(None, compute)
     assert len(calls) == 3
+
 
 def test_scott_widths_variant():
     X = _layer(n=200, d=10)
