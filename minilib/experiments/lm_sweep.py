@@ -230,7 +230,10 @@ def mlp_sweep(setup: Setup, ratios: list[float], methods=MLP_METHODS, trials: in
                           "eval_seconds": r["eval_seconds"]} for (ratio, _), r in zip(jobs, records)])
 
 
-ZEROSHOT_LIMIT = 100  # examples per task, the same seeded subset for every model: ~27 models in a few CPU-hours
+# examples per task, the same seeded subset for every model. One model's 8 tasks take ~5.4 s per
+# example on one thread (81 s at 15), so 50 is ~4.5 min a model and ~28 models ~2 CPU-hours;
+# the standard error of an accuracy near 50% is then ~7 points per task, ~2.5 on the 8-task mean
+ZEROSHOT_LIMIT = 50
 
 
 def zeroshot_sweep(setup: Setup, ratios=(0.2, 0.3), n_blocks=(2, 4, 6), tasks=tuple(zeroshot.TASKS),
