@@ -70,6 +70,15 @@ def test_gap_to_best_compares_trial_means_with_the_best_other_method():
         scale.gap_to_best(scores, "nope")
 
 
+def test_lm_scores_put_perplexity_on_the_keep_fraction_for_gap_to_best():
+    lm = pd.DataFrame({"method": ["ours", "wanda", "random", "random"], "ratio": [0.3] * 4, "trial": [0, 0, 0, 1],
+                       "perplexity": [40.0, 50.0, 300.0, 500.0]})
+    s = scale.lm_scores(lm)
+    assert (s.keep == 0.7).all() and s.score.tolist() == [40.0, 50.0, 300.0, 500.0]  # 1 - 0.3 rounded, not 0.7000…01
+    g = scale.gap_to_best(s, "ours", by=("keep",), lower_is_better=True).iloc[0]
+    assert (g["best peer"], g["gap"]) == ("wanda", 10.0)
+
+
 def test_headline_scores_average_trials_of_the_headline_metric():
     table = pd.DataFrame({"task": ["stsb"] * 3 + ["mrpc"] * 2, "ffn_flops": [0.5] * 5, "method": ["random"] * 5,
                           "metric": ["pearson", "pearson", "spearman", "accuracy", "f1"],

@@ -25,7 +25,7 @@ import pandas as pd
 from minilib.data import glue
 from minilib.methods import METHODS
 
-__all__ = ["headline", "headline_scores", "retained_glue", "retained_lm", "retained_zeroshot", "criterion_spread",
+__all__ = ["headline", "headline_scores", "lm_scores", "retained_glue", "retained_lm", "retained_zeroshot", "criterion_spread",
            "gap_to_best"]
 
 
@@ -64,11 +64,18 @@ def retained_glue(table: pd.DataFrame, dense: pd.DataFrame, model: str) -> pd.Da
     return scores.groupby(["keep", "method"]).retained.mean().reset_index().assign(model=model)
 
 
+def lm_scores(table: pd.DataFrame) -> pd.DataFrame:
+    """An MLP sweep (:func:`minilib.experiments.lm_sweep.mlp_sweep`) in :func:`gap_to_best`'s form:
+    keep (the fraction of each block's neurons kept), method, trial and score (the perplexity)."""
+    return pd.DataFrame({"keep": (1 - table.ratio).round(6), "method": table.method, "trial": table.trial,
+                         "score": table.perplexity})
+
+
 def retained_lm(table: pd.DataFrame, model: str) -> pd.DataFrame:
-    """An MLP sweep (:func:`minilib.experiments.lm_sweep.mlp_sweep`) as retained quality (dense
-    over pruned perplexity) per (keep fraction, method), its unsupervised methods only."""
+    """An MLP sweep as retained quality (dense over pruned perplexity) per (keep fraction, method),
+    its unsupervised methods only."""
     t = table[_unsupervised(table.method)]
-    t = t.assign(keep=(1 - t.ratio).round(6), retained=t.dense_perplexity / t.perplexity)
+    t = lm_scores(t).assign(retained=t.dense_perplexity / t.perplexity)
     return t.groupby(["keep", "method"]).retained.mean().reset_index().assign(model=model)
 
 
