@@ -64,10 +64,15 @@ def retained_glue(table: pd.DataFrame, dense: pd.DataFrame, model: str) -> pd.Da
     return scores.groupby(["keep", "method"]).retained.mean().reset_index().assign(model=model)
 
 
+def _kept(removed: pd.Series) -> pd.Series:
+    """The keep fraction of an LM table's fraction removed, rounded so 1 − 0.3 groups as 0.7."""
+    return (1 - removed).round(6)
+
+
 def lm_scores(table: pd.DataFrame) -> pd.DataFrame:
     """An MLP sweep (:func:`minilib.experiments.lm_sweep.mlp_sweep`) in :func:`gap_to_best`'s form:
     keep (the fraction of each block's neurons kept), method, trial and score (the perplexity)."""
-    return pd.DataFrame({"keep": (1 - table.ratio).round(6), "method": table.method, "trial": table.trial,
+    return pd.DataFrame({"keep": _kept(table.ratio), "method": table.method, "trial": table.trial,
                          "score": table.perplexity})
 
 
@@ -89,7 +94,7 @@ def retained_zeroshot(table: pd.DataFrame, model: str, metric: str = "acc") -> p
         raise ValueError(f"the zero-shot table has no dense {metric!r} rows; pass the whole table of one sweep")
     mlp = t[(t.pruning == "mlp") & _unsupervised(t.method)]
     mean = mlp.groupby(["level", "method"]).value.mean().reset_index()
-    mean = mean.assign(keep=(1 - mean.level).round(6), retained=mean.value / dense.value.mean())
+    mean = mean.assign(keep=_kept(mean.level), retained=mean.value / dense.value.mean())
     return mean[["keep", "method", "retained"]].assign(model=model)
 
 
