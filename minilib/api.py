@@ -28,9 +28,11 @@ from torch import nn
 from minilib.cache import code_revision
 from minilib.data.calibration import as_batches, count_samples, has_labels
 from minilib.models.families import Family, family_of
-from minilib.methods import Calibrated, Settings, check_method
-from minilib.methods.scores import keep_fraction
+from minilib.methods import Calibrated, Settings, check_method, check_plan, layer_counts
+from minilib.methods.allocation import DEFAULT_FLOOR
+from minilib.methods.compensation import Compensation, compensate
 from minilib.models.surgery import count_parameters, macs
+from minilib.methods.scores import keep_fraction
 
 __all__ = ["PruningReport", "prune", "check_samples", "minilib_version", "MIN_SAMPLES"]
 
@@ -64,6 +66,8 @@ class PruningReport:
     seq_len: float
     calibration: dict
     kept: list[list[int]] = field(default_factory=list)  # each block's kept neurons, in order (compare two with agreement())
+    allocation: str = "uniform"
+    compensation: dict = field(default_factory=dict)  # its settings and, per layer, what the guard measured
     seconds: dict = field(default_factory=dict)
     device: str = "cpu"
     dtype: str = "float32"
@@ -92,7 +96,13 @@ class PruningReport:
         return (f"{self.method}: kept {sum(self.neurons_after)}/{sum(self.neurons_before)} FFN neurons "
                 f"({self.family}, {len(self.neurons_after)} blocks); parameters {self.parameters_before:,} → "
                 f"{self.parameters_after:,}; block MACs ×{self.macs_after / self.macs_before:.3f}; "
-                f"{sum(self.seconds.values()):.1f} s")
+                f"{self.allocation} allocation; {self._compensated()}; {sum(self.seconds.values()):.1f} s")
+
+    def _compensated(self) -> str:
+        mode, layers = self.compensation.get("mode", "none"), self.compensation.get("layers", [])
+        if mode == "none":
+            return "no compensation"
+        return f"{mode} compensation kept in {sum(f['mode'] != 'none' for f in layers)}/{len(layers)} blocks"
 
 
 def check_samples(method: str, family: Family, settings: Settings, examples: int, tokens: int | None = None) -> None:
@@ -117,11 +127,13 @@ def _settings(options: dict[str, Any]) -> Settings:
 
 def prune(model: nn.Module, calibration: Any, keep: float, method: str = "mi-mds", *, tokenizer=None, seed: int = 0,
           batch_size: int | None = None, max_length: int = 128, progress: bool = True,
-          **options: Any) -> tuple[nn.Module, PruningReport]:
-    """Prune ``model`` in place to ``keep`` of each block's FFN neurons; returns it with a report.
+          compensation: str | Compensation | None = None, allocation: str | None = None,
+          floor: float = DEFAULT_FLOOR, **options: Any) -> tuple[nn.Module, PruningReport]:
+    """Prune ``model`` in place to ``keep`` of its FFN neurons; returns it with a report.
 
-    The calibration data are checked before any expensive step; a method that tunes weights
-    (``mask-tuning``) fits a pruned copy against the dense model and copies the result back.
+    The calibration data and the combination of method, compensation and allocation are checked
+    before any expensive step; a method that tunes weights (``mask-tuning``) fits a pruned copy
+    against the dense model and copies the result back.
 
     Parameters
     ----------
@@ -129,24 +141,35 @@ def prune(model: nn.Module, calibration: Any, keep: float, method: str = "mi-mds
         and in float32, float16 or bfloat16.
     calibration : a list of texts or ``(text, text_pair)`` tuples, a ``datasets.Dataset``, or a
         DataLoader of tokenised batches (:mod:`minilib.data.calibration`). Supervised methods need labels.
-    keep : the fraction of each block's FFN neurons kept, in (0, 1], rounded to whole neurons.
+    keep : the fraction of the FFN neurons kept, in (0, 1]: of each block with the uniform allocation,
+        of all blocks together (the same total) otherwise; rounded to whole neurons.
     method : a name of :data:`minilib.methods.METHODS` (default: the paper's ``"mi-mds"``).
     tokenizer : needed when ``calibration`` holds raw texts.
-    seed : every random step (calibration order, MDS, k-means, Random) is drawn from it.
+    seed : every random step (calibration order, MDS, k-means, Random, the held-out tokens) is drawn from it.
     batch_size, max_length : how raw texts are batched and truncated; ``batch_size=None`` is the
         family's :attr:`~minilib.models.families.Family.batch_size` (32 sentences for an encoder, 4 for a
         decoder, whose output distributions over the vocabulary dominate the memory of the gradient scores).
+    compensation : ``"none"``, ``"bias"``, ``"least-squares"`` or ``"merge"``, or a
+        :class:`~minilib.methods.compensation.Compensation` with its fit options; ``None`` is the
+        method's own (``"none"`` for the paper's method and every peer but FLAP and ``lsq-greedy``).
+    allocation : ``"uniform"`` (the paper), ``"global"`` (score-based methods) or ``"redundancy"``
+        (methods with a similarity map); ``None`` is the method's own. :mod:`minilib.methods.allocation`.
+    floor : with a non-uniform allocation, each block keeps at least ``floor · keep`` of its neurons.
     options : the paper's settings, :class:`minilib.methods.Settings` (``alpha``, ``widths``,
         ``reduction``, ``mi_batch``, ``max_batches``, ``mds_seeds``, ``mi_tol``…).
     """
     settings = _settings(options)  # every check before any expensive step
+    comp = compensation if isinstance(compensation, Compensation) else None
+    spec, mode, allocation = check_plan(method, comp.mode if comp else compensation, allocation)
+    comp = Compensation(**{**(comp.as_dict() if comp else {}), "mode": mode})
     family = family_of(model)
-    spec = check_method(method)
     sizes = family.sizes(model)
     if len(set(sizes)) != 1:
         raise ValueError(f"the blocks have different FFN widths {sorted(set(sizes))}; minilib.prune keeps one "
                          "fraction of blocks of equal width (prune such a model with minilib.models.surgery.prune_ffn)")
-    count = keep_fraction(sizes[0], keep)
+    if not 0.0 <= floor <= 1.0:
+        raise ValueError(f"floor is a fraction of the uniform count, in [0, 1]; got {floor}")
+    keep_fraction(sizes[0], keep)
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     batches = as_batches(calibration, tokenizer, batch_size or family.batch_size, max_length)
@@ -161,14 +184,17 @@ def prune(model: nn.Module, calibration: Any, keep: float, method: str = "mi-mds
     state = Calibrated(model, batches, settings, seed, progress)
 
     t0 = time.perf_counter()
-    keep_sets = spec.select(state, count, seed)
+    counts = layer_counts(state, method, allocation, keep, floor, seed)
+    keep_sets = spec.select(state, counts, seed)
     times["select"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     tuned = spec.tune(state, keep_sets) if spec.tune is not None else None  # a pruned copy fitted to the dense model
-    pruned = family.prune(model, keep_sets)
+    stats = state.compensation_stats(comp.skip_first, comp.held_out, collect=False)  # if the selection read them
+    partners = spec.partners(state, keep_sets) if mode == "merge" else None
+    pruned, fixes = compensate(model, keep_sets, batches, comp, partners, stats, seed, progress)
     if tuned is not None:
         pruned.load_state_dict(tuned.state_dict())
-    times["surgery"] = time.perf_counter() - t0
+    times["surgery"] = time.perf_counter() - t0  # with the compensation
     after = family.sizes(pruned)
     report = PruningReport(
         model_class=type(model).__name__, family=family.name, method=method, keep=keep, seed=seed,
@@ -176,7 +202,8 @@ def prune(model: nn.Module, calibration: Any, keep: float, method: str = "mi-mds
         parameters_after=count_parameters(pruned)["total"], macs_before=macs_before,
         macs_after=macs(pruned.config, after, seq_len), seq_len=round(seq_len, 2),
         calibration={**samples, "batches": len(batches), "labels": labelled},
-        kept=[[int(i) for i in np.sort(k)] for k in keep_sets],
+        kept=[[int(i) for i in np.sort(k)] for k in keep_sets], allocation=allocation,
+        compensation={**comp.as_dict(), "layers": [f.summary() for f in fixes]},
         seconds={k: round(v, 3) for k, v in times.items()}, device=str(param.device),
         dtype=str(param.dtype).replace("torch.", ""), minilib_version=minilib_version(), code_revision=code_revision())
     return pruned, report

@@ -24,6 +24,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from minilib.methods import allocation as al
+from minilib.methods import compensation as cp
 from minilib.methods import scores as sc
 from minilib.methods import selection
 from minilib.models.families import Family, family_of
@@ -31,8 +33,8 @@ from minilib.models.hooks import capture_activations
 from minilib.estimator.mimap import MIMap, compute_mi_map
 from minilib.estimator.pairwise import DEFAULT_TOL
 
-__all__ = ["Settings", "PruningState", "Calibrated", "Method", "METHODS", "NEEDS", "mds_candidates", "kl_choice", "kl_dims_sensitivity",
-           "check_method"]
+__all__ = ["Settings", "PruningState", "Calibrated", "Method", "METHODS", "NEEDS", "mds_candidates", "kl_choice",
+           "kl_dims_sensitivity", "check_method", "check_plan", "layer_counts"]
 
 Batch = Mapping[str, torch.Tensor]
 
@@ -168,6 +170,17 @@ class PruningState(ABC):
     def pruned(self, keep: Sequence[np.ndarray]) -> nn.Module:
         return self.family.prune(copy.deepcopy(self.model), keep)
 
+    def compensation_stats(self, skip_first: bool = False, held_out: float = 0.2,
+                           collect: bool = True) -> dict[int, cp.LayerStats] | None:
+        """The dense model's fit and held-out statistics of every layer (chapter 9), computed once
+        (``collect=False``: only if already computed, else ``None``)."""
+        key = f"stats-{skip_first}-{held_out}"
+        if not collect:
+            return self.scores.get(key)
+        return self.cached(key, lambda: cp.collect_stats(
+            self.model, self.batches, range(len(self.sizes)), skip_first=skip_first, held_out=held_out,
+            seed=self.seed, progress=self.progress))
+
 
 class Calibrated(PruningState):
     """A model and its calibration batches: the state :func:`minilib.prune` builds."""
@@ -213,9 +226,12 @@ class Method:
     description: str
     needs: frozenset[str] = frozenset()
     score: Callable[[PruningState, int], sc.Scores] | None = None
-    select_rule: Callable[[PruningState, int, int], list[np.ndarray]] | None = None
+    select_rule: Callable[[PruningState, list[int], int], list[np.ndarray]] | None = None  # per-layer counts
     tune: Callable[[PruningState, Sequence[np.ndarray]], nn.Module] | None = None  # retraining-free weight fix
     trials: int = 1  # seeds averaged in the book's tables (10 for Random, as in the paper)
+    similarity: str | None = None  # the map a redundancy method reads ("mi", "mi-scott", "pcc"): merge, budget
+    compensation: str = "none"  # its own compensation and allocation (FLAP's are part of the method)
+    allocation: str = "uniform"
 
     def __post_init__(self) -> None:
         if (self.score is None) == (self.select_rule is None):
@@ -224,10 +240,19 @@ class Method:
         if unknown:
             raise ValueError(f"unknown needs {sorted(unknown)}; a method may need {sorted(NEEDS)}")
 
-    def select(self, state: PruningState, keep: int, seed: int = 0) -> list[np.ndarray]:
+    def select(self, state: PruningState, keep: int | Sequence[int], seed: int = 0) -> list[np.ndarray]:
+        """Keep-sets with ``keep`` neurons in every layer, or ``keep[ℓ]`` in layer ``ℓ``."""
+        counts = [int(keep)] * len(state.sizes) if isinstance(keep, (int, np.integer)) else [int(k) for k in keep]
         if self.select_rule is not None:
-            return self.select_rule(state, keep, seed)
-        return sc.keep_top(self.score(state, seed), keep)
+            return self.select_rule(state, counts, seed)
+        return sc.keep_top(self.score(state, seed), counts)
+
+    def partners(self, state: PruningState, keep: Sequence[np.ndarray]) -> list[np.ndarray] | None:
+        """Each neuron's kept partner by the method's similarity map (what ``merge`` folds it into)."""
+        if self.similarity is None:
+            return None
+        _, S = state.similarity(self.similarity)
+        return [cp.partners_from_similarity(S[layer], k) for layer, k in enumerate(keep)]
 
     @property
     def reads_output(self) -> bool:
@@ -239,18 +264,21 @@ def _scored(name: str, compute: Callable[[PruningState], sc.Scores]) -> Callable
     return lambda state, _seed: state.cached(name, lambda: compute(state))
 
 
-def mds_candidates(state: PruningState, keep: int, seeds: Sequence[int], matrix: str = "mi",
+def mds_candidates(state: PruningState, keep: int | Sequence[int], seeds: Sequence[int], matrix: str = "mi",
                    importance: str | None = None) -> list[list[np.ndarray]]:
     """One keep-set per layer for every seed: MDS + k-means (§3.3.3) on a similarity map.
+
+    ``keep`` is the count of every layer, or one count per layer.
 
     ``matrix`` is ``"mi"`` (the state's widths), ``"mi-scott"`` (Scott's widths) or ``"pcc"`` (|Pearson r|).
     ``importance`` names a score-based method whose scores pick each cluster's kept member
     (default: the member nearest the centroid, as in the paper).
     """
     m, S = state.similarity(matrix)
+    counts = [keep] * m.n_layers if isinstance(keep, (int, np.integer)) else list(keep)
     weights = METHODS[importance].score(state, 0) if importance else [None] * m.n_layers
-    return [[selection.mds_select(S[layer], keep, s, alive=m.alive[layer], embedding=state.embedding(matrix, layer, s),
-                                  importance=weights[layer])
+    return [[selection.mds_select(S[layer], counts[layer], s, alive=m.alive[layer],
+                                  embedding=state.embedding(matrix, layer, s), importance=weights[layer])
              for layer in range(m.n_layers)] for s in seeds]
 
 
@@ -268,21 +296,31 @@ def kl_dims_sensitivity(state: PruningState, candidates: Sequence[Sequence[np.nd
     return selection.kl_dims_table(state.representation, reps, dims)
 
 
-def _mds_kl(matrix: str, importance: str | None = None) -> Callable[[PruningState, int, int], list[np.ndarray]]:
+Rule = Callable[[PruningState, list[int], int], list[np.ndarray]]
+
+
+def _mds_kl(matrix: str, importance: str | None = None) -> Rule:
     """The proposed pipeline: M seeds of MDS + k-means, the candidate closest in KL kept."""
-    def select(state: PruningState, keep: int, seed: int) -> list[np.ndarray]:
+    def select(state: PruningState, keep: list[int], seed: int) -> list[np.ndarray]:
         candidates = mds_candidates(state, keep, [seed * 100_003 + s for s in range(state.settings.mds_seeds)], matrix,
                                     importance)
         return candidates[kl_choice(state, candidates)[0]]
     return select
 
 
-def _algorithm1(state: PruningState, keep: int, seed: int) -> list[np.ndarray]:
+def _algorithm1(state: PruningState, keep: list[int], seed: int) -> list[np.ndarray]:
     m = state.mi_map
-    return [selection.algorithm1(m.mi[layer], keep, seed=seed, alive=m.alive[layer]) for layer in range(m.n_layers)]
+    return [selection.algorithm1(m.mi[layer], keep[layer], seed=seed, alive=m.alive[layer])
+            for layer in range(m.n_layers)]
 
 
-def _rearranged_fisher(state: PruningState, keep: int, _seed: int) -> list[np.ndarray]:
+def _greedy_reconstruction(state: PruningState, keep: list[int], _seed: int) -> list[np.ndarray]:
+    stats = state.compensation_stats()
+    return [cp.greedy_elimination(state.family.down(block).weight, stats[layer], keep[layer])
+            for layer, block in enumerate(state.family.blocks(state.model))]
+
+
+def _rearranged_fisher(state: PruningState, keep: list[int], _seed: int) -> list[np.ndarray]:
     F = state.cached("fisher-matrices", lambda: sc.fisher_matrices(state.model, state.batches))
     start = sc.keep_top([np.diag(f) for f in F], keep)
     return [sc.rearrange_mask(k, f) for k, f in zip(start, F)]
@@ -316,14 +354,23 @@ METHODS: dict[str, Method] = {
                     score=_scored("wanda", lambda s: sc.wanda_scores(s.model, s.batches))),
     "kcm": Method("U", "KCM's R2D2: kernelised convex-hull rank of down columns × mean-activation rank", ACTS,
                   score=_scored("kcm", lambda s: sc.kcm_scores(s.model, s.batches))),
-    "mi-alg1": Method("U", "proposed: Algorithm 1 on the MI map, calibrated T_r", ACTS, select_rule=_algorithm1),
-    "pcc-mds": Method("U", "the proposed pipeline with |Pearson r| in place of MI", ACTS, select_rule=_mds_kl("pcc")),
-    "mi-mds": Method("U", "proposed: MDS + k-means on the MI map, KL among M seeds", ACTS, select_rule=_mds_kl("mi")),
+    "mi-alg1": Method("U", "proposed: Algorithm 1 on the MI map, calibrated T_r", ACTS, select_rule=_algorithm1,
+                      similarity="mi"),
+    "pcc-mds": Method("U", "the proposed pipeline with |Pearson r| in place of MI", ACTS, select_rule=_mds_kl("pcc"),
+                      similarity="pcc"),
+    "mi-mds": Method("U", "proposed: MDS + k-means on the MI map, KL among M seeds", ACTS, select_rule=_mds_kl("mi"),
+                     similarity="mi"),
     "mi-mds-scott": Method("U", "the proposed pipeline with Scott's widths (Fig. 3)", ACTS,
-                           select_rule=_mds_kl("mi-scott")),
+                           select_rule=_mds_kl("mi-scott"), similarity="mi-scott"),
     # beyond the paper: MI clusters say which neurons are redundant, Wanda which member of each matters
     "mi-mds-wanda": Method("U", "MI clusters (MDS + k-means), each cluster's highest-Wanda member, KL among M seeds",
-                           ACTS, select_rule=_mds_kl("mi", importance="wanda")),
+                           ACTS, select_rule=_mds_kl("mi", importance="wanda"), similarity="mi"),
+    # chapter 9: what the leading retraining-free pruners do with what they cut
+    "flap": Method("U", "FLAP: fluctuation Var(a)·‖down col‖², standardised global budget, bias compensation", ACTS,
+                   score=_scored("flap", lambda s: sc.flap_scores(s.model, s.batches)), compensation="bias",
+                   allocation="global"),
+    "lsq-greedy": Method("U", "greedy elimination on the least-squares refit's error (OBS updates), then the refit",
+                         ACTS, select_rule=_greedy_reconstruction, compensation="least-squares"),
 }
 
 
@@ -337,3 +384,41 @@ def check_method(name: str, has_labels: bool | None = None) -> Method:
                          "glue:TASK); give labelled data or pick a label-free method such as mi-mds or hfprune")
     return method
 
+
+
+def check_plan(name: str, compensation: str | None = None, allocation: str | None = None
+               ) -> tuple[Method, str, str]:
+    """The method with its compensation and allocation (``None``: the method's own), or one line saying why
+    the combination is undefined; checked before any expensive step."""
+    method = check_method(name)
+    compensation = method.compensation if compensation is None else compensation
+    allocation = method.allocation if allocation is None else allocation
+    if compensation not in cp.COMPENSATIONS:
+        raise ValueError(f"unknown compensation {compensation!r}; choose from {', '.join(cp.COMPENSATIONS)}")
+    if allocation not in al.ALLOCATIONS:
+        raise ValueError(f"unknown allocation {allocation!r}; choose from {', '.join(al.ALLOCATIONS)}")
+    redundancy = [n for n, m in METHODS.items() if m.similarity]
+    if compensation == "merge" and method.similarity is None:
+        raise ValueError(f"merge folds removed neurons into their cluster's kept one, and {name} has no clusters; use "
+                         f"merge with {', '.join(redundancy)}, or compensation bias or least-squares")
+    if compensation != "none" and method.tune is not None:
+        raise ValueError(f"{name} refits its kept weights itself; use it with compensation none")
+    if allocation == "global" and method.score is None:
+        raise ValueError(f"allocation global ranks scores across layers and {name} has none; use uniform, or "
+                         "redundancy for a method with a similarity map")
+    if allocation == "redundancy" and method.similarity is None:
+        raise ValueError(f"allocation redundancy reads a similarity map and {name} has none; use uniform or global "
+                         f"(or a method among {', '.join(redundancy)})")
+    return method, compensation, allocation
+
+
+def layer_counts(state: PruningState, method: str, allocation: str, keep: float,
+                 floor: float = al.DEFAULT_FLOOR, seed: int = 0) -> list[int]:
+    """How many neurons each layer keeps under ``allocation`` (:mod:`minilib.methods.allocation`)."""
+    spec = METHODS[method]
+    if allocation == "uniform":
+        return al.uniform_counts(state.sizes, keep)
+    if allocation == "global":
+        return al.global_counts(spec.score(state, seed), keep, floor)
+    m, S = state.similarity(spec.similarity)
+    return al.budget([al.uniqueness(S[layer], m.alive[layer]) for layer in range(m.n_layers)], keep, floor)

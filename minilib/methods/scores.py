@@ -16,6 +16,7 @@ turns scores into keep-sets. With ``a`` the neuron's activation (:mod:`minilib.m
                            output distributions, it is **HFPrune** (seed 002); with the supervised
                            loss it is the first-order criterion of LLM-Pruner, |·| per token
 ``wanda_scores``           Wanda's ``|W|·‖X‖`` for the neuron's ``down`` column: ``‖down_{:,j}‖₁·‖a_j‖₂``
+``flap_scores``            FLAP's fluctuation ``Var(a_j)·‖down_{:,j}‖₂²`` (chapter 9)
 ``kcm_scores``             KCM's R2D2 (Nova et al., 2023): how hard the neuron's ``down`` column is to
                            express by the others (kernelised convex hull) × its mean activation
 =========================  =====================================================================
@@ -40,7 +41,7 @@ Scores = list[np.ndarray]
 Batch = Mapping[str, torch.Tensor]
 
 __all__ = ["Scores", "keep_top", "keep_fraction", "objective", "random_scores", "magnitude_scores", "taylor_scores",
-           "fisher_scores", "token_taylor_scores", "wanda_scores", "representative_ranking", "kcm_scores",
+           "fisher_scores", "token_taylor_scores", "token_moments", "wanda_scores", "flap_scores", "representative_ranking", "kcm_scores",
            "fisher_matrices", "rearrange_mask", "least_squares_tuning"]
 
 
@@ -149,18 +150,19 @@ def token_taylor_scores(model: nn.Module, batches: Iterable[Batch], kind: str = 
 
 
 @torch.inference_mode()
-def wanda_scores(model: nn.Module, batches: Iterable[Batch]) -> Scores:
-    """Wanda's ``‖down_{:,j}‖₁ · ‖a_j‖₂`` over every (non-padding) calibration token."""
+def token_moments(model: nn.Module, batches: Iterable[Batch]) -> list[torch.Tensor]:
+    """Per block, ``(n, Σ a_j, Σ a_j²)`` over every non-padding calibration token: a (3, D) float64 tensor."""
     family = family_of(model)
     blocks = family.blocks(model)
-    sq = _totals(model, family)
+    sums = [torch.zeros(3, n, dtype=torch.float64) for n in family.sizes(model)]
     current: list[Batch] = []
 
     def hook(index: int):
         def fn(_m, args):
-            a2 = args[0].double().pow(2).cpu()
+            a = args[0].double().cpu()
             mask = current[0].get("attention_mask")
-            sq[index] += (a2 if mask is None else a2 * mask[..., None]).sum((0, 1))
+            rows = a.reshape(-1, a.shape[-1]) if mask is None else a[mask.bool()]
+            sums[index] += torch.stack([torch.full_like(rows[0], len(rows)), rows.sum(0), rows.pow(2).sum(0)])
         return fn
 
     handles = [family.down(b).register_forward_pre_hook(hook(i)) for i, b in enumerate(blocks)]
@@ -171,8 +173,26 @@ def wanda_scores(model: nn.Module, batches: Iterable[Batch]) -> Scores:
     finally:
         for h in handles:
             h.remove()
-    return [(family.down(b).weight.detach().abs().sum(0).double().cpu() * s.sqrt()).numpy()
-            for b, s in zip(blocks, sq)]
+    return sums
+
+
+def wanda_scores(model: nn.Module, batches: Iterable[Batch]) -> Scores:
+    """Wanda's ``‖down_{:,j}‖₁ · ‖a_j‖₂`` over every (non-padding) calibration token."""
+    family = family_of(model)
+    return [(family.down(b).weight.detach().abs().sum(0).double().cpu() * m[2].sqrt()).numpy()
+            for b, m in zip(family.blocks(model), token_moments(model, batches))]
+
+
+def flap_scores(model: nn.Module, batches: Iterable[Batch]) -> Scores:
+    """FLAP's fluctuation (An et al., AAAI 2024): ``Var(a_j) · ‖down_{:,j}‖₂²`` over the calibration tokens,
+    how much the block's output moves when the neuron is replaced by its mean (which bias
+    compensation then adds back)."""
+    family = family_of(model)
+    out = []
+    for b, (n, s1, s2) in zip(family.blocks(model), token_moments(model, batches)):
+        var = (s2 / n - (s1 / n) ** 2).clamp(min=0.0)
+        out.append((family.down(b).weight.detach().double().cpu().pow(2).sum(0) * var).numpy())
+    return out
 
 
 def representative_ranking(points: np.ndarray, sigma: float | None = None, tol: float = 1e-3,

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Family", "EncoderFFN", "GatedMLP", "FAMILIES", "family_of", "check_keep", "slice_linear",
+__all__ = ["Family", "EncoderFFN", "GatedMLP", "FAMILIES", "family_of", "check_keep", "slice_linear", "with_bias",
            "model_inputs", "SIMILARITY_SCALE"]
 
 # The inverse temperature of sentence-transformers' in-batch contrastive loss, which trained all-MiniLM-L6-v2.
@@ -80,6 +80,16 @@ def slice_linear(linear: nn.Linear, idx: torch.Tensor, dim: int) -> nn.Linear:
     return new
 
 
+def with_bias(linear: nn.Linear) -> nn.Linear:
+    """A copy of a bias-free Linear with a zero bias."""
+    new = nn.Linear(linear.in_features, linear.out_features, bias=True, device=linear.weight.device,
+                    dtype=linear.weight.dtype)
+    with torch.no_grad():
+        new.weight.copy_(linear.weight)
+        new.bias.zero_()
+    return new
+
+
 def model_inputs(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The forward arguments of a batch, on the model's device (labels and other columns left out)."""
     device = next(model.parameters()).device
@@ -119,6 +129,7 @@ class Family(ABC):
     down_path: str = ""  # the linear map whose inputs are the neurons
     up_paths: tuple[str, ...] = ()  # the up-projections, one output row per neuron
     ffn_input_path: str = ""  # the module whose first input is the FFN's input ``x``
+    bias_switch: str | None = None  # the config flag that gives the FFN's linear maps biases, if any
 
     # -- what each family defines ---------------------------------------------------------------
     @abstractmethod
@@ -177,8 +188,11 @@ class Family(ABC):
         The config records the new size: ``intermediate_size`` when every block keeps the same
         number (an ordinary ``from_pretrained`` folder), else ``config.ffn_sizes``.
         """
-        kept = check_keep(keep, self.sizes(model))
-        for block, idx in zip(self.blocks(model), kept):
+        sizes = self.sizes(model)
+        kept = check_keep(keep, sizes)
+        for block, idx, n in zip(self.blocks(model), kept, sizes):
+            if len(idx) == n:  # every neuron kept: nothing to cut
+                continue
             for path, linear in self.ups(block).items():
                 _set(block, path, slice_linear(linear, idx, 0))
             _set(block, self.down_path, slice_linear(self.down(block), idx, 1))
@@ -190,6 +204,28 @@ class Family(ABC):
         else:
             model.config.ffn_sizes = sizes
         return model
+
+    @torch.no_grad()
+    def ensure_down_bias(self, model: nn.Module) -> None:
+        """Give every block's ``down`` a bias (zeros) if it has none, so compensation has a place for the
+        removed neurons' mean output, and record it so the model reloads: through the config's own switch
+        where the family has one (:attr:`bias_switch`, e.g. Llama's ``mlp_bias``, which also gives the
+        up-projections zero biases), else as ``config.ffn_down_bias`` for
+        :func:`minilib.models.surgery.load_pruned`."""
+        blocks = self.blocks(model)
+        if all(self.down(b).bias is not None for b in blocks):
+            return
+        switch = self.bias_switch if hasattr(model.config, self.bias_switch or "\0") else None
+        for block in blocks:
+            paths = (*self.up_paths, self.down_path) if switch else (self.down_path,)
+            for path in paths:
+                linear = _get(block, path)
+                if linear.bias is None:
+                    _set(block, path, with_bias(linear))
+        if switch:
+            setattr(model.config, switch, True)
+        else:
+            model.config.ffn_down_bias = True
 
     def macs(self, config: Any, sizes: Sequence[int] | None = None, seq_len: float = 128.0) -> float:
         """Multiply-adds of all blocks (embeddings and heads excluded) for one sequence."""
@@ -292,6 +328,7 @@ class GatedMLP(Family):
     causal = True
     batch_size = 4  # B·T·V log-probabilities in float64 (V ≈ 50k): 4 × 128 tokens ≈ 0.2 GB per copy
     down_path, up_paths, ffn_input_path = "mlp.down_proj", ("mlp.gate_proj", "mlp.up_proj"), "mlp"
+    bias_switch = "mlp_bias"  # Llama's config has it; Mistral, Qwen2 and Qwen3 have no FFN biases at all
 
     def blocks(self, model: nn.Module) -> nn.ModuleList:
         layers = getattr(self.base(model), "layers", None)

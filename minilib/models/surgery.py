@@ -56,16 +56,22 @@ def prune_ffn(model: PreTrainedModel, keep: Sequence[Sequence[int]] | Mapping[in
 
 def load_pruned(path: str | os.PathLike, model_class: type[PreTrainedModel] = AutoModelForSequenceClassification
                 ) -> PreTrainedModel:
-    """Load a model saved after :func:`prune_ffn`, uniform or not (``from_pretrained`` covers uniform)."""
+    """Load a model saved after :func:`prune_ffn`, uniform or not, with or without a compensation bias
+    (``from_pretrained`` covers a uniform model whose family's config can switch the bias on)."""
     path = Path(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"no model at {path} (config.json missing); save one with model.save_pretrained")
     config = AutoConfig.from_pretrained(path)
     sizes = getattr(config, "ffn_sizes", None)
-    if sizes is None:
+    down_bias = getattr(config, "ffn_down_bias", False)
+    if sizes is None and not down_bias:
         return model_class.from_pretrained(path)
-    model = model_class.from_config(config)  # full-size blocks, cut to the recorded sizes, then loaded
-    prune_ffn(model, [range(n) for n in sizes])
+    # full-size blocks (an Auto class builds from_config, a model class from its config), cut, then loaded
+    model = model_class.from_config(config) if hasattr(model_class, "from_config") else model_class(config)
+    if sizes is not None:
+        prune_ffn(model, [range(n) for n in sizes])
+    if down_bias:
+        family_of(model).ensure_down_bias(model)
     missing, unexpected = model.load_state_dict(load_file(path / "model.safetensors"), strict=False)
     if unexpected or any("position_ids" not in k for k in missing):
         raise ValueError(f"{path} does not match its config: missing {missing}, unexpected {unexpected}")
