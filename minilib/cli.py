@@ -43,6 +43,8 @@ def _fraction(text: str) -> float:
 
 def prune_parser() -> argparse.ArgumentParser:
     from minilib.methods import METHODS, Settings
+    from minilib.methods.allocation import ALLOCATIONS, DEFAULT_FLOOR
+    from minilib.methods.compensation import COMPENSATIONS, FITS
 
     d = Settings()
     p = ArgumentParser(prog="minilib prune", description="Prune the FFN neurons of a Hugging Face model.")
@@ -71,6 +73,15 @@ def prune_parser() -> argparse.ArgumentParser:
                    help="MDS solver: metric SMACOF (default) or classical (one eigendecomposition, for large layers)")
     p.add_argument("--mi-tol", type=_tolerance, default=d.mi_tol,
                    help=f"certified error bound (bits) of every MI entry, or 'exact' (default: {d.mi_tol:g})")
+    p.add_argument("--compensation", choices=list(COMPENSATIONS), metavar="MODE",
+                   help=f"how kept weights take over what is removed: {', '.join(COMPENSATIONS)} "
+                   "(default: the method's own; none for the paper's)")
+    p.add_argument("--allocation", choices=list(ALLOCATIONS), metavar="BUDGET",
+                   help=f"neurons per layer: {', '.join(ALLOCATIONS)} (default: the method's own; uniform)")
+    p.add_argument("--floor", type=float, default=DEFAULT_FLOOR,
+                   help=f"a non-uniform budget keeps at least floor x keep of each layer (default {DEFAULT_FLOOR})")
+    p.add_argument("--fit", choices=list(FITS), default="dense",
+                   help="compensation fitted on the dense model's inputs or on the pruned layers' (sequential)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -151,13 +162,18 @@ def prune_main(argv: Sequence[str] | None = None) -> None:
     from minilib.cache import atomic_dir
     from minilib.data.calibration import read_file
     from minilib.models.families import family_of
-    from minilib.methods import Settings, check_method
+    from minilib.methods import Settings, check_method, check_plan
+    from minilib.methods.compensation import Compensation
     from minilib.methods.scores import keep_fraction
 
     args = prune_parser().parse_args(argv)
     options = dict(alpha=args.alpha, widths=args.widths, reduction=args.reduction, mi_batch=args.mi_batch,
                    max_batches=args.max_batches, mds_seeds=args.mds_seeds, mds=args.mds, mi_tol=args.mi_tol)
     settings = Settings(**options)  # validates them before anything is loaded
+    _, mode, allocation = check_plan(args.method, args.compensation, args.allocation)
+    compensation = Compensation(mode, fit=args.fit)
+    if not 0.0 <= args.floor <= 1.0:
+        raise ValueError(f"--floor is a fraction of the uniform count, in [0, 1]; got {args.floor}")
     for name in ("batch_size", "max_length", "max_examples"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -179,7 +195,8 @@ def prune_main(argv: Sequence[str] | None = None) -> None:
     model.to(device)
     loaded = time.perf_counter() - start
     pruned, report = prune(model, data, args.keep, args.method, tokenizer=tokenizer, seed=args.seed,
-                           batch_size=args.batch_size, max_length=args.max_length, progress=not args.quiet, **options)
+                           batch_size=args.batch_size, max_length=args.max_length, progress=not args.quiet,
+                           compensation=compensation, allocation=allocation, floor=args.floor, **options)
     report.seconds = {"load": round(loaded, 3), **report.seconds}
     start = time.perf_counter()
     with atomic_dir(out) as tmp:  # the folder appears only when everything is written
@@ -189,7 +206,10 @@ def prune_main(argv: Sequence[str] | None = None) -> None:
         report.calibration["source"] = args.calibration
         report.save(tmp / "pruning.json")
     print(report.summary())
-    print(f"wrote {out} (reload with {type(pruned).__name__}.from_pretrained({str(out)!r}))")
+    plain = not (getattr(pruned.config, "ffn_sizes", None) or getattr(pruned.config, "ffn_down_bias", False))
+    reload = (f"{type(pruned).__name__}.from_pretrained({str(out)!r})" if plain else
+              f"minilib.models.surgery.load_pruned({str(out)!r}, {type(pruned).__name__})")
+    print(f"wrote {out} (reload with {reload})")
 
 
 def _commands() -> dict[str, tuple[str, Callable[[Sequence[str] | None], None]]]:

@@ -64,6 +64,19 @@ def test_prune_a_decoder_in_process_matches_the_api(folders, tmp_path):
     assert torch.equal(outputs(back, batch), outputs(same, batch))
 
 
+def test_prune_with_flap_writes_a_compensated_non_uniform_model(folders, tmp_path, capsys):
+    from minilib.models import surgery
+
+    cli.main(["prune", str(folders / "llama"), "--calibration", str(folders / "calib.txt"), "--keep", "0.5",
+              "--method", "flap", "--out", str(tmp_path / "flap"), "--quiet"])
+    assert "load_pruned" in capsys.readouterr().out  # per-layer widths: minilib's loader, said so
+    report = json.loads((tmp_path / "flap" / "pruning.json").read_text())
+    assert report["allocation"] == "global" and report["compensation"]["mode"] == "bias"
+    back = surgery.load_pruned(tmp_path / "flap", AutoModelForCausalLM)
+    assert surgery.ffn_sizes(back) == report["neurons_after"] and sum(report["neurons_after"]) == 18
+    assert back.config.mlp_bias  # Llama's own switch carries the compensation bias
+
+
 def test_supervised_method_reads_labels_from_a_jsonl(folders, tmp_path):
     model = build("bert-classifier")
     model.save_pretrained(tmp_path / "clf")
@@ -98,6 +111,10 @@ def _error(capsys, argv) -> str:
     (["--method", "nope"], "invalid choice: 'nope'"),
     (["--method", "fisher"], "fisher is supervised and needs labels"),
     (["--alpha", "-1"], "alpha must be > 0"),
+    (["--method", "wanda", "--compensation", "merge"], "merge folds removed neurons into their cluster"),
+    (["--method", "mi-mds", "--allocation", "global"], "allocation global ranks scores"),
+    (["--method", "flap", "--floor", "2"], "--floor is a fraction"),
+    (["--compensation", "refit"], "invalid choice: 'refit'"),
     (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--device", "tpu"], "--device"),
 ])
 def test_bad_arguments_fail_in_one_line(folders, tmp_path, capsys, extra, message):

@@ -72,6 +72,7 @@ class Compensation:
     fit: str = "dense"
     skip_first: bool = False
     held_out: float = 0.2
+    ridge: tuple[float, ...] = RIDGE  # the λ grid of least-squares (relative to mean diag Σ_SS)
     max_bytes: float = 4e9  # statistics held at once by fit="dense"
 
     def __post_init__(self) -> None:
@@ -316,7 +317,7 @@ def compensate(model: nn.Module, keep: Sequence[np.ndarray], batches: Sequence[B
         for i in group:
             down = family.down(blocks[i])
             fixes[i] = fix_layer(down.weight, down.bias, keep[i], got[i], settings.mode,
-                                 None if partners is None else partners[i])
+                                 None if partners is None else partners[i], settings.ridge)
         del got
         if settings.fit == "sequential":  # the next layer is fitted on this one's pruned output
             family.prune(model, {i: keep[i] for i in group})
