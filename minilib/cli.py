@@ -8,6 +8,7 @@ Commands::
     minilib sweep …       the BERT-tiny pruning sweep and ablations (minilib.experiments.glue_sweep)
     minilib lm …          chapter 7's block and MLP sweeps on a causal LM (minilib.experiments.lm_sweep)
     minilib critical …    single neurons whose removal breaks a fine-tune (minilib.experiments.critical)
+    minilib reconstruct … compensation and allocation on a causal LM (minilib.experiments.reconstruct)
     minilib cache clear   delete every cached artefact (minilib.cache); ``cache where`` prints the folder
 
 Every argument is checked before any expensive step; a bad one prints one ``error: …`` line and
@@ -226,6 +227,8 @@ def _commands() -> dict[str, tuple[str, Callable[[Sequence[str] | None], None]]]
             "sweep": ("the BERT-tiny pruning sweep or an ablation (chapters 5-6)", lazy("experiments.glue_sweep")),
             "lm": ("block and MLP pruning sweeps of a causal LM (chapter 7)", lazy("experiments.lm_sweep")),
             "critical": ("single neurons whose removal breaks a fine-tune (chapter 8)", lazy("experiments.critical")),
+            "reconstruct": ("compensation and allocation of every method on a causal LM (chapter 9)",
+                            lazy("experiments.reconstruct")),
             "cache": ("where the cache is, or clear it", cache_main)}
 
 

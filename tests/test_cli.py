@@ -92,7 +92,7 @@ def test_subcommands_share_the_entry_point():
     assert done.returncode == 0 and all(c in done.stdout for c in ("prune", "pretrain", "finetune", "sweep", "lm", "critical",
                                                                  "cache"))
     assert _cli("nope").stderr.strip() == "error: unknown command 'nope'; choose from prune, pretrain, finetune, " \
-                                          "sweep, lm, critical, cache"
+                                          "sweep, lm, critical, reconstruct, cache"
 
 
 def _error(capsys, argv) -> str:
