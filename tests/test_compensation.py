@@ -57,6 +57,26 @@ def test_least_squares_restores_a_removed_exact_duplicate(name, fit):
     assert all(f.mode == "least-squares" and f.error < 1e-9 * max(f.error_none, 1e-30) + 1e-12 for f in fixes)
 
 
+@pytest.mark.parametrize("name", ["bert-classifier", "llama", "qwen2"])
+def test_sequential_fit_replays_blocks_as_the_layer_by_layer_reference(name):
+    """The replayed blocks see what a full forward pass of the partly pruned model gives them."""
+    model, data = build(name).double(), batches(name, n=6)
+    family = family_of(model)
+    keep = [np.arange(0, n, 2) for n in family.sizes(model)]
+    fast, fixes = cp.compensate(copy.deepcopy(model), keep, data, cp.Compensation("least-squares", fit="sequential"))
+    slow = copy.deepcopy(model)
+    for i in range(len(keep)):  # reference: one full (early-stopped) pass per layer
+        stats = cp.collect_stats(slow, data, [i])[i]
+        down = family.down(family.blocks(slow)[i])
+        fix = cp.fix_layer(down.weight, down.bias, keep[i], stats, "least-squares")
+        family.prune(slow, {i: keep[i]})
+        cp._set_down(family, slow, i, fix)
+        assert fix.error == pytest.approx(fixes[i].error, rel=1e-8, abs=1e-14)
+    for a, b in zip(fast.state_dict().values(), slow.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
+    assert fast.config.use_cache == model.config.use_cache
+
+
 def test_merge_folds_a_duplicate_into_its_partner_exactly():
     model, data = _duplicated("llama"), batches("llama", n=8)
     keep = [np.delete(np.arange(n), 1) for n in family_of(model).sizes(model)]

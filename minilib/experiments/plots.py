@@ -169,6 +169,18 @@ def perplexity_curves(ax: plt.Axes, summary: "pd.DataFrame", x: str, dense: floa
     return ax
 
 
+def compensation_panels(curves: "pd.DataFrame", dense: float, highlight: str = "flap (global)") -> plt.Figure:
+    """Chapter 9: one :func:`perplexity_curves` panel per compensation, on a shared axis (from
+    :func:`minilib.experiments.reconstruct.curves`)."""
+    names = list(dict.fromkeys(curves.compensation))
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 4.2), sharey=True, layout="constrained")
+    for ax, name in zip(np.atleast_1d(axes), names):
+        perplexity_curves(ax, curves[curves.compensation == name], "ratio", dense, highlight,
+                          "fraction of MLP neurons removed")
+        ax.set_title(f"compensation: {name}")
+    return fig
+
+
 def block_profile(ax: plt.Axes, mi: np.ndarray, ceiling: np.ndarray, influence: np.ndarray) -> plt.Axes:
     """Per block: MI-PRUN's information lost ``I(X_{ℓ+1}; X_{ℓ+1}) − I(X_ℓ; X_{ℓ+1})`` beside ShortGPT's BI."""
     blocks = np.arange(len(mi))

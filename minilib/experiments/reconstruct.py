@@ -38,7 +38,7 @@ from minilib.methods.compensation import FITS, Compensation, compensate
 from minilib.models import lm
 
 __all__ = ["Variant", "VARIANTS", "CHOICES", "settings", "Bench", "prepare", "lm_table", "choices_table",
-           "zeroshot_table", "zeroshot_summary", "best", "TABLES", "main"]
+           "zeroshot_table", "curves", "grid", "stage_seconds", "zeroshot_summary", "best", "TABLES", "main"]
 
 
 @dataclass(frozen=True)
@@ -211,6 +211,30 @@ def zeroshot_table(bench: Bench, variants: Sequence[Variant], ratios: Sequence[f
                      cached_cell(path, lambda v=v, r=r: score(bench.pruned(v, r)[0]))))
     return pd.DataFrame([{"method": m, "compensation": c, "allocation": a, "ratio": r, **row}
                          for m, c, a, r, cell in runs for row in cell["rows"]])
+
+
+def curves(table: pd.DataFrame) -> pd.DataFrame:
+    """Perplexity against the ratio removed, one line per method and allocation, per compensation: the
+    columns :func:`minilib.experiments.plots.perplexity_curves` reads (``std`` 0: one trial per cell)."""
+    return table.assign(method=table.method + " (" + table.allocation + ")", mean=table.perplexity, std=0.0)[
+        ["compensation", "method", "ratio", "mean", "std"]]
+
+
+def grid(table: pd.DataFrame, ratio: float) -> pd.DataFrame:
+    """Perplexity over the dense model's at ``ratio``: methods and allocations by compensation."""
+    t = table[np.isclose(table.ratio, ratio)]
+    out = t.assign(x=t.perplexity / t.dense_perplexity).pivot_table(index=["method", "allocation"],
+                                                                    columns="compensation", values="x")
+    return out[[c for c in ("none", "bias", "least-squares", "merge") if c in out.columns]]
+
+
+def stage_seconds(table: pd.DataFrame) -> pd.DataFrame:
+    """Median seconds of each stage per method and compensation (the statistics are collected once per
+    run and shared: their time is the first cell's)."""
+    cols = ["select_seconds", "fit_seconds", "eval_seconds"]
+    out = table.groupby(["method", "compensation"])[cols].median()
+    out["statistics (once)"] = table.stats_seconds.max()
+    return out
 
 
 def zeroshot_summary(table: pd.DataFrame, metric: str = "acc") -> pd.DataFrame:

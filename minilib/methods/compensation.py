@@ -31,8 +31,9 @@ uncompensated and :class:`LayerFix` says so.
 
 **Fit inputs.** ``fit="dense"`` fits every layer on the dense model's activations (one pass per
 group of layers); ``fit="sequential"`` fits layer ``ℓ`` on the inputs that the already pruned and
-compensated layers below give it (its target is the dense FFN applied to that same input), one pass
-per layer, so later layers also absorb the error of earlier ones. ``skip_first`` leaves every
+compensated layers below give it (its target is the dense FFN applied to that same input). The blocks'
+calls are recorded in one dense pass and each block is then run alone on the states the pruned
+blocks below produce (twice: to collect, then to pass on), about three forward passes in all. ``skip_first`` leaves every
 sequence's first position out of the fit: a decoder's attention sink (huge, content-free
 activations) or an encoder's ``[CLS]``. Chapter 9 measures both choices.
 
@@ -129,6 +130,58 @@ def _token_mask(batch: Batch, shape: torch.Size, skip_first: bool) -> torch.Tens
     return rows
 
 
+class _Accumulator:
+    """Forward pre-hooks on ``down`` that add each batch's tokens to a layer's fit and held-out sums."""
+
+    def __init__(self, family: Family, blocks: nn.ModuleList, layers: Sequence[int], stop: bool) -> None:
+        self.out: dict[int, LayerStats] = {}
+        self.rows = self.held = torch.empty(0, dtype=torch.bool)
+        last = max(layers)
+        self.handles = [family.down(blocks[i]).register_forward_pre_hook(self._hook(i, stop and i == last))
+                        for i in layers]
+
+    def _hook(self, index: int, stop: bool):
+        def fn(_m: nn.Module, args: tuple) -> None:
+            a = args[0]
+            check_finite(a, "activations", index)
+            x = torch.cat([a.double(), torch.ones(*a.shape[:2], 1, dtype=torch.float64, device=a.device)], -1)
+            if index not in self.out:
+                zeros = torch.zeros(x.shape[-1], x.shape[-1], dtype=torch.float64, device=a.device)
+                self.out[index] = LayerStats(zeros, zeros.clone())
+            rows, held = self.rows.to(a.device), self.held.to(a.device)
+            fit, test = x[rows & ~held], x[rows & held]
+            self.out[index].fit += fit.T @ fit
+            self.out[index].held += test.T @ test
+            if stop:
+                raise _Stop
+        return fn
+
+    def batch(self, rows: torch.Tensor, held: torch.Tensor) -> None:
+        self.rows, self.held = rows, held
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+    def result(self) -> dict[int, LayerStats]:
+        for i, s in self.out.items():
+            if s.n_fit < 2 or s.n_held < 1:
+                raise ValueError(f"layer {i}: {s.n_fit} fit and {s.n_held} held-out calibration tokens are too few "
+                                 "to compensate; give more calibration data")
+        return self.out
+
+
+def _token_masks(batches: Sequence[Batch], skip_first: bool, held_out: float, seed: int
+                 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per batch, the tokens that count (padding never) and the held-out ones (one seeded draw)."""
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for batch in batches:
+        shape = batch["input_ids"].shape
+        out.append((_token_mask(batch, shape, skip_first), torch.rand(shape, generator=generator) < held_out))
+    return out
+
+
 @torch.no_grad()
 def collect_stats(model: nn.Module, batches: Sequence[Batch], layers: Sequence[int], *, skip_first: bool = False,
                   held_out: float = 0.2, seed: int = 0, progress: bool = False) -> dict[int, LayerStats]:
@@ -138,48 +191,54 @@ def collect_stats(model: nn.Module, batches: Sequence[Batch], layers: Sequence[i
     after the last layer asked for.
     """
     family = family_of(model)
-    blocks = family.blocks(model)
-    layers = sorted(layers)
-    out: dict[int, LayerStats] = {}
-    current: dict[str, torch.Tensor] = {}
-    generator = torch.Generator().manual_seed(seed)
-
-    def hook(index: int):
-        def fn(_m: nn.Module, args: tuple) -> None:
-            a = args[0]
-            check_finite(a, "activations", index)
-            rows = current["rows"].to(a.device)
-            held = current["held"].to(a.device)
-            x = torch.cat([a.double(), torch.ones(*a.shape[:2], 1, dtype=torch.float64, device=a.device)], -1)
-            if index not in out:
-                zeros = torch.zeros(x.shape[-1], x.shape[-1], dtype=torch.float64, device=a.device)
-                out[index] = LayerStats(zeros, zeros.clone())
-            fit, test = x[rows & ~held], x[rows & held]
-            out[index].fit += fit.T @ fit
-            out[index].held += test.T @ test
-            if index == layers[-1]:
-                raise _Stop
-        return fn
-
-    handles = [family.down(blocks[i]).register_forward_pre_hook(hook(i)) for i in layers]
+    acc = _Accumulator(family, family.blocks(model), sorted(layers), stop=True)
     try:
         with frozen(model):
-            for batch in tqdm(batches, desc="compensation statistics", unit="batch", disable=not progress):
-                shape = batch["input_ids"].shape
-                current["rows"] = _token_mask(batch, shape, skip_first)
-                current["held"] = torch.rand(shape, generator=generator) < held_out
+            for batch, (rows, held) in tqdm(list(zip(batches, _token_masks(batches, skip_first, held_out, seed))),
+                                            desc="compensation statistics", unit="batch", disable=not progress):
+                acc.batch(rows, held)
                 try:
                     model(**model_inputs(model, batch))
                 except _Stop:
                     pass
     finally:
+        acc.close()
+    return acc.result()
+
+
+@torch.no_grad()
+def _block_calls(model: nn.Module, family: Family, batches: Sequence[Batch]
+                 ) -> tuple[list[torch.Tensor], list[list[tuple[tuple, dict]]]]:
+    """One dense forward pass per batch recording the hidden states entering the first block and every
+    block's other arguments (masks, rotary embeddings: references, shared across blocks), so that block
+    ``ℓ`` can be run alone on the states the pruned blocks below it give."""
+    blocks = family.blocks(model)
+    hidden: list[torch.Tensor] = []
+    calls: list[list[tuple[tuple, dict]]] = []
+
+    def hook(index: int):
+        def fn(_m: nn.Module, args: tuple, kwargs: dict) -> None:
+            if index == 0:
+                hidden.append(args[0])
+                calls.append([])
+            calls[-1].append((args[1:], kwargs))
+        return fn
+
+    handles = [b.register_forward_pre_hook(hook(i), with_kwargs=True) for i, b in enumerate(blocks)]
+    extra = {"use_cache": False} if family.causal else {}  # no key-value cache to grow when a block is replayed
+    try:
+        with frozen(model):
+            for batch in batches:
+                model(**model_inputs(model, batch), **extra)
+    finally:
         for h in handles:
             h.remove()
-    for i, s in out.items():
-        if s.n_fit < 2 or s.n_held < 1:
-            raise ValueError(f"layer {i}: {s.n_fit} fit and {s.n_held} held-out calibration tokens are too few to "
-                             "compensate; give more calibration data")
-    return out
+    return hidden, calls
+
+
+def _run_block(block: nn.Module, hidden: torch.Tensor, call: tuple[tuple, dict]) -> torch.Tensor:
+    out = block(hidden, *call[0], **call[1])
+    return out[0] if isinstance(out, tuple) else out
 
 
 @dataclass
@@ -304,29 +363,40 @@ def compensate(model: nn.Module, keep: Sequence[np.ndarray], batches: Sequence[B
                          "similarity map (mi-mds, mi-alg1, pcc-mds …)")
     layers = list(range(len(sizes)))
     options = dict(skip_first=settings.skip_first, held_out=settings.held_out, seed=seed, progress=progress)
-    if settings.fit == "sequential":
-        groups = [[i] for i in layers]
-    else:
-        size = max(1, int(settings.max_bytes // (16.0 * (max(sizes) + 1) ** 2)))
-        groups = [layers[i:i + size] for i in range(0, len(layers), size)]
     blocks = family.blocks(model)
     fixes: dict[int, LayerFix] = {}
+    if settings.fit == "sequential":  # each layer fitted on what the pruned, compensated layers below give it
+        with frozen(model):
+            hidden, calls = _block_calls(model, family, batches)
+            masks = _token_masks(batches, settings.skip_first, settings.held_out, seed)
+            for i in tqdm(layers, desc="compensation", unit="layer", disable=not progress):
+                acc = _Accumulator(family, blocks, [i], stop=False)
+                try:
+                    for n, (rows, held) in enumerate(masks):
+                        acc.batch(rows, held)
+                        _run_block(blocks[i], hidden[n], calls[n][i])
+                finally:
+                    acc.close()
+                down = family.down(blocks[i])
+                fixes[i] = fix_layer(down.weight, down.bias, keep[i], acc.result()[i], settings.mode,
+                                     None if partners is None else partners[i], settings.ridge)
+                family.prune(model, {i: keep[i]})
+                _set_down(family, model, i, fixes[i])
+                hidden = [_run_block(blocks[i], h, calls[n][i]) for n, h in enumerate(hidden)]
+        return model, [fixes[i] for i in layers]
+    size = max(1, int(settings.max_bytes // (16.0 * (max(sizes) + 1) ** 2)))
+    groups = [layers[i:i + size] for i in range(0, len(layers), size)]
     for group in tqdm(groups, desc="compensation", unit="layer group", disable=not progress or len(groups) < 2):
-        reuse = settings.fit == "dense" and stats is not None and all(i in stats for i in group)
+        reuse = stats is not None and all(i in stats for i in group)
         got = stats if reuse else collect_stats(model, batches, group, **options)
         for i in group:
             down = family.down(blocks[i])
             fixes[i] = fix_layer(down.weight, down.bias, keep[i], got[i], settings.mode,
                                  None if partners is None else partners[i], settings.ridge)
         del got
-        if settings.fit == "sequential":  # the next layer is fitted on this one's pruned output
-            family.prune(model, {i: keep[i] for i in group})
-            for i in group:
-                _set_down(family, model, i, fixes[i])
-    if settings.fit == "dense":  # every layer was fitted on the dense model: prune them all now
-        family.prune(model, keep)
-        for i in layers:
-            _set_down(family, model, i, fixes[i])
+    family.prune(model, keep)  # every layer was fitted on the dense model: prune them all now
+    for i in layers:
+        _set_down(family, model, i, fixes[i])
     return model, [fixes[i] for i in layers]
 
 
