@@ -53,7 +53,7 @@ THREADS ?= 1
 RUN = OMP_NUM_THREADS=$(THREADS) $(PY) -m minilib
 FT_GRID := --tasks sst2 stsb mrpc --seeds 0 1 2
 RESULT_STEPS := results-finetune results-sweep results-lm $(addprefix results-ablation-,alpha reduction mds_seeds fraction) \
-	results-minilm-finetune results-minilm-sweep results-minilm-critical results-lm-zeroshot
+	results-minilm-finetune results-minilm-sweep results-minilm-critical results-lm-zeroshot results-reconstruct
 .PHONY: results-tree results-encoder results-ft-offline results-ft-random results-minilm-ft $(RESULT_STEPS)
 
 results: $(RESULT_STEPS)
@@ -96,6 +96,11 @@ results-minilm-critical: results-minilm-ft
 	$(RUN) critical --tasks mrpc sst2 stsb --init minilm --out results/minilm-critical.csv  # MRPC 25 min, STS-B 44 min beside two other runs
 results-lm-zeroshot: results-lm
 	$(RUN) lm --profile full --source offline --tables zeroshot --out results
+# chapter 9: every label-free peer with each compensation and allocation on SmolLM2's MLP (~65 min on 2
+# threads: the statistics of 32,768 calibration tokens ~5 min, then ~40 s a cell), the fit's choices,
+# and the zero-shot accuracy of the best variants (~2 min a model)
+results-reconstruct:
+	$(RUN) reconstruct --profile full --source offline --out results
 
 clean:
 	rm -rf book/_build book/chapters

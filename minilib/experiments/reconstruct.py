@@ -142,8 +142,14 @@ class Bench:
         times["fit_seconds"] = time.perf_counter() - t0
         info = {**times, "kept": [len(k) for k in keep],
                 "compensated_layers": sum(f.mode != "none" for f in fixes),
-                "heldout_error_ratio": float(np.mean([f.error / f.error_none for f in fixes])) if fixes else 1.0}
+                "heldout_error_ratio": _error_ratio(fixes)}
         return model, info
+
+
+def _error_ratio(fixes: Sequence) -> float:
+    """Mean over the layers that lost neurons of the held-out error with compensation over without (1: none)."""
+    ratios = [f.error / f.error_none for f in fixes if f.error_none > 0]
+    return float(np.mean(ratios)) if ratios else 1.0
 
 
 def prepare(profile: str = "quick", source: str = "auto", cache: str | os.PathLike | None = None,
