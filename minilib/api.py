@@ -3,11 +3,14 @@
     >>> pruned, report = minilib.prune(model, texts, keep=0.6, method="mi-mds", tokenizer=tokenizer)
     >>> pruned.save_pretrained("out")          # reloads with AutoModel….from_pretrained("out")
 
-The model keeps ``round(keep · D)`` of the ``D`` FFN neurons of every block (the same fraction in
-each block, so the result is an ordinary model of its class). The paper's choices are the
+By default the model keeps ``round(keep · D)`` of the ``D`` FFN neurons of every block (the same
+fraction in each block, so the result is an ordinary model of its class) and drops what it removes,
+as the paper does. ``allocation`` spreads the same total differently across blocks and
+``compensation`` makes the kept weights take over what is removed (chapter 9,
+:mod:`minilib.methods.allocation`, :mod:`minilib.methods.compensation`). The paper's choices are the
 keyword options of :class:`minilib.methods.Settings`; every other method of
 :data:`minilib.methods.METHODS` is selected by name. Everything runs on the model's device; the
-MI estimator works in float64 on the CPU.
+MI estimator and the compensation's least squares work in float64.
 """
 
 from __future__ import annotations

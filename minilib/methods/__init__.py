@@ -1,12 +1,14 @@
 """One registry of pruning methods: the paper's and every peer's, for every model family.
 
 A method maps ``(state, keep, seed)`` to one keep-set per block, where ``keep`` is the number of
-FFN neurons each block keeps and ``state`` (a :class:`PruningState`) holds what any method may
+FFN neurons each block keeps (one number, or one per block: :func:`layer_counts` turns an allocation
+into counts) and ``state`` (a :class:`PruningState`) holds what any method may
 read: the model, its family, the calibration batches, the MI map and the paper's settings
 (:class:`Settings`, documented once). Each :class:`Method` declares what it needs, so a caller
 can refuse a method before any expensive step (labels it was not given, a class distribution
 that a regression head does not have). Scores, MI maps and MDS fits are computed once per state
-and reused by every level of a sweep.
+and reused by every level of a sweep. A method also names its own compensation and allocation
+(FLAP's are part of it), and :func:`check_plan` refuses the combinations that are not defined.
 """
 
 from __future__ import annotations

@@ -21,6 +21,12 @@ computes with ``a_j = 0``). A family also says what the subsidiary KL criterion 
 (:meth:`Family.representation`), which output distribution HFPrune's entropy reads
 (:meth:`Family.output_distribution`), and how many multiply-adds a block costs.
 
+Compensation (chapter 9) may give ``down`` a bias it did not have (:meth:`Family.ensure_down_bias`):
+Llama's config switches it on with ``mlp_bias`` (the model reloads with ``from_pretrained``), Mistral,
+Qwen2 and Qwen3 have no such switch and record ``config.ffn_down_bias`` for
+:func:`minilib.models.surgery.load_pruned`. No supported family's config holds per-layer FFN widths in
+``transformers``, so a non-uniform model records ``config.ffn_sizes`` and reloads through ``load_pruned``.
+
 Adding a family is one small subclass registered in :data:`FAMILIES`; any other model fails at
 once with one line naming the supported families (:func:`family_of`).
 """
