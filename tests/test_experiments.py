@@ -90,7 +90,11 @@ def test_every_method_keeps_its_own_neurons(runs):
     _sweep({"sst2": runs["sst2"]}, cache, levels=(0.1,))
     keep = {m: _choices(cache, m)["51-t0.json"] for m in glue_sweep.METHODS}
     for m, layers in keep.items():
-        assert [len(set(k)) for k in layers] == [51, 51] and all(k == sorted(k) for k in layers), m
+        assert all(k == sorted(k) for k in layers), m
+        if glue_sweep.METHODS[m].allocation == "uniform":
+            assert [len(set(k)) for k in layers] == [51, 51], m
+        else:  # FLAP's global budget: the same total
+            assert sum(len(set(k)) for k in layers) == 102, m
     ctx = glue_sweep.Context(runs["sst2"], fraction=1.0, cache=cache)
     direct = {"magnitude": sc.magnitude_scores(ctx.model), "taylor": sc.taylor_scores(ctx.model, ctx.batches),
               "fisher": sc.fisher_scores(ctx.model, ctx.batches), "wanda": sc.wanda_scores(ctx.model, ctx.batches),
@@ -206,3 +210,17 @@ def test_a_gradient_score_after_the_kl_choice_in_one_context(runs, tmp_path):
     table = glue_sweep.sweep([runs["sst2"]], ["mi-mds", "taylor"], [0.5], trials=1, cache=tmp_path, progress=False,
                              fraction=1.0, mds_seeds=2)
     assert list(table.drop_duplicates("method").method) == ["mi-mds", "taylor"]
+
+
+def test_a_sweep_with_compensation_keeps_its_cells_apart_and_refuses_undefined_ones(runs):
+    runs, cache = runs
+    own = glue_sweep.sweep([runs["sst2"]], ["wanda", "flap"], [0.5], trials=1, cache=cache, progress=False,
+                           fraction=1.0)
+    assert set(zip(own.method, own.compensation, own.allocation)) == {("wanda", "none", "uniform"),
+                                                                      ("flap", "bias", "global")}
+    refit = glue_sweep.sweep([runs["sst2"]], ["wanda", "flap"], [0.5], trials=1, cache=cache, progress=False,
+                             fraction=1.0, compensation="least-squares")
+    assert set(refit.compensation) == {"least-squares"}
+    assert (own.encoder_flops.values == refit.encoder_flops.values).all()  # the same keep-sets, other weights
+    with pytest.raises(ValueError, match="refits its kept weights itself"):
+        glue_sweep.sweep([runs["sst2"]], ["mask-tuning"], [0.5], cache=cache, compensation="bias")

@@ -14,6 +14,7 @@ so an interrupted sweep resumes where it stopped, and returns a tidy table with 
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections.abc import Sequence
@@ -31,7 +32,9 @@ from minilib.estimator import mimap
 from minilib.estimator.pairwise import DEFAULT_TOL
 from minilib.experiments import engine, paper
 from minilib.models import surgery
-from minilib.methods import METHODS, PruningState, Settings, kl_choice, kl_dims_sensitivity, mds_candidates
+from minilib.methods import (METHODS, PruningState, Settings, check_plan, kl_choice, kl_dims_sensitivity, layer_counts,
+                             mds_candidates)
+from minilib.methods.compensation import Compensation, compensate
 from minilib.cache import atomic_file, cache_dir, check_output, code_fingerprint, results_dir, short_hash
 from minilib.data.calibration import calibration_indices
 from minilib.models.hooks import capture_activations
@@ -152,15 +155,25 @@ class Context(PruningState):
                 + ("" if self.mds == "smacof" else f"-{self.mds}"))
 
 
-def pruned_model(ctx: Context, keep: Sequence[Sequence[int]], method: str | None = None) -> torch.nn.Module:
-    """The model pruned to ``keep`` (and tuned, if ``method`` tunes weights); the dense one is left as it is."""
+def pruned_model(ctx: Context, keep: Sequence[Sequence[int]], method: str | None = None,
+                 compensation: str = "none") -> torch.nn.Module:
+    """The model pruned to ``keep``, tuned if ``method`` tunes weights, else compensated (chapter 9) on the
+    calibration sample; the dense one is left as it is."""
     tune = METHODS[method].tune if method else None
-    return tune(ctx, keep) if tune else ctx.pruned(keep)
+    if tune:
+        return tune(ctx, keep)
+    if compensation == "none":
+        return ctx.pruned(keep)
+    partners = METHODS[method].partners(ctx, keep) if compensation == "merge" else None
+    comp = Compensation(compensation)
+    return compensate(copy.deepcopy(ctx.model), keep, ctx.batches, comp, partners,
+                      ctx.compensation_stats(comp.skip_first, comp.held_out), ctx.seed)[0]
 
 
-def evaluate_keep(ctx: Context, keep: Sequence[Sequence[int]], method: str | None = None) -> dict[str, float]:
-    """Dev metrics of the model pruned to ``keep`` (and tuned, if ``method`` tunes weights)."""
-    return evaluate(pruned_model(ctx, keep, method), ctx.task, ctx.dev)
+def evaluate_keep(ctx: Context, keep: Sequence[Sequence[int]], method: str | None = None,
+                  compensation: str = "none") -> dict[str, float]:
+    """Dev metrics of the model pruned to ``keep`` (tuned, if ``method`` tunes weights, or compensated)."""
+    return evaluate(pruned_model(ctx, keep, method, compensation), ctx.task, ctx.dev)
 
 
 def check_levels(levels: Sequence[float]) -> list[float]:
@@ -173,11 +186,13 @@ def check_levels(levels: Sequence[float]) -> list[float]:
 
 def sweep(runs: Sequence[str | os.PathLike], methods: Sequence[str], levels: Sequence[float], trials: int | None = None,
           profile: str = "full", cache: str | os.PathLike | None = None, progress: bool = True,
-          **context_kwargs) -> pd.DataFrame:
+          compensation: str | None = None, **context_kwargs) -> pd.DataFrame:
     """Prune every run with every method at every level; a tidy table of dev metrics.
 
-    ``levels`` are FFN-relative FLOPs (kept fractions). ``trials`` overrides each method's
-    number of seeds (e.g. 1 for a quick profile). Methods that need a class distribution are
+    ``levels`` are FFN-relative FLOPs (kept fractions, of every layer under the uniform allocation,
+    of all layers together under a method's own other one, such as FLAP's). ``trials`` overrides each
+    method's number of seeds (e.g. 1 for a quick profile). ``compensation`` applies to every method
+    (``None``: each method's own; chapter 9). Methods that need a class distribution are
     skipped on regression tasks. Cells run on :mod:`minilib.experiments.engine`, cached under
     ``<cache>/sweeps/<run>/<settings>/``, so an interrupted sweep resumes; ``context_kwargs`` go to
     :class:`Context`.
@@ -185,6 +200,7 @@ def sweep(runs: Sequence[str | os.PathLike], methods: Sequence[str], levels: Seq
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+    plans = {m: check_plan(m, compensation)[1:] for m in methods}  # (compensation, allocation), refused early
     levels = check_levels(levels)
     contexts = [Context(Path(r), cache=cache, progress=progress, **context_kwargs) for r in runs]
     rows = []
@@ -194,18 +210,22 @@ def sweep(runs: Sequence[str | os.PathLike], methods: Sequence[str], levels: Seq
                  for t in range(trials or METHODS[name].trials)
                  if not (METHODS[name].reads_output and ctx.task.is_regression)]  # e.g. HFPrune on STS-B
 
-        def choose(cell: engine.Cell, ctx: Context = ctx) -> list[np.ndarray]:
-            keep = METHODS[cell.method].select(ctx, cell.level, cell.trial)
-            if any(len(k) != cell.level for k in keep):
-                raise RuntimeError(f"{cell.method} kept {[len(k) for k in keep]} neurons, expected {cell.level} per layer")
+        def choose(cell: engine.Cell, ctx: Context = ctx, size: int = size) -> list[np.ndarray]:
+            counts = layer_counts(ctx, cell.method, plans[cell.method][1], cell.level / size, seed=cell.trial)
+            keep = METHODS[cell.method].select(ctx, counts, cell.trial)
+            if [len(k) for k in keep] != counts:
+                raise RuntimeError(f"{cell.method} kept {[len(k) for k in keep]} neurons, expected {counts}")
             return keep
 
-        def key(cell: engine.Cell, choice) -> str:  # a method that tunes weights has its own evaluations
-            return (f"{cell.method}-" if METHODS[cell.method].tune else "") + short_hash(json.dumps(choice))
+        def key(cell: engine.Cell, choice) -> str:  # a method that changes weights has its own evaluations
+            mode = plans[cell.method][0]
+            return ((f"{cell.method}-" if METHODS[cell.method].tune else "") + ("" if mode == "none" else f"{mode}-")
+                    + short_hash(json.dumps(choice)))
 
         folder = (cache_dir(cache) / "sweeps" / ctx.run.parent.parent.name / ctx.run.parent.name / ctx.run.name
                   / f"{ctx.setting}-code{code_fingerprint('minilib.experiments.glue_sweep')}")  # the run's name holds its data
-        records = engine.run(cells, choose, lambda cell, keep, ctx=ctx: pruned_model(ctx, keep, cell.method),
+        records = engine.run(cells, choose, lambda cell, keep, ctx=ctx: pruned_model(ctx, keep, cell.method,
+                                                                                     plans[cell.method][0]),
                              lambda model, ctx=ctx: evaluate(model, ctx.task, ctx.dev), folder, key, progress,
                              f"pruning sweep ({ctx.task.name})")
         for r in records:
@@ -213,6 +233,7 @@ def sweep(runs: Sequence[str | os.PathLike], methods: Sequence[str], levels: Seq
             flops = surgery.relative_flops(ctx.model.config, kept, surgery.MEAN_DEV_LENGTH[ctx.task.name])["encoder"]
             for metric, value in r["metrics"].items():
                 rows.append({"task": ctx.task.name, "method": cell.method, "labels": METHODS[cell.method].labels,
+                             "compensation": plans[cell.method][0], "allocation": plans[cell.method][1],
                              "ffn_flops": cell.level / size, "encoder_flops": round(flops, 4), "trial": cell.trial,
                              "metric": metric, "value": round(value, 2),
                              "seconds": round(r["select_seconds"] + r["eval_seconds"], 2),
@@ -323,6 +344,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="MDS solver of the MI pipelines (classical: one eigendecomposition per layer)")
     parser.add_argument("--ablate", choices=list(ABLATIONS), help="vary this setting for --methods' first method")
     parser.add_argument("--values", nargs="+", default=[], help="the settings --ablate takes")
+    parser.add_argument("--compensation", choices=["none", "bias", "least-squares", "merge"],
+                        help="every method's compensation (default: each method's own; chapter 9)")
     parser.add_argument("--out", default="results/pruning.csv")
     args = parser.parse_args(argv)
     if args.ablate and not args.values:
@@ -332,6 +355,8 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
     check_levels(args.levels)
+    for m in args.methods:
+        check_plan(m, args.compensation)
     for t in args.tasks:
         glue.get_task(t)
     if args.ablate:
@@ -344,7 +369,8 @@ def main(argv: list[str] | None = None) -> None:
         table = ablate(runs, args.ablate, args.values, args.levels, args.methods[0], mds_seeds=args.mds_seeds,
                        seed=args.seed, mds=args.mds)
     else:
-        table = sweep(runs, args.methods, args.levels, mds_seeds=args.mds_seeds, seed=args.seed, mds=args.mds)
+        table = sweep(runs, args.methods, args.levels, mds_seeds=args.mds_seeds, seed=args.seed, mds=args.mds,
+                      compensation=args.compensation)
     atomic_file(Path(args.out), lambda p: table.to_csv(p, index=False))
     print(f"{len(table)} rows → {args.out}")
 
