@@ -206,3 +206,12 @@ def test_lsq_greedy_and_flap_run_through_the_api_and_are_deterministic():
         second, _ = minilib.prune(build("qwen2"), data, 0.5, method, progress=False)
         assert report.compensation["mode"] == METHODS[method].compensation
         assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+
+
+def test_merge_and_the_redundancy_budget_run_through_the_api_for_an_mi_method():
+    data = batches("llama", n=6)
+    pruned, report = minilib.prune(build("llama"), data, 0.5, "mi-mds", compensation="merge", allocation="redundancy",
+                                   progress=False, mds_seeds=2, mi_batch=16)
+    assert report.compensation["mode"] == "merge" and report.allocation == "redundancy"
+    assert sum(report.neurons_after) == sum(round(0.5 * n) for n in report.neurons_before)
+    assert {f["mode"] for f in report.compensation["layers"]} <= {"merge", "none"}
