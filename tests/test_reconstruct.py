@@ -38,3 +38,11 @@ def test_undefined_variants_are_refused_and_left_out_of_the_grid():
         Variant("wanda", "merge")
     assert all(v.compensation != "merge" for v in reconstruct.VARIANTS)
     assert Variant("flap", "bias", "global") in reconstruct.VARIANTS
+
+
+def test_the_choices_table_covers_both_fits_with_and_without_the_first_token(bench):
+    table = reconstruct.choices_table(bench, 0.5, progress=False)
+    assert len(table) == 4 * len(reconstruct.CHOICES)
+    assert set(zip(table.fit, table.skip_first)) == {(f, s) for f in ("dense", "sequential") for s in (False, True)}
+    grid = reconstruct.choices_grid(table)
+    assert grid.shape == (len(reconstruct.CHOICES), 4) and (grid > 0).all().all()

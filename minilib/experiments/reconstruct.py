@@ -38,7 +38,7 @@ from minilib.methods.compensation import FITS, Compensation, compensate
 from minilib.models import lm
 
 __all__ = ["Variant", "VARIANTS", "CHOICES", "settings", "Bench", "prepare", "lm_table", "choices_table",
-           "zeroshot_table", "curves", "grid", "stage_seconds", "zeroshot_summary", "best", "TABLES", "main"]
+           "zeroshot_table", "curves", "grid", "choices_grid", "stage_seconds", "zeroshot_summary", "best", "TABLES", "main"]
 
 
 @dataclass(frozen=True)
@@ -191,6 +191,13 @@ def choices_table(bench: Bench, ratio: float, variants: Sequence[Variant] = CHOI
     window's first token in the fit: the decisions the chapter takes by measurement."""
     return pd.concat([lm_table(replace(bench, fit=fit, skip_first=skip), [ratio], variants, progress)
                       for fit in FITS for skip in (False, True)], ignore_index=True)
+
+
+def choices_grid(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`choices_table` as perplexity over the dense model's: variants by (fit, first token in the fit)."""
+    t = table.assign(x=table.perplexity / table.dense_perplexity,
+                     tokens=np.where(table.skip_first, "first token out", "every token"))
+    return t.pivot_table(index=["method", "compensation", "allocation"], columns=["fit", "tokens"], values="x")
 
 
 def best(table: pd.DataFrame, ratio: float, k: int = 3) -> list[Variant]:

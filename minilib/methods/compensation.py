@@ -67,13 +67,18 @@ RIDGE = (1e-6, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 
 @dataclass(frozen=True)
 class Compensation:
-    """How the kept weights take over what is removed (see the module docstring)."""
+    """How the kept weights take over what is removed (see the module docstring).
+
+    mode : one of :data:`COMPENSATIONS`. fit : ``"dense"`` or ``"sequential"`` inputs. skip_first : leave
+    every sequence's first token out of the fit. held_out : the fraction of calibration tokens the
+    guard and the choice of λ read. ridge : the λ grid of least-squares, relative to mean diag Σ_SS.
+    """
 
     mode: str = "none"
     fit: str = "dense"
     skip_first: bool = False
     held_out: float = 0.2
-    ridge: tuple[float, ...] = RIDGE  # the λ grid of least-squares (relative to mean diag Σ_SS)
+    ridge: tuple[float, ...] = RIDGE
     max_bytes: float = 4e9  # statistics held at once by fit="dense"
 
     def __post_init__(self) -> None:
@@ -81,6 +86,8 @@ class Compensation:
             raise ValueError(f"compensation must be one of {', '.join(COMPENSATIONS)}; got {self.mode!r}")
         if self.fit not in FITS:
             raise ValueError(f"fit must be 'dense' or 'sequential', got {self.fit!r}")
+        if not self.ridge or min(self.ridge) <= 0:
+            raise ValueError(f"ridge is a grid of positive λ (relative to mean diag Σ_SS); got {self.ridge}")
         if not 0.0 < self.held_out < 1.0:
             raise ValueError(f"held_out is the fraction of calibration tokens kept for the guard, in (0, 1); "
                              f"got {self.held_out}")
