@@ -96,9 +96,9 @@ results-minilm-critical: results-minilm-ft
 	$(RUN) critical --tasks mrpc sst2 stsb --init minilm --out results/minilm-critical.csv  # MRPC 25 min, STS-B 44 min beside two other runs
 results-lm-zeroshot: results-lm
 	$(RUN) lm --profile full --source offline --tables zeroshot --out results
-# chapter 9: every label-free peer with each compensation and allocation on SmolLM2's MLP (~65 min on 2
-# threads: the statistics of 32,768 calibration tokens ~5 min, then ~40 s a cell), the fit's choices,
-# and the zero-shot accuracy of the best variants (~2 min a model)
+# chapter 9: every label-free peer with each compensation and allocation on SmolLM2's MLP (47 min on 2
+# threads: the statistics of 32,768 calibration tokens ~6 min, then 25-30 s a cell), the zero-shot
+# accuracy of the best variants (21 min: ~2 min a model) and the fit's choices
 results-reconstruct:
 	$(RUN) reconstruct --profile full --source offline --out results
 
