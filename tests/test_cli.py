@@ -188,6 +188,8 @@ def test_an_interrupted_save_leaves_the_old_output_untouched(folders, tmp_path, 
     (["sweep", "--methods", "nope", "--init", "offline"], "unknown method(s) ['nope']"),
     (["sweep", "--tasks", "cola", "--init", "offline"], "unknown GLUE task 'cola'"),
     (["sweep", "--ablate", "reduction", "--values", "max"], "--values for reduction must be mean, cls or tokens"),
+    (["sweep", "--fit-fraction", "2", "--init", "minilm"], "--fit-fraction is a fraction of the training set"),
+    (["sweep", "--methods", "mi-mds", "--allocation", "global"], "allocation global ranks scores across layers"),
     (["lm", "--tables", "nope", "--profile", "quick"], "unknown tables"),
     (["finetune"], "give --task (one run), --tasks (runs) or --table"),
 ])

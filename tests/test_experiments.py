@@ -212,6 +212,21 @@ def test_a_gradient_score_after_the_kl_choice_in_one_context(runs, tmp_path):
     assert list(table.drop_duplicates("method").method) == ["mi-mds", "taylor"]
 
 
+def test_compensation_fits_on_its_own_larger_sample_and_a_sweep_takes_an_allocation(runs):
+    runs, cache = runs
+    ctx = glue_sweep.Context(runs["sst2"], fraction=0.5, fit_fraction=1.0, cache=cache)
+    tokens = lambda batches: sum(int(b["attention_mask"].sum()) for b in batches)
+    assert tokens(ctx.fit_batches) > tokens(ctx.batches)  # the methods still read the 50%
+    stats = ctx.compensation_stats()
+    assert stats[0].n_fit + stats[0].n_held == tokens(ctx.fit_batches)
+    assert glue_sweep.Context(runs["sst2"], fraction=0.5, cache=cache).fit_batches is not None
+    table = glue_sweep.sweep([runs["sst2"]], ["wanda"], [0.5], trials=1, cache=cache, progress=False,
+                             fraction=0.5, fit_fraction=1.0, compensation="least-squares", allocation="global")
+    assert set(zip(table.allocation, table.compensation, table.fit_fraction)) == {("global", "least-squares", 1.0)}
+    with pytest.raises(ValueError, match="allocation redundancy reads a similarity map"):
+        glue_sweep.sweep([runs["sst2"]], ["wanda"], [0.5], cache=cache, allocation="redundancy")
+
+
 def test_a_sweep_with_compensation_keeps_its_cells_apart_and_refuses_undefined_ones(runs):
     runs, cache = runs
     own = glue_sweep.sweep([runs["sst2"]], ["wanda", "flap"], [0.5], trials=1, cache=cache, progress=False,

@@ -105,6 +105,7 @@ class Context(PruningState):
     run: Path
     fraction: float = 0.01  # calibration sample: this fraction of the training set (the paper: 1%)
     seed: int = 0  # draws the calibration sample
+    fit_fraction: float | None = None  # compensation's sample (chapter 9); None: the methods' own
     mds_seeds: int = 20  # M, the candidates of the subsidiary condition (the paper: 500)
     max_batches: int | None = None  # MI map batches (None: all)
     alpha: float = 1.01  # Rényi order of the MI map (the paper: 1.01)
@@ -135,6 +136,17 @@ class Context(PruningState):
         return list(glue.Batches(glue.encode(train.select(rows), self.tokenizer), 32))
 
     @cached_property
+    def fit_batches(self) -> list[dict[str, torch.Tensor]]:
+        """The sentences compensation fits on: a random ``fit_fraction`` of the training set (the same
+        draw as :attr:`batches` when ``None``). The paper's 1% holds fewer tokens than an encoder layer
+        has neurons on the small tasks (MRPC ~2,000 for 1,536), too few for a least-squares refit."""
+        if self.fit_fraction is None or self.fit_fraction == self.fraction:
+            return self.batches
+        train = glue.load_split(self.task, "train", self.data_dir)
+        rows = calibration_indices(len(train), self.fit_fraction, self.seed)
+        return list(glue.Batches(glue.encode(train.select(rows), self.tokenizer), 32))
+
+    @cached_property
     def tokenizer(self):
         return load_tokenizer(self.result["init"])
 
@@ -152,7 +164,8 @@ class Context(PruningState):
         """The settings a pruned cell depends on beyond method, level and trial (its cache folder)."""
         return (f"f{self.fraction:g}-s{self.seed}-m{self.mds_seeds}-b{self.max_batches or 'all'}"
                 f"-a{self.alpha:g}-{self.reduction}" + ("-exact" if self.mi_tol is None else f"-t{self.mi_tol:g}")
-                + ("" if self.mds == "smacof" else f"-{self.mds}"))
+                + ("" if self.mds == "smacof" else f"-{self.mds}")
+                + ("" if self.fit_fraction in (None, self.fraction) else f"-fit{self.fit_fraction:g}"))
 
 
 def pruned_model(ctx: Context, keep: Sequence[Sequence[int]], method: str | None = None,
@@ -166,7 +179,7 @@ def pruned_model(ctx: Context, keep: Sequence[Sequence[int]], method: str | None
         return ctx.pruned(keep)
     partners = METHODS[method].partners(ctx, keep) if compensation == "merge" else None
     comp = Compensation(compensation)
-    return compensate(copy.deepcopy(ctx.model), keep, ctx.batches, comp, partners,
+    return compensate(copy.deepcopy(ctx.model), keep, ctx.fit_batches, comp, partners,
                       ctx.compensation_stats(comp.skip_first, comp.held_out), ctx.seed)[0]
 
 
@@ -186,13 +199,13 @@ def check_levels(levels: Sequence[float]) -> list[float]:
 
 def sweep(runs: Sequence[str | os.PathLike], methods: Sequence[str], levels: Sequence[float], trials: int | None = None,
           profile: str = "full", cache: str | os.PathLike | None = None, progress: bool = True,
-          compensation: str | None = None, **context_kwargs) -> pd.DataFrame:
+          compensation: str | None = None, allocation: str | None = None, **context_kwargs) -> pd.DataFrame:
     """Prune every run with every method at every level; a tidy table of dev metrics.
 
     ``levels`` are FFN-relative FLOPs (kept fractions, of every layer under the uniform allocation,
-    of all layers together under a method's own other one, such as FLAP's). ``trials`` overrides each
-    method's number of seeds (e.g. 1 for a quick profile). ``compensation`` applies to every method
-    (``None``: each method's own; chapter 9). Methods that need a class distribution are
+    of all layers together under another allocation, such as FLAP's). ``trials`` overrides each
+    method's number of seeds (e.g. 1 for a quick profile). ``compensation`` and ``allocation`` apply to
+    every method (``None``: each method's own; chapter 9). Methods that need a class distribution are
     skipped on regression tasks. Cells run on :mod:`minilib.experiments.engine`, cached under
     ``<cache>/sweeps/<run>/<settings>/``, so an interrupted sweep resumes; ``context_kwargs`` go to
     :class:`Context`.
@@ -200,7 +213,7 @@ def sweep(runs: Sequence[str | os.PathLike], methods: Sequence[str], levels: Seq
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
-    plans = {m: check_plan(m, compensation)[1:] for m in methods}  # (compensation, allocation), refused early
+    plans = {m: check_plan(m, compensation, allocation)[1:] for m in methods}  # (compensation, allocation), refused early
     levels = check_levels(levels)
     contexts = [Context(Path(r), cache=cache, progress=progress, **context_kwargs) for r in runs]
     rows = []
@@ -234,6 +247,7 @@ def sweep(runs: Sequence[str | os.PathLike], methods: Sequence[str], levels: Seq
             for metric, value in r["metrics"].items():
                 rows.append({"task": ctx.task.name, "method": cell.method, "labels": METHODS[cell.method].labels,
                              "compensation": plans[cell.method][0], "allocation": plans[cell.method][1],
+                             "fit_fraction": ctx.fit_fraction or ctx.fraction,
                              "ffn_flops": cell.level / size, "encoder_flops": round(flops, 4), "trial": cell.trial,
                              "metric": metric, "value": round(value, 2),
                              "seconds": round(r["select_seconds"] + r["eval_seconds"], 2),
@@ -346,6 +360,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--values", nargs="+", default=[], help="the settings --ablate takes")
     parser.add_argument("--compensation", choices=["none", "bias", "least-squares", "merge"],
                         help="every method's compensation (default: each method's own; chapter 9)")
+    parser.add_argument("--allocation", choices=["uniform", "global", "redundancy"],
+                        help="every method's budget across layers (default: each method's own; chapter 9)")
+    parser.add_argument("--fit-fraction", type=float, help="compensation fits on this fraction of the training "
+                        "set (default: the methods' 1%%; chapter 9 uses 0.1)")
     parser.add_argument("--out", default="results/pruning.csv")
     args = parser.parse_args(argv)
     if args.ablate and not args.values:
@@ -356,7 +374,9 @@ def main(argv: list[str] | None = None) -> None:
         raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
     check_levels(args.levels)
     for m in args.methods:
-        check_plan(m, args.compensation)
+        check_plan(m, args.compensation, args.allocation)
+    if args.fit_fraction is not None and not 0 < args.fit_fraction <= 1:
+        raise ValueError(f"--fit-fraction is a fraction of the training set, in (0, 1]; got {args.fit_fraction}")
     for t in args.tasks:
         glue.get_task(t)
     if args.ablate:
@@ -370,7 +390,7 @@ def main(argv: list[str] | None = None) -> None:
                        seed=args.seed, mds=args.mds)
     else:
         table = sweep(runs, args.methods, args.levels, mds_seeds=args.mds_seeds, seed=args.seed, mds=args.mds,
-                      compensation=args.compensation)
+                      compensation=args.compensation, allocation=args.allocation, fit_fraction=args.fit_fraction)
     atomic_file(Path(args.out), lambda p: table.to_csv(p, index=False))
     print(f"{len(table)} rows → {args.out}")
 

@@ -172,6 +172,11 @@ class PruningState(ABC):
     def pruned(self, keep: Sequence[np.ndarray]) -> nn.Module:
         return self.family.prune(copy.deepcopy(self.model), keep)
 
+    @property
+    def fit_batches(self) -> list[Batch]:
+        """The batches compensation fits on (chapter 9): the methods' own unless a subclass draws more."""
+        return self.batches
+
     def compensation_stats(self, skip_first: bool = False, held_out: float = 0.2,
                            collect: bool = True) -> dict[int, cp.LayerStats] | None:
         """The dense model's fit and held-out statistics of every layer (chapter 9), computed once
@@ -180,7 +185,7 @@ class PruningState(ABC):
         if not collect:
             return self.scores.get(key)
         return self.cached(key, lambda: cp.collect_stats(
-            self.model, self.batches, range(len(self.sizes)), skip_first=skip_first, held_out=held_out,
+            self.model, self.fit_batches, range(len(self.sizes)), skip_first=skip_first, held_out=held_out,
             seed=self.seed, progress=self.progress))
 
 
