@@ -2,8 +2,8 @@
 
     python benchmarks/bench_compensation.py [--dims 1536 11008] [--tokens 4096] [--steps 20]
 
-For a layer of D neurons and a hidden size of D/2.67 (SmolLM2: 1,536 → 576; Llama-2-7B: 11,008 →
-4,096), on synthetic activations (``tokens`` rows of GELU(x W) with x Gaussian; the costs depend on
+For a layer of D neurons and a hidden size of 3D/8 (SmolLM2: 1,536 → 576; Llama-2-7B-like: 11,008 →
+4,128), on synthetic activations (``tokens`` rows of GELU(x W) with x Gaussian; the costs depend on
 the shapes only), it times what :mod:`minilib.methods.compensation` does per layer, keeping 80%:
 
 * the statistics: ``ã ãᵀ`` of the tokens in float64 (``collect_stats``' work per layer and pass);
