@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from minilib.experiments import glue_sweep
@@ -239,3 +240,23 @@ def test_a_sweep_with_compensation_keeps_its_cells_apart_and_refuses_undefined_o
     assert (own.encoder_flops.values == refit.encoder_flops.values).all()  # the same keep-sets, other weights
     with pytest.raises(ValueError, match="refits its kept weights itself"):
         glue_sweep.sweep([runs["sst2"]], ["mask-tuning"], [0.5], cache=cache, compensation="bias")
+
+
+def test_compensation_table_lays_out_each_mode_beside_none_and_its_change():
+    rows = [{"task": "mrpc", "method": m, "allocation": a, "compensation": c, "ffn_flops": lv, "metric": "f1",
+             "value": v + t, "trial": t}
+            for m, a, base in (("wanda", "uniform", 70.0), ("flap", "global", 60.0))
+            for c, gain in (("none", 0.0), ("least-squares", 5.0)) for lv in (0.4, 0.8) for t in (0, 1)
+            for v in [base + gain + 10 * (lv == 0.8)]]
+    table = pd.DataFrame(rows)
+    dense = pd.DataFrame([{"task": "mrpc", "metric": "f1", "value": 88.0}])
+    t = glue_sweep.compensation_table(table, dense, level=0.4)
+    assert list(t.index) == ["dense", "wanda (uniform)", "flap (global)"]
+    assert t.loc["dense", ("mrpc f1", "none")] == 88.0 and np.isnan(t.loc["dense", ("mrpc f1", "least-squares")])
+    assert t.loc["flap (global)", ("mrpc f1", "least-squares")] == 65.5  # mean of the two trials at 0.4
+    change = glue_sweep.compensation_table(table, dense, level=0.4, change=True)
+    assert list(change.columns) == [("mrpc f1", "least-squares")] and (change.values == 5.0).all()
+    with pytest.raises(ValueError, match="no level within 0.01 of 0.2"):
+        glue_sweep.compensation_table(table, dense, level=0.2)
+    with pytest.raises(ValueError, match="compares with compensation none"):
+        glue_sweep.compensation_table(table[table.compensation != "none"], dense, change=True)

@@ -42,7 +42,7 @@ from minilib.experiments.finetune import evaluate, load_finetuned, read_result
 from minilib.models.bert import load_tokenizer
 
 __all__ = ["calibration_activations", "neuron_mi_map", "Context", "METHODS", "mds_candidates", "kl_choice", "kl_dims_sensitivity",
-           "pruned_model", "evaluate_keep", "check_levels", "sweep", "ABLATIONS", "ablate", "published", "summarize", "PAPER_DENSE", "compare_table2", "drops_from_dense", "main"]
+           "pruned_model", "evaluate_keep", "check_levels", "sweep", "ABLATIONS", "ablate", "published", "summarize", "PAPER_DENSE", "compare_table2", "compensation_table", "drops_from_dense", "main"]
 
 
 def calibration_activations(run: str | os.PathLike, fraction: float = 0.01, reduction: str = "mean",
@@ -306,6 +306,41 @@ def summarize(table: pd.DataFrame, by: str = "method") -> pd.DataFrame:
     return out.assign(std=out["std"].fillna(0.0))
 
 
+def _at_level(table: pd.DataFrame, level: float) -> pd.DataFrame:
+    """The rows of the level nearest ``level`` (a level is a whole number of neurons: 205/512 for 40%)."""
+    gap = (table.ffn_flops - level).abs()
+    if gap.min() > 0.01:
+        raise ValueError(f"no level within 0.01 of {level} in the table (levels: {sorted(table.ffn_flops.unique())})")
+    return table[np.isclose(gap, gap.min())]
+
+
+def compensation_table(table: pd.DataFrame, dense: pd.DataFrame, level: float = 0.4,
+                       change: bool = False) -> pd.DataFrame:
+    """Table 2 at ``level`` under each compensation (chapter 9).
+
+    ``table`` is sweeps of the same runs with ``compensation`` set (concatenated); one row per method
+    with its allocation, one column per task metric and compensation (the mean over trials). The
+    dense model's scores (``dense``, as for :func:`compare_table2`) come first; ``change=True`` gives
+    instead each compensation's change from the same method without one (score points; ``none``
+    must be among the compensations).
+    """
+    s = _at_level(table, level)
+    s = s.assign(row=s.method + " (" + s.allocation + ")", column=s.task + " " + s.metric)
+    wide = s.pivot_table(index="row", columns=["column", "compensation"], values="value", aggfunc="mean", sort=False)
+    modes = [m for m in ("none", "bias", "least-squares", "merge") if m in set(s.compensation)]
+    wide = wide.reindex(columns=pd.MultiIndex.from_product([s.column.unique(), modes]))
+    if change:
+        if "none" not in modes:
+            raise ValueError("change=True compares with compensation none; the table has none of it")
+        base = wide.xs("none", axis=1, level=1)
+        return pd.concat({m: wide.xs(m, axis=1, level=1) - base for m in modes if m != "none"}, axis=1
+                         ).swaplevel(axis=1)[[(c, m) for c in s.column.unique() for m in modes if m != "none"]]
+    scores = dense.assign(column=dense.task + " " + dense.metric).set_index("column")["value"]
+    dense_row = pd.DataFrame([[scores.get(c, np.nan) if m == "none" else np.nan for c, m in wide.columns]],
+                             index=["dense"], columns=wide.columns)
+    return pd.concat([dense_row, wide])
+
+
 def compare_table2(table: pd.DataFrame, dense: pd.DataFrame, level: float = 0.4) -> pd.DataFrame:
     """Table 2 at FFN-relative FLOPs ``level``: this run's methods beside the paper's rows.
 
@@ -313,11 +348,7 @@ def compare_table2(table: pd.DataFrame, dense: pd.DataFrame, level: float = 0.4)
     shown as the first row; the paper's published rows follow their reproductions, starting with
     its unpruned BERT-tiny (row ``PAPER_DENSE``).
     """
-    s = summarize(table)
-    gap = (s.ffn_flops - level).abs()  # a level is a whole number of neurons: 205/512 for 40%
-    if gap.min() > 0.01:
-        raise ValueError(f"no level within 0.01 of {level} in the table (levels: {sorted(s.ffn_flops.unique())})")
-    s = s[np.isclose(gap, gap.min())].assign(column=lambda d: d.task + " " + d.metric)
+    s = _at_level(summarize(table), level).assign(column=lambda d: d.task + " " + d.metric)
     ours = s.pivot_table(index="method", columns="column", values="mean", sort=False)
     ours.index = [f"{m} ({METHODS[m].labels})" for m in ours.index]
     dense_row = dense.assign(column=dense.task + " " + dense.metric).pivot_table(
