@@ -102,16 +102,23 @@ results-lm-zeroshot: results-lm
 # accuracy of the best variants (21 min: ~2 min a model) and the fit's choices
 results-reconstruct:
 	$(RUN) reconstruct --profile full --source offline --out results
-# chapter 9 on MiniLM: Table 2 at 40% under each compensation; the fits read 10% of each training set
+# chapter 9 on MiniLM: Table 2 at 40% under each compensation, then with the budget spread across layers
+# (global: the scored methods; redundancy: the clustered ones); the fits read 10% of each training set
 # (the methods keep the paper's 1%); merge for the methods with clusters only, mask-tuning refits itself
 MINILM_40 = $(RUN) sweep --tasks mrpc stsb sst2 --init minilm --mds classical --mds-seeds 20 --levels 0.4 --fit-fraction 0.1
+CLUSTERED := mi-alg1 pcc-mds mi-mds mi-mds-scott mi-mds-wanda
+SCORED := random magnitude taylor taylor-self fisher hfprune taylor-ce wanda kcm  # FLAP is global already
 REFITTABLE = $(filter-out mask-tuning,$(shell $(PY) -c "from minilib.methods import METHODS; print(*METHODS)"))
 results-minilm-compensation: results-minilm-ft
 	$(MINILM_40) --compensation none --out results/minilm-compensation-none.csv
 	$(MINILM_40) --compensation bias --methods $(REFITTABLE) --out results/minilm-compensation-bias.csv
 	$(MINILM_40) --compensation least-squares --methods $(REFITTABLE) --out results/minilm-compensation-least-squares.csv
-	$(MINILM_40) --compensation merge --methods mi-alg1 pcc-mds mi-mds mi-mds-scott mi-mds-wanda \
-		--out results/minilm-compensation-merge.csv
+	$(MINILM_40) --compensation merge --methods $(CLUSTERED) --out results/minilm-compensation-merge.csv
+	for mode in none least-squares; do \
+		$(MINILM_40) --allocation global --compensation $$mode --methods $(SCORED) \
+			--out results/minilm-compensation-global-$$mode.csv && \
+		$(MINILM_40) --allocation redundancy --compensation $$mode --methods $(CLUSTERED) \
+			--out results/minilm-compensation-redundancy-$$mode.csv || exit 1; done
 
 clean:
 	rm -rf book/_build book/chapters

@@ -260,3 +260,14 @@ def test_compensation_table_lays_out_each_mode_beside_none_and_its_change():
         glue_sweep.compensation_table(table, dense, level=0.2)
     with pytest.raises(ValueError, match="compares with compensation none"):
         glue_sweep.compensation_table(table[table.compensation != "none"], dense, change=True)
+
+
+def test_published_reads_one_table_or_a_group_split_by_setting(tmp_path, monkeypatch):
+    monkeypatch.setattr(glue_sweep, "results_dir", lambda: tmp_path)
+    for mode in ("none", "bias"):
+        pd.DataFrame({"compensation": [mode], "value": [1.0]}).to_csv(tmp_path / f"comp-{mode}.csv", index=False)
+    assert list(glue_sweep.published("comp-*").compensation) == ["bias", "none"]
+    assert list(glue_sweep.published("comp-none").compensation) == ["none"]
+    for missing in ("other-*", "other"):
+        with pytest.raises(FileNotFoundError, match="make results"):
+            glue_sweep.published(missing)

@@ -277,11 +277,13 @@ PAPER_DENSE = "paper: BERT-tiny (dense)"
 
 
 def published(name: str) -> pd.DataFrame:
-    """A committed result table of the full profile, ``results/<name>.csv`` (chapters 5–6 render from them)."""
-    path = results_dir() / f"{name}.csv"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; regenerate it with `make results` (README, 'Results')")
-    return pd.read_csv(path)
+    """A committed result table of the full profile, ``results/<name>.csv`` (chapters 5–6 render from them);
+    a name ending in ``-*`` concatenates the tables of one run split by setting (``minilm-compensation-*``)."""
+    paths = sorted(results_dir().glob(f"{name}.csv")) if name.endswith("-*") else [results_dir() / f"{name}.csv"]
+    if not paths or not paths[0].is_file():
+        raise FileNotFoundError(f"{results_dir() / name}.csv is missing; regenerate it with `make results` "
+                                "(README, 'Results')")
+    return pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
 
 
 def published_dense(init: str = "offline", seed: int = 0) -> pd.DataFrame:
