@@ -252,6 +252,9 @@ def test_compensation_table_lays_out_each_mode_beside_none_and_its_change():
     dense = pd.DataFrame([{"task": "mrpc", "metric": "f1", "value": 88.0}])
     t = glue_sweep.compensation_table(table, dense, level=0.4)
     assert list(t.index) == ["dense", "wanda (uniform)", "flap (global)"]
+    swapped = glue_sweep.compensation_table(pd.concat([table[table.method == "flap"], table[table.method == "wanda"]]),
+                                            dense, level=0.4)
+    assert list(swapped.index) == list(t.index)  # uniform first, then by the registry
     assert t.loc["dense", ("mrpc f1", "none")] == 88.0 and np.isnan(t.loc["dense", ("mrpc f1", "least-squares")])
     assert t.loc["flap (global)", ("mrpc f1", "least-squares")] == 65.5  # mean of the two trials at 0.4
     change = glue_sweep.compensation_table(table, dense, level=0.4, change=True)

@@ -321,7 +321,8 @@ def compensation_table(table: pd.DataFrame, dense: pd.DataFrame, level: float = 
     """Table 2 at ``level`` under each compensation (chapter 9).
 
     ``table`` is sweeps of the same runs with ``compensation`` set (concatenated); one row per method
-    with its allocation, one column per task metric and compensation (the mean over trials). The
+    with its allocation (uniform, global, redundancy; each in the registry's order), one column per
+    task metric and compensation (the mean over trials). The
     dense model's scores (``dense``, as for :func:`compare_table2`) come first; ``change=True`` gives
     instead each compensation's change from the same method without one (score points; ``none``
     must be among the compensations).
@@ -329,6 +330,9 @@ def compensation_table(table: pd.DataFrame, dense: pd.DataFrame, level: float = 
     s = _at_level(table, level)
     s = s.assign(row=s.method + " (" + s.allocation + ")", column=s.task + " " + s.metric)
     wide = s.pivot_table(index="row", columns=["column", "compensation"], values="value", aggfunc="mean", sort=False)
+    rows = s.drop_duplicates("row")  # by budget, then in the registry's order
+    rank = rows.allocation.map(["uniform", "global", "redundancy"].index) * len(METHODS) + rows.method.map(list(METHODS).index)
+    wide = wide.loc[rows.row.iloc[np.argsort(rank.values, kind="stable")]]
     modes = [m for m in ("none", "bias", "least-squares", "merge") if m in set(s.compensation)]
     wide = wide.reindex(columns=pd.MultiIndex.from_product([s.column.unique(), modes]))
     if change:
