@@ -9,7 +9,7 @@ import pytest
 
 from minilib.experiments import glue_sweep
 from minilib.experiments import finetune
-from minilib.methods import Method
+from minilib.methods import Method, layer_counts
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "glue"
 
@@ -221,9 +221,13 @@ def test_compensation_fits_on_its_own_larger_sample_and_a_sweep_takes_an_allocat
     stats = ctx.compensation_stats()
     assert stats[0].n_fit + stats[0].n_held == tokens(ctx.fit_batches)
     assert glue_sweep.Context(runs["sst2"], fraction=0.5, cache=cache).fit_batches is not None
-    table = glue_sweep.sweep([runs["sst2"]], ["wanda"], [0.5], trials=1, cache=cache, progress=False,
-                             fraction=0.5, fit_fraction=1.0, compensation="least-squares", allocation="global")
+    for allocation in ("uniform", "global"):  # the same cache: the global cell must not reuse the uniform choice
+        table = glue_sweep.sweep([runs["sst2"]], ["wanda"], [0.5], trials=1, cache=cache, progress=False,
+                                 fraction=0.5, fit_fraction=1.0, compensation="least-squares", allocation=allocation)
     assert set(zip(table.allocation, table.compensation, table.fit_fraction)) == {("global", "least-squares", 1.0)}
+    chosen = {p.parent.name: [len(k) for k in json.loads(p.read_text())["choice"]]
+              for p in cache.glob("sweeps/**/choices/wanda*/*.json") if "fit1" in str(p)}
+    assert chosen["wanda@global"] == layer_counts(ctx, "wanda", "global", 0.5) != chosen["wanda"]
     with pytest.raises(ValueError, match="allocation redundancy reads a similarity map"):
         glue_sweep.sweep([runs["sst2"]], ["wanda"], [0.5], cache=cache, allocation="redundancy")
 

@@ -5,7 +5,7 @@ A sweep is a list of :class:`Cell` ``(method, level, trial)``. For each cell the
 ``apply(cell, choice)`` for the pruned model and ``evaluate(model)`` for its metrics. Two caches,
 both written atomically (:func:`minilib.cache.cell`), make a sweep resumable and cheap:
 
-* the choice of every cell, ``<folder>/choices/<method>/<level>-t<trial>.json``;
+* the choice of every cell, ``<folder>/choices/<method>[@<setting>]/<level>-t<trial>.json``;
 * the evaluation of every distinct pruned model, ``<folder>/evaluations/<key>.json``: the key is the
   choice (``key`` may add the method, for methods that also change weights), so two methods that make
   the same choice are evaluated once.
@@ -37,6 +37,12 @@ class Cell:
     method: str
     level: int
     trial: int = 0
+    setting: str = ""  # what else the choice depends on (e.g. an allocation other than the method's own)
+
+    @property
+    def name(self) -> str:
+        """The folder of its choices: the method, with the setting if any."""
+        return f"{self.method}@{self.setting}" if self.setting else self.method
 
 
 def as_json(choice: Any) -> Any:
@@ -64,7 +70,7 @@ def run(cells: Sequence[Cell], choose: Callable[[Cell], Any], apply: Callable[[C
             choice = as_json(choose(c))
             return {"choice": choice, "select_seconds": round(time.perf_counter() - start, 3), "code": revision}
 
-        chosen = cached_cell(Path(folder) / "choices" / c.method / f"{c.level}-t{c.trial}.json", pick)
+        chosen = cached_cell(Path(folder) / "choices" / c.name / f"{c.level}-t{c.trial}.json", pick)
 
         def score(c: Cell = c, choice: Any = chosen["choice"]) -> dict:
             start = time.perf_counter()

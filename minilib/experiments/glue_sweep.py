@@ -197,6 +197,11 @@ def check_levels(levels: Sequence[float]) -> list[float]:
     return sorted(set(levels), reverse=True)
 
 
+def _budget(method: str, allocation: str) -> str:
+    """A cell's setting: its allocation where it is not the method's own (the choice depends on it)."""
+    return "" if allocation == METHODS[method].allocation else allocation
+
+
 def sweep(runs: Sequence[str | os.PathLike], methods: Sequence[str], levels: Sequence[float], trials: int | None = None,
           profile: str = "full", cache: str | os.PathLike | None = None, progress: bool = True,
           compensation: str | None = None, allocation: str | None = None, **context_kwargs) -> pd.DataFrame:
@@ -219,7 +224,8 @@ def sweep(runs: Sequence[str | os.PathLike], methods: Sequence[str], levels: Seq
     rows = []
     for ctx in contexts:
         size = surgery.ffn_sizes(ctx.model)[0]
-        cells = [engine.Cell(name, max(1, round(level * size)), t) for name in methods for level in levels
+        cells = [engine.Cell(name, max(1, round(level * size)), t, _budget(name, plans[name][1]))
+                 for name in methods for level in levels
                  for t in range(trials or METHODS[name].trials)
                  if not (METHODS[name].reads_output and ctx.task.is_regression)]  # e.g. HFPrune on STS-B
 
