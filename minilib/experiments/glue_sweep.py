@@ -34,7 +34,8 @@ from minilib.experiments import engine, paper
 from minilib.models import surgery
 from minilib.methods import (METHODS, PruningState, Settings, check_plan, kl_choice, kl_dims_sensitivity, layer_counts,
                              mds_candidates)
-from minilib.methods.compensation import Compensation, compensate
+from minilib.methods.allocation import ALLOCATIONS
+from minilib.methods.compensation import COMPENSATIONS, Compensation, compensate
 from minilib.cache import atomic_file, cache_dir, check_output, code_fingerprint, results_dir, short_hash
 from minilib.data.calibration import calibration_indices
 from minilib.models.hooks import capture_activations
@@ -131,8 +132,12 @@ class Context(PruningState):
     @cached_property
     def batches(self) -> list[dict[str, torch.Tensor]]:
         """The calibration sentences (with labels) in batches of 32, the same rows as the MI map's."""
+        return self._sample(self.fraction)
+
+    def _sample(self, fraction: float) -> list[dict[str, torch.Tensor]]:
+        """A seeded random ``fraction`` of the training set in batches of 32."""
         train = glue.load_split(self.task, "train", self.data_dir)
-        rows = calibration_indices(len(train), self.fraction, self.seed)
+        rows = calibration_indices(len(train), fraction, self.seed)
         return list(glue.Batches(glue.encode(train.select(rows), self.tokenizer), 32))
 
     @cached_property
@@ -140,11 +145,7 @@ class Context(PruningState):
         """The sentences compensation fits on: a random ``fit_fraction`` of the training set (the same
         draw as :attr:`batches` when ``None``). The paper's 1% holds fewer tokens than an encoder layer
         has neurons on the small tasks (MRPC ~2,000 for 1,536), too few for a least-squares refit."""
-        if self.fit_fraction is None or self.fit_fraction == self.fraction:
-            return self.batches
-        train = glue.load_split(self.task, "train", self.data_dir)
-        rows = calibration_indices(len(train), self.fit_fraction, self.seed)
-        return list(glue.Batches(glue.encode(train.select(rows), self.tokenizer), 32))
+        return self.batches if self.fit_fraction in (None, self.fraction) else self._sample(self.fit_fraction)
 
     @cached_property
     def tokenizer(self):
@@ -337,16 +338,14 @@ def compensation_table(table: pd.DataFrame, dense: pd.DataFrame, level: float = 
     s = s.assign(row=s.method + " (" + s.allocation + ")", column=s.task + " " + s.metric)
     wide = s.pivot_table(index="row", columns=["column", "compensation"], values="value", aggfunc="mean", sort=False)
     rows = s.drop_duplicates("row")  # by budget, then in the registry's order
-    rank = rows.allocation.map(["uniform", "global", "redundancy"].index) * len(METHODS) + rows.method.map(list(METHODS).index)
+    rank = rows.allocation.map(list(ALLOCATIONS).index) * len(METHODS) + rows.method.map(list(METHODS).index)
     wide = wide.loc[rows.row.iloc[np.argsort(rank.values, kind="stable")]]
-    modes = [m for m in ("none", "bias", "least-squares", "merge") if m in set(s.compensation)]
+    modes = [m for m in COMPENSATIONS if m in set(s.compensation)]
     wide = wide.reindex(columns=pd.MultiIndex.from_product([s.column.unique(), modes]))
     if change:
         if "none" not in modes:
             raise ValueError("change=True compares with compensation none; the table has none of it")
-        base = wide.xs("none", axis=1, level=1)
-        return pd.concat({m: wide.xs(m, axis=1, level=1) - base for m in modes if m != "none"}, axis=1
-                         ).swaplevel(axis=1)[[(c, m) for c in s.column.unique() for m in modes if m != "none"]]
+        return wide.sub(wide.xs("none", axis=1, level=1), level=0).drop(columns="none", level=1)
     scores = dense.assign(column=dense.task + " " + dense.metric).set_index("column")["value"]
     dense_row = pd.DataFrame([[scores.get(c, np.nan) if m == "none" else np.nan for c, m in wide.columns]],
                              index=["dense"], columns=wide.columns)
@@ -401,9 +400,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="MDS solver of the MI pipelines (classical: one eigendecomposition per layer)")
     parser.add_argument("--ablate", choices=list(ABLATIONS), help="vary this setting for --methods' first method")
     parser.add_argument("--values", nargs="+", default=[], help="the settings --ablate takes")
-    parser.add_argument("--compensation", choices=["none", "bias", "least-squares", "merge"],
+    parser.add_argument("--compensation", choices=list(COMPENSATIONS),
                         help="every method's compensation (default: each method's own; chapter 9)")
-    parser.add_argument("--allocation", choices=["uniform", "global", "redundancy"],
+    parser.add_argument("--allocation", choices=list(ALLOCATIONS),
                         help="every method's budget across layers (default: each method's own; chapter 9)")
     parser.add_argument("--fit-fraction", type=float, help="compensation fits on this fraction of the training "
                         "set (default: the methods' 1%%; chapter 9 uses 0.1)")
