@@ -185,6 +185,7 @@ def prune(model: nn.Module, calibration: Any, keep: float, method: str = "mi-mds
     seq_len = samples["tokens"] / samples["examples"]
     parameters, macs_before = count_parameters(model)["total"], macs(model.config, sizes, seq_len)
     state = Calibrated(model, batches, settings, seed, progress)
+    state.fit_options = comp  # the tokens lsq-greedy's objective and the compensation fit read
 
     t0 = time.perf_counter()
     counts = layer_counts(state, method, allocation, keep, floor, seed)
@@ -192,7 +193,7 @@ def prune(model: nn.Module, calibration: Any, keep: float, method: str = "mi-mds
     times["select"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     tuned = spec.tune(state, keep_sets) if spec.tune is not None else None  # a pruned copy fitted to the dense model
-    stats = state.compensation_stats(comp.skip_first, comp.held_out, collect=False)  # if the selection read them
+    stats = state.compensation_stats(collect=False)  # if the selection read them
     partners = spec.partners(state, keep_sets) if mode == "merge" else None
     pruned, fixes = compensate(model, keep_sets, batches, comp, partners, stats, seed, progress)
     if tuned is not None:

@@ -221,6 +221,10 @@ def test_compensation_fits_on_its_own_larger_sample_and_a_sweep_takes_an_allocat
     stats = ctx.compensation_stats()
     assert stats[0].n_fit + stats[0].n_held == tokens(ctx.fit_batches)
     assert glue_sweep.Context(runs["sst2"], fraction=0.5, cache=cache).fit_batches is not None
+    first_out = glue_sweep.Context(runs["sst2"], fraction=0.5, fit_fraction=1.0, skip_first=True, cache=cache)
+    fewer = first_out.compensation_stats()[0]  # every sentence's [CLS] left out of the fit and the held-out
+    assert fewer.n_fit + fewer.n_held == tokens(ctx.fit_batches) - sum(len(b["input_ids"]) for b in ctx.fit_batches)
+    assert first_out.setting == ctx.setting + "-skipfirst"  # its cells are cached apart
     for allocation in ("uniform", "global"):  # the same cache: the global cell must not reuse the uniform choice
         table = glue_sweep.sweep([runs["sst2"]], ["wanda"], [0.5], trials=1, cache=cache, progress=False,
                                  fraction=0.5, fit_fraction=1.0, compensation="least-squares", allocation=allocation)
@@ -263,6 +267,11 @@ def test_compensation_table_lays_out_each_mode_beside_none_and_its_change():
     assert t.loc["flap (global)", ("mrpc f1", "least-squares")] == 65.5  # mean of the two trials at 0.4
     change = glue_sweep.compensation_table(table, dense, level=0.4, change=True)
     assert list(change.columns) == [("mrpc f1", "least-squares")] and (change.values == 5.0).all()
+    first_out = table[table.compensation == "least-squares"].assign(skip_first=True, value=lambda d: d.value + 1)
+    both = glue_sweep.compensation_table(pd.concat([first_out, table.assign(skip_first=False)]), dense, level=0.4,
+                                         change=True)
+    assert list(both.columns) == [("mrpc f1", "least-squares"), ("mrpc f1", "least-squares, [CLS] out")]
+    assert (both.xs("least-squares, [CLS] out", axis=1, level=1).values == 6.0).all()
     with pytest.raises(ValueError, match="no level within 0.01 of 0.2"):
         glue_sweep.compensation_table(table, dense, level=0.2)
     with pytest.raises(ValueError, match="compares with compensation none"):

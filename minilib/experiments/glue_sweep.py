@@ -18,7 +18,7 @@ import copy
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -107,6 +107,7 @@ class Context(PruningState):
     fraction: float = 0.01  # calibration sample: this fraction of the training set (the paper: 1%)
     seed: int = 0  # draws the calibration sample
     fit_fraction: float | None = None  # compensation's sample (chapter 9); None: the methods' own
+    skip_first: bool = False  # leave each sentence's first token ([CLS]) out of the fit (chapter 9)
     mds_seeds: int = 20  # M, the candidates of the subsidiary condition (the paper: 500)
     max_batches: int | None = None  # MI map batches (None: all)
     alpha: float = 1.01  # Rényi order of the MI map (the paper: 1.01)
@@ -124,6 +125,7 @@ class Context(PruningState):
         self.task = glue.get_task(self.result["task"])
         self.settings = Settings(alpha=self.alpha, reduction=self.reduction, max_batches=self.max_batches,
                                  mds_seeds=self.mds_seeds, mi_tol=self.mi_tol, mds=self.mds)
+        self.fit_options = Compensation(skip_first=self.skip_first)
 
     @cached_property
     def model(self):
@@ -166,7 +168,8 @@ class Context(PruningState):
         return (f"f{self.fraction:g}-s{self.seed}-m{self.mds_seeds}-b{self.max_batches or 'all'}"
                 f"-a{self.alpha:g}-{self.reduction}" + ("-exact" if self.mi_tol is None else f"-t{self.mi_tol:g}")
                 + ("" if self.mds == "smacof" else f"-{self.mds}")
-                + ("" if self.fit_fraction in (None, self.fraction) else f"-fit{self.fit_fraction:g}"))
+                + ("" if self.fit_fraction in (None, self.fraction) else f"-fit{self.fit_fraction:g}")
+                + ("-skipfirst" if self.skip_first else ""))
 
 
 def pruned_model(ctx: Context, keep: Sequence[Sequence[int]], method: str | None = None,
@@ -179,9 +182,8 @@ def pruned_model(ctx: Context, keep: Sequence[Sequence[int]], method: str | None
     if compensation == "none":
         return ctx.pruned(keep)
     partners = METHODS[method].partners(ctx, keep) if compensation == "merge" else None
-    comp = Compensation(compensation)
-    return compensate(copy.deepcopy(ctx.model), keep, ctx.fit_batches, comp, partners,
-                      ctx.compensation_stats(comp.skip_first, comp.held_out), ctx.seed)[0]
+    return compensate(copy.deepcopy(ctx.model), keep, ctx.fit_batches, replace(ctx.fit_options, mode=compensation),
+                      partners, ctx.compensation_stats(), ctx.seed)[0]
 
 
 def evaluate_keep(ctx: Context, keep: Sequence[Sequence[int]], method: str | None = None,
@@ -254,7 +256,7 @@ def sweep(runs: Sequence[str | os.PathLike], methods: Sequence[str], levels: Seq
             for metric, value in r["metrics"].items():
                 rows.append({"task": ctx.task.name, "method": cell.method, "labels": METHODS[cell.method].labels,
                              "compensation": plans[cell.method][0], "allocation": plans[cell.method][1],
-                             "fit_fraction": ctx.fit_fraction or ctx.fraction,
+                             "fit_fraction": ctx.fit_fraction or ctx.fraction, "skip_first": ctx.skip_first,
                              "ffn_flops": cell.level / size, "encoder_flops": round(flops, 4), "trial": cell.trial,
                              "metric": metric, "value": round(value, 2),
                              "seconds": round(r["select_seconds"] + r["eval_seconds"], 2),
@@ -323,24 +325,30 @@ def _at_level(table: pd.DataFrame, level: float) -> pd.DataFrame:
     return table[np.isclose(gap, gap.min())]
 
 
+FIRST_OUT = ", [CLS] out"  # compensation_table's label of a fit without each sentence's first token
+
+
 def compensation_table(table: pd.DataFrame, dense: pd.DataFrame, level: float = 0.4,
                        change: bool = False) -> pd.DataFrame:
     """Table 2 at ``level`` under each compensation (chapter 9).
 
     ``table`` is sweeps of the same runs with ``compensation`` set (concatenated); one row per method
     with its allocation (uniform, global, redundancy; each in the registry's order), one column per
-    task metric and compensation (the mean over trials). The
+    task metric and compensation (the mean over trials; a fit that left the first token out, a
+    sweep's ``--skip-first``, is its own column after its mode's, as ``bias, [CLS] out``). The
     dense model's scores (``dense``, as for :func:`compare_table2`) come first; ``change=True`` gives
     instead each compensation's change from the same method without one (score points; ``none``
     must be among the compensations).
     """
     s = _at_level(table, level)
-    s = s.assign(row=s.method + " (" + s.allocation + ")", column=s.task + " " + s.metric)
+    skip = s.get("skip_first", pd.Series(False, index=s.index)).fillna(False).astype(bool)  # absent: every token
+    s = s.assign(row=s.method + " (" + s.allocation + ")", column=s.task + " " + s.metric,
+                 compensation=s.compensation.where(~skip, s.compensation + FIRST_OUT))
     wide = s.pivot_table(index="row", columns=["column", "compensation"], values="value", aggfunc="mean", sort=False)
     rows = s.drop_duplicates("row")  # by budget, then in the registry's order
     rank = rows.allocation.map(list(ALLOCATIONS).index) * len(METHODS) + rows.method.map(list(METHODS).index)
     wide = wide.loc[rows.row.iloc[np.argsort(rank.values, kind="stable")]]
-    modes = [m for m in COMPENSATIONS if m in set(s.compensation)]
+    modes = [m + tail for m in COMPENSATIONS for tail in ("", FIRST_OUT) if m + tail in set(s.compensation)]
     wide = wide.reindex(columns=pd.MultiIndex.from_product([s.column.unique(), modes]))
     if change:
         if "none" not in modes:
@@ -406,6 +414,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="every method's budget across layers (default: each method's own; chapter 9)")
     parser.add_argument("--fit-fraction", type=float, help="compensation fits on this fraction of the training "
                         "set (default: the methods' 1%%; chapter 9 uses 0.1)")
+    parser.add_argument("--skip-first", action="store_true",
+                        help="compensation fits leave each sentence's first token ([CLS]) out (chapter 9)")
     parser.add_argument("--out", default="results/pruning.csv")
     args = parser.parse_args(argv)
     if args.ablate and not args.values:
@@ -432,7 +442,8 @@ def main(argv: list[str] | None = None) -> None:
                        seed=args.seed, mds=args.mds)
     else:
         table = sweep(runs, args.methods, args.levels, mds_seeds=args.mds_seeds, seed=args.seed, mds=args.mds,
-                      compensation=args.compensation, allocation=args.allocation, fit_fraction=args.fit_fraction)
+                      compensation=args.compensation, allocation=args.allocation, fit_fraction=args.fit_fraction,
+                      skip_first=args.skip_first)
     atomic_file(Path(args.out), lambda p: table.to_csv(p, index=False))
     print(f"{len(table)} rows → {args.out}")
 

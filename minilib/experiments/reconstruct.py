@@ -114,7 +114,9 @@ class Bench:
 
     @cached_property
     def state(self) -> Calibrated:
-        return Calibrated(self.setup.model, self.batches, Settings(), seed=self.setup.seed, progress=self.progress)
+        state = Calibrated(self.setup.model, self.batches, Settings(), seed=self.setup.seed, progress=self.progress)
+        state.fit_options = Compensation(fit=self.fit, skip_first=self.skip_first)
+        return state
 
     @property
     def folder(self) -> Path:
@@ -130,9 +132,9 @@ class Bench:
                               self.setup.seed)
         keep = METHODS[variant.method].select(self.state, counts, self.setup.seed)
         times["select_seconds"] = time.perf_counter() - t0
-        comp = Compensation(variant.compensation, fit=self.fit, skip_first=self.skip_first)
+        comp = replace(self.state.fit_options, mode=variant.compensation)
         t0 = time.perf_counter()
-        stats = (self.state.compensation_stats(self.skip_first, comp.held_out)
+        stats = (self.state.compensation_stats()
                  if comp.mode != "none" and comp.fit == "dense" else None)
         times["stats_seconds"] = time.perf_counter() - t0  # 0 once collected: they are shared
         partners = METHODS[variant.method].partners(self.state, keep) if comp.mode == "merge" else None

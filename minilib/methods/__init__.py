@@ -110,6 +110,8 @@ class PruningState(ABC):
     progress: bool = False
     model: nn.Module  # provided by subclasses, with batches and compute_mi_map
     batches: list[Batch]
+    # which tokens compensation (and lsq-greedy's objective) fits on, and its held-out share (chapter 9)
+    fit_options: cp.Compensation = cp.Compensation()
 
     def __init__(self) -> None:
         self.scores: dict[str, object] = {}  # per-method scores and matrices, computed once
@@ -177,10 +179,10 @@ class PruningState(ABC):
         """The batches compensation fits on (chapter 9): the methods' own unless a subclass draws more."""
         return self.batches
 
-    def compensation_stats(self, skip_first: bool = False, held_out: float = 0.2,
-                           collect: bool = True) -> dict[int, cp.LayerStats] | None:
-        """The dense model's fit and held-out statistics of every layer (chapter 9), computed once
-        (``collect=False``: only if already computed, else ``None``)."""
+    def compensation_stats(self, collect: bool = True) -> dict[int, cp.LayerStats] | None:
+        """The dense model's fit and held-out statistics of every layer under :attr:`fit_options`
+        (chapter 9), computed once (``collect=False``: only if already computed, else ``None``)."""
+        skip_first, held_out = self.fit_options.skip_first, self.fit_options.held_out
         key = f"stats-{skip_first}-{held_out}"
         if not collect:
             return self.scores.get(key)
