@@ -155,6 +155,8 @@ def prune(model: nn.Module, calibration: Any, keep: float, method: str = "mi-mds
     compensation : ``"none"``, ``"bias"``, ``"least-squares"`` or ``"merge"``, or a
         :class:`~minilib.methods.compensation.Compensation` with its fit options; ``None`` is the
         method's own (``"none"`` for the paper's method and every peer but FLAP and ``lsq-greedy``).
+        The fit leaves an encoder's ``[CLS]`` out and keeps a decoder's first position unless
+        ``skip_first`` says otherwise (chapter 9 measured both).
     allocation : ``"uniform"`` (the paper), ``"global"`` (score-based methods) or ``"redundancy"``
         (methods with a similarity map); ``None`` is the method's own. :mod:`minilib.methods.allocation`.
     floor : with a non-uniform allocation, each block keeps at least ``floor · keep`` of its neurons.
@@ -164,8 +166,8 @@ def prune(model: nn.Module, calibration: Any, keep: float, method: str = "mi-mds
     settings = _settings(options)  # every check before any expensive step
     comp = compensation if isinstance(compensation, Compensation) else None
     spec, mode, allocation = check_plan(method, comp.mode if comp else compensation, allocation)
-    comp = Compensation(**{**(comp.as_dict() if comp else {}), "mode": mode})
     family = family_of(model)
+    comp = Compensation(**{**(comp.as_dict() if comp else {}), "mode": mode}).resolved(family)  # the report's tokens
     sizes = family.sizes(model)
     if len(set(sizes)) != 1:
         raise ValueError(f"the blocks have different FFN widths {sorted(set(sizes))}; minilib.prune keeps one "

@@ -83,8 +83,9 @@ def prune_parser() -> argparse.ArgumentParser:
                    help=f"a non-uniform budget keeps at least floor x keep of each layer (default {DEFAULT_FLOOR})")
     p.add_argument("--fit", choices=list(FITS), default="dense",
                    help="compensation fitted on the dense model's inputs or on the pruned layers' (sequential)")
-    p.add_argument("--skip-first", action="store_true",
-                   help="compensation leaves each sequence's first token ([CLS], a decoder's first position) out")
+    p.add_argument("--first-token", choices=["in", "out"],
+                   help="each sequence's first token in compensation's fit or out (default: the family's; "
+                   "an encoder's [CLS] out, a decoder's first position in)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -174,7 +175,8 @@ def prune_main(argv: Sequence[str] | None = None) -> None:
                    max_batches=args.max_batches, mds_seeds=args.mds_seeds, mds=args.mds, mi_tol=args.mi_tol)
     settings = Settings(**options)  # validates them before anything is loaded
     _, mode, allocation = check_plan(args.method, args.compensation, args.allocation)
-    compensation = Compensation(mode, fit=args.fit, skip_first=args.skip_first)
+    skip_first = None if args.first_token is None else args.first_token == "out"
+    compensation = Compensation(mode, fit=args.fit, skip_first=skip_first)
     if not 0.0 <= args.floor <= 1.0:
         raise ValueError(f"--floor is a fraction of the uniform count, in [0, 1]; got {args.floor}")
     for name in ("batch_size", "max_length", "max_examples"):

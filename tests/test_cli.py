@@ -68,11 +68,11 @@ def test_prune_with_flap_writes_a_compensated_non_uniform_model(folders, tmp_pat
     from minilib.models import surgery
 
     cli.main(["prune", str(folders / "llama"), "--calibration", str(folders / "calib.txt"), "--keep", "0.5",
-              "--method", "flap", "--out", str(tmp_path / "flap"), "--quiet", "--skip-first"])
+              "--method", "flap", "--out", str(tmp_path / "flap"), "--quiet"])
     assert "load_pruned" in capsys.readouterr().out  # per-layer widths: minilib's loader, said so
     report = json.loads((tmp_path / "flap" / "pruning.json").read_text())
     assert report["allocation"] == "global" and report["compensation"]["mode"] == "bias"
-    assert report["compensation"]["skip_first"]  # the fit's tokens are recorded
+    assert report["compensation"]["skip_first"] is False  # a decoder's first position is fitted (the family's)
     back = surgery.load_pruned(tmp_path / "flap", AutoModelForCausalLM)
     assert surgery.ffn_sizes(back) == report["neurons_after"] and sum(report["neurons_after"]) == 18
     assert back.config.mlp_bias  # Llama's own switch carries the compensation bias

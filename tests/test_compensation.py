@@ -215,3 +215,18 @@ def test_merge_and_the_redundancy_budget_run_through_the_api_for_an_mi_method():
     assert report.compensation["mode"] == "merge" and report.allocation == "redundancy"
     assert sum(report.neurons_after) == sum(round(0.5 * n) for n in report.neurons_before)
     assert {f["mode"] for f in report.compensation["layers"]} <= {"merge", "none"}
+
+
+@pytest.mark.parametrize("name, first_in", [("bert-classifier", False), ("llama", True)])
+def test_the_fit_leaves_an_encoders_first_token_out_by_default_and_keeps_a_decoders(name, first_in):
+    model, data = build(name), batches(name, n=2)
+    tokens = sum(int(b["attention_mask"].sum()) if "attention_mask" in b else b["input_ids"].numel() for b in data)
+    firsts = sum(len(b["input_ids"]) for b in data)  # one first token per sequence
+
+    def counted(**options) -> int:
+        stats = cp.collect_stats(model, data, [0], **options)[0]
+        return stats.n_fit + stats.n_held
+
+    assert counted() == counted(skip_first=not first_in) == tokens - (0 if first_in else firsts)
+    assert counted(skip_first=first_in) != counted()
+    assert cp.Compensation("bias").resolved(family_of(model)).skip_first is (not first_in)

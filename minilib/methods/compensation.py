@@ -33,9 +33,13 @@ uncompensated and :class:`LayerFix` says so.
 group of layers); ``fit="sequential"`` fits layer ``ℓ`` on the inputs that the already pruned and
 compensated layers below give it (its target is the dense FFN applied to that same input). The blocks'
 calls are recorded in one dense pass and each block is then run alone on the states the pruned
-blocks below produce (twice: to collect, then to pass on), about three forward passes in all. ``skip_first`` leaves every
-sequence's first position out of the fit: a decoder's attention sink (huge, content-free
-activations) or an encoder's ``[CLS]``. Chapter 9 measures both choices.
+blocks below produce (twice: to collect, then to pass on), about three forward passes in all.
+
+**Fit tokens.** ``skip_first`` leaves every sequence's first position out of the fit: a decoder's
+attention sink (huge, content-free activations) or an encoder's ``[CLS]``. ``None`` is the family's
+choice (:attr:`~minilib.models.families.Family.fit_first_token`), from chapter 9's measurements: on
+MiniLM the refit without ``[CLS]`` beat the one with it on 25 of 43 GLUE cells and helped 41 of them
+over no compensation (34 with it); on SmolLM2 the first position moved perplexity by at most 0.2%.
 
 **Memory.** A layer's statistics are two ``(D+1) × (D+1)`` float64 matrices (fit and held-out),
 ``16 (D+1)²`` bytes: 38 MB at D = 1,536, 1.9 GB at D = 11,008. ``fit="dense"`` collects as many
@@ -45,7 +49,7 @@ layers per pass as fit in ``max_bytes``; ``fit="sequential"`` holds one layer at
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -70,13 +74,13 @@ class Compensation:
     """How the kept weights take over what is removed (see the module docstring).
 
     mode : one of :data:`COMPENSATIONS`. fit : ``"dense"`` or ``"sequential"`` inputs. skip_first : leave
-    every sequence's first token out of the fit. held_out : the fraction of calibration tokens the
+    every sequence's first token out of the fit (``None``: the family's default). held_out : the fraction of calibration tokens the
     guard and the choice of λ read. ridge : the λ grid of least-squares, relative to mean diag Σ_SS.
     """
 
     mode: str = "none"
     fit: str = "dense"
-    skip_first: bool = False
+    skip_first: bool | None = None
     held_out: float = 0.2
     ridge: tuple[float, ...] = RIDGE
     max_bytes: float = 4e9  # statistics held at once by fit="dense"
@@ -94,6 +98,10 @@ class Compensation:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def resolved(self, family: Family) -> Compensation:
+        """These settings with ``skip_first`` decided: the family's default where it is ``None``."""
+        return self if self.skip_first is not None else replace(self, skip_first=not family.fit_first_token)
 
 
 @dataclass
@@ -190,14 +198,16 @@ def _token_masks(batches: Sequence[Batch], skip_first: bool, held_out: float, se
 
 
 @torch.no_grad()
-def collect_stats(model: nn.Module, batches: Sequence[Batch], layers: Sequence[int], *, skip_first: bool = False,
-                  held_out: float = 0.2, seed: int = 0, progress: bool = False) -> dict[int, LayerStats]:
+def collect_stats(model: nn.Module, batches: Sequence[Batch], layers: Sequence[int], *,
+                  skip_first: bool | None = None, held_out: float = 0.2, seed: int = 0,
+                  progress: bool = False) -> dict[int, LayerStats]:
     """The fit and held-out statistics of ``layers`` (the activations ``down`` receives, all D neurons).
 
     The same tokens are held out in every layer (one seeded draw per batch); the forward pass stops
-    after the last layer asked for.
+    after the last layer asked for. ``skip_first=None`` is the family's default (:class:`Compensation`).
     """
     family = family_of(model)
+    skip_first = not family.fit_first_token if skip_first is None else skip_first
     acc = _Accumulator(family, family.blocks(model), sorted(layers), stop=True)
     try:
         with frozen(model):
@@ -360,6 +370,7 @@ def compensate(model: nn.Module, keep: Sequence[np.ndarray], batches: Sequence[B
     exactly :meth:`~minilib.models.families.Family.prune`).
     """
     family = family_of(model)
+    settings = settings.resolved(family)
     sizes = family.sizes(model)
     if len(keep) != len(sizes):
         raise ValueError(f"keep has {len(keep)} entries but the model has {len(sizes)} layers; give one per layer")

@@ -136,6 +136,9 @@ class Family(ABC):
     up_paths: tuple[str, ...] = ()  # the up-projections, one output row per neuron
     ffn_input_path: str = ""  # the module whose first input is the FFN's input ``x``
     bias_switch: str | None = None  # the config flag that gives the FFN's linear maps biases, if any
+    # compensation's default for each sequence's first token (chapter 9 measured both): a decoder's is
+    # fitted like any other (SmolLM2: within 0.2% either way), an encoder's [CLS] is left out
+    fit_first_token: bool = True
 
     # -- what each family defines ---------------------------------------------------------------
     @abstractmethod
@@ -262,6 +265,8 @@ class EncoderFFN(Family):
     model_types = frozenset({"bert", "roberta", "xlm-roberta", "electra", "camembert"})
     examples = "BERT, MiniLM, RoBERTa, ELECTRA"
     down_path, up_paths, ffn_input_path = "output.dense", ("intermediate.dense",), "intermediate"
+    # [CLS] out: a neuron firing on it alone made bias compensation spread its mean over every token
+    fit_first_token = False
 
     def blocks(self, model: nn.Module) -> nn.ModuleList:
         layers = getattr(getattr(self.base(model), "encoder", None), "layer", None)
