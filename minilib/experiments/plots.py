@@ -89,6 +89,20 @@ def seed_stability(candidates: list[list[np.ndarray]], n_neurons: int) -> plt.Fi
     return fig
 
 
+def redundancy_check(check: "pd.DataFrame", title: str = "") -> plt.Figure:
+    """:func:`minilib.methods.diagnostics.removed_redundancy` per layer: each statistic over Random's (1)."""
+    fig, ax = plt.subplots(figsize=(7, 3.8), layout="constrained")
+    x, w = np.arange(len(check)), 0.38
+    ax.bar(x - w / 2, check.best_match_ratio, w, label="best kept match of the removed / Random's")
+    ax.bar(x + w / 2, check.mean_mi_ratio / check.random_mean_mi_ratio, w,
+           label="mean MI of the removed / Random's")
+    ax.axhline(1.0, ls="--", c="0.3", lw=1, label="random removal")
+    ax.set(xticks=x, xticklabels=[f"layer {i + 1}" for i in check.layer], ylabel="ratio to Random",
+           title=title or "are the removed neurons the redundant ones? (> 1: yes)")
+    ax.legend(loc="best", fontsize="small")
+    return fig
+
+
 def kl_versus_score(kls: list[float], scores: list[float], best: int, metric: str, dense: float) -> plt.Figure:
     """Each candidate's KL divergence (Eq. 2) against its dev score; the chosen one and the dense score marked."""
     fig, ax = plt.subplots(figsize=(6.5, 4.2), layout="constrained")
