@@ -23,7 +23,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -31,7 +31,7 @@ from typing import Any, Iterator
 REPO = Path(__file__).resolve().parent.parent
 
 __all__ = ["cache_dir", "atomic_dir", "atomic_file", "write_json", "read_json", "cell", "sha256", "short_hash", "results_dir",
-           "code_revision", "code_fingerprint", "data_fingerprint", "require_clean_tree", "check_output", "clear_cache"]
+           "code_revision", "code_fingerprint", "code_modules", "data_fingerprint", "require_clean_tree", "check_output", "clear_cache"]
 
 
 def cache_dir(cache: str | os.PathLike | None = None) -> Path:
@@ -173,6 +173,11 @@ def _without_docstrings(tree: ast.Module) -> ast.Module:
 _INFRASTRUCTURE = frozenset({"minilib.cache", "minilib.console"})
 
 
+def code_modules(*modules: str) -> set[str]:
+    """``modules`` and every minilib module they import, directly or not: what :func:`code_fingerprint` reads."""
+    return set(_code_trees(modules))
+
+
 @functools.lru_cache(maxsize=None)
 def code_fingerprint(*modules: str) -> str:
     """12 hex characters that change when the code of ``modules``, or of a minilib module they import, does.
@@ -181,6 +186,13 @@ def code_fingerprint(*modules: str) -> str:
     not invalidate an artefact; any change to what the code does does. ``minilib.cache`` and
     ``minilib.console`` are left out (:data:`_INFRASTRUCTURE`).
     """
+    seen = _code_trees(modules)
+    if not seen:
+        raise ValueError(f"{', '.join(modules)}: not an importable Python module; name a module, e.g. 'minilib.experiments.finetune'")
+    return short_hash(json.dumps(sorted(seen.items())))
+
+
+def _code_trees(modules: Sequence[str]) -> dict[str, str]:
     seen: dict[str, str] = {}
     todo = list(modules)
     while todo:
@@ -191,9 +203,7 @@ def code_fingerprint(*modules: str) -> str:
         tree = ast.parse(path.read_text(), str(path))
         todo += sorted(_minilib_imports(tree, name))
         seen[name] = ast.dump(_without_docstrings(tree))
-    if not seen:
-        raise ValueError(f"{', '.join(modules)}: not an importable Python module; name a module, e.g. 'minilib.experiments.finetune'")
-    return short_hash(json.dumps(sorted(seen.items())))
+    return seen
 
 
 @functools.lru_cache(maxsize=256)

@@ -179,6 +179,14 @@ def test_the_mi_map_is_cached_per_setting_and_read_back_without_recomputing(runs
     assert len(set(Path(cache).glob("mimaps/**/*.npz")) - files) == 1 and not np.allclose(other.mi, first.mi)
 
 
+def test_the_mi_maps_cache_key_depends_on_the_code_that_computes_it_not_on_the_methods():
+    from minilib.cache import code_modules
+
+    computes = code_modules("minilib.experiments.neuron_maps")
+    assert {"minilib.estimator.mimap", "minilib.models.hooks", "minilib.data.glue"} <= computes
+    assert not {m for m in computes if m.startswith("minilib.methods") or m.endswith("glue_sweep")}
+
+
 def test_the_mi_map_and_the_peers_read_the_same_calibration_sentences(runs):
     """The MI map's activations and the peers' batches are the same rows of the training set."""
     import torch
