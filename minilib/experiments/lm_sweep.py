@@ -73,6 +73,7 @@ class Setup:
     seed: int = 0
     tokenizer: object = None  # the zero-shot tasks tokenise their prompts
     progress: bool = False  # tqdm bars for the MLP neurons' MI map and the peers' scores
+    maps: Path | None = None  # where the MLP neurons' MI map is saved (None: ``folder/mimaps``)
 
     @cached_property
     def states(self) -> torch.Tensor:
@@ -88,11 +89,13 @@ class Setup:
         ``neuron_mi_batches``: a map of SmolLM2's 30 blocks costs about 15 minutes per batch of 100
         on two cores (chapter 3b). MDS is classical (one eigendecomposition per block): SMACOF
         takes 10–17 s per block and seed at 1,536 neurons, 1.5 hours for 20 seeds of 30 blocks.
-        The map is saved under ``folder/mimaps`` once computed, so an interrupted sweep resumes after it.
+        The map is saved under :attr:`maps` once computed, so an interrupted sweep resumes after it;
+        :func:`prepare` keys that folder by the code that computes the map, not by the methods'.
         """
         settings = Settings(mi_batch=self.neuron_mi_batch, max_batches=self.neuron_mi_batches, mds="classical")
+        maps = (self.maps or self.folder / "mimaps") / short_hash(json.dumps(settings.as_dict(), sort_keys=True))
         return Calibrated(self.model, [{"input_ids": w[None]} for w in self.calib_windows], settings, seed=self.seed,
-                          progress=self.progress, cache=self.folder / "mimaps")
+                          progress=self.progress, cache=maps)
 
     @cached_property
     def mi(self) -> blocks.BlockMI:
@@ -128,8 +131,13 @@ def prepare(profile: str = "quick", source: str = "auto", cache: str | os.PathLi
     key = short_hash(f"{name}|{lm.resolve_source(source)}|{s.eval_windows}x{s.eval_length}|{s.calib_windows}x"
                      f"{s.calib_length}|{s.mi_tokens}/{s.mi_batch}|{s.neuron_mi_batch}x{s.neuron_mi_batches}|{seed}|data {data}|"
                      f"code {code_fingerprint('minilib.experiments.lm_sweep')}")
+    # the hour-long MLP map: keyed by its inputs and by the estimator's, the hook's and the loader's code only
+    maps = short_hash(f"{name}|{lm.resolve_source(source)}|{s.calib_windows}x{s.calib_length}|"
+                      f"{s.neuron_mi_batch}x{s.neuron_mi_batches}|{seed}|data {data}|"
+                      f"code {code_fingerprint('minilib.estimator.mimap', 'minilib.models.hooks', 'minilib.models.lm')}")
     return Setup(model, test, calib, name, cache_dir(cache) / "lm-runs" / key, s.mi_tokens, s.mi_batch,
-                 s.neuron_mi_batch, s.neuron_mi_batches, seed, tokenizer, progress)
+                 s.neuron_mi_batch, s.neuron_mi_batches, seed, tokenizer, progress,
+                 cache_dir(cache) / "lm-maps" / maps)
 
 
 def _block_cells(methods, n_blocks, trials: int) -> list[engine.Cell]:
