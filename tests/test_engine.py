@@ -105,15 +105,16 @@ def test_the_mi_methods_prune_a_decoders_mlp_deterministically_on_a_few_token_ba
 
 
 def test_a_decoders_mi_map_is_saved_once_and_read_back_by_a_resumed_sweep(tiny_llama, tmp_path, monkeypatch):
-    def fresh():
+    def fresh(folder: str):
         g = torch.Generator().manual_seed(3)
         return lm_sweep.Setup(tiny_llama, torch.randint(0, 40, (2, 12), generator=g),
-                              torch.randint(0, 40, (3, 12), generator=g), "tiny Llama", tmp_path, neuron_mi_batch=16)
-    first = fresh().state.mi_map
-    assert (tmp_path / "mimaps" / "mimap-aligned.npz").is_file()
+                              torch.randint(0, 40, (3, 12), generator=g), "tiny Llama", tmp_path / folder,
+                              neuron_mi_batch=16, maps=tmp_path / "maps")
+    first = fresh("run").state.mi_map
+    assert len(list((tmp_path / "maps").glob("*/mimap-aligned.npz"))) == 1  # one folder per map Settings
     monkeypatch.setattr(minilib.methods, "compute_mi_map",
                         lambda *a, **k: pytest.fail("the saved map was recomputed"))
-    again = fresh().state.mi_map
+    again = fresh("run-of-other-sweep-code").state.mi_map  # the map outlives the sweep's own cache key
     assert all(np.array_equal(x, y) for x, y in zip(first.mi, again.mi)) and again.meta == first.meta
 
 
