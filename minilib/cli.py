@@ -46,6 +46,7 @@ def prune_parser() -> argparse.ArgumentParser:
     from minilib.methods import METHODS, Settings
     from minilib.methods.allocation import ALLOCATIONS, DEFAULT_FLOOR
     from minilib.methods.compensation import COMPENSATIONS, FITS
+    from minilib.methods.selection import CLUSTERINGS
 
     d = Settings()
     p = ArgumentParser(prog="minilib prune", description="Prune the FFN neurons of a Hugging Face model.")
@@ -72,6 +73,9 @@ def prune_parser() -> argparse.ArgumentParser:
     p.add_argument("--mds-seeds", type=int, default=d.mds_seeds, help="M, candidates of the KL choice (Eq. 2)")
     p.add_argument("--mds", default=d.mds, choices=["smacof", "classical"],
                    help="MDS solver: metric SMACOF (default) or classical (one eigendecomposition, for large layers)")
+    p.add_argument("--cluster", default=d.cluster, choices=list(CLUSTERINGS),
+                   help="cluster step: k-means on the MDS coordinates (the paper) or k-medoids / agglomerative "
+                   "on the MI distances")
     p.add_argument("--mi-tol", type=_tolerance, default=d.mi_tol,
                    help=f"certified error bound (bits) of every MI entry, or 'exact' (default: {d.mi_tol:g})")
     p.add_argument("--compensation", choices=list(COMPENSATIONS), metavar="MODE",
@@ -172,7 +176,8 @@ def prune_main(argv: Sequence[str] | None = None) -> None:
 
     args = prune_parser().parse_args(argv)
     options = dict(alpha=args.alpha, widths=args.widths, reduction=args.reduction, mi_batch=args.mi_batch,
-                   max_batches=args.max_batches, mds_seeds=args.mds_seeds, mds=args.mds, mi_tol=args.mi_tol)
+                   max_batches=args.max_batches, mds_seeds=args.mds_seeds, mds=args.mds,
+                   cluster=args.cluster, mi_tol=args.mi_tol)
     settings = Settings(**options)  # validates them before anything is loaded
     _, mode, allocation = check_plan(args.method, args.compensation, args.allocation)
     skip_first = None if args.first_token is None else args.first_token == "out"

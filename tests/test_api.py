@@ -146,3 +146,14 @@ def test_classical_mds_option_runs_the_paper_method_and_is_seed_free_in_its_embe
     assert [len(k) for k in keep] == [6, 6, 6] and len(state.embeddings) == 3  # one embedding per layer, not per seed
     with pytest.raises(ValueError, match="mds must be one of"):
         Settings(mds="tsne")
+
+
+@pytest.mark.parametrize("cluster", ["kmedoids", "agglomerative"])
+def test_distance_clustering_runs_the_paper_method_without_mds(cluster):
+    state = Calibrated(build("llama"), batches("llama", n=4, size=6, length=20), Settings(cluster=cluster, mds_seeds=3))
+    keep = minilib.methods.METHODS["mi-mds"].select(state, 6, 0)
+    assert [len(k) for k in keep] == [6, 6, 6] and not state.embeddings  # no MDS fitted
+    again = Calibrated(build("llama"), batches("llama", n=4, size=6, length=20), Settings(cluster=cluster, mds_seeds=3))
+    assert all(np.array_equal(a, b) for a, b in zip(keep, minilib.methods.METHODS["mi-mds"].select(again, 6, 0)))
+    with pytest.raises(ValueError, match="cluster must be one of"):
+        Settings(cluster="dbscan")

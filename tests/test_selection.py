@@ -216,3 +216,41 @@ def test_classical_mds_keeps_one_of_each_duplicated_pair():
     kept = selection.mds_select(S, 17, 0, embedding=E)
     for i, j in ((0, 1), (2, 3), (4, 5)):
         assert (i in kept) != (j in kept)
+
+
+def _planted_pairs(n: int = 1000, pairs: int = 20) -> np.ndarray:
+    """n near-independent neurons (MI < 0.05 bits) with ``pairs`` planted near-duplicates (i, n-1-i)."""
+    rng = np.random.default_rng(0)
+    S = rng.uniform(0.0, 0.05, (n, n))
+    S = (S + S.T) / 2
+    for i in range(pairs):
+        S[i, n - 1 - i] = S[n - 1 - i, i] = 3.0
+    np.fill_diagonal(S, 4.0)
+    return S
+
+
+@pytest.mark.parametrize("cluster", ["kmedoids", "agglomerative"])
+def test_clustering_the_distances_removes_one_of_each_planted_duplicate_where_8d_kmeans_does_not(cluster):
+    S, n, pairs = _planted_pairs(), 1000, 20
+    removed = np.setdiff1d(np.arange(n), selection.mds_select(S, n - pairs, seed=0, cluster=cluster))
+    assert sorted(min(r, n - 1 - r) for r in removed) == list(range(pairs))  # one member of every pair
+    kmeans = np.setdiff1d(np.arange(n), selection.mds_select(S, n - pairs, seed=0, cluster="kmeans"))
+    assert not np.isin(kmeans, np.r_[0:pairs, n - pairs:n]).any()  # the paper's 8-D k-means keeps them all
+
+
+@pytest.mark.parametrize("cluster", ["kmedoids", "agglomerative"])
+def test_distance_clusters_give_exactly_k_representatives_deterministically(cluster):
+    rng = np.random.default_rng(1)
+    S = rng.uniform(0.0, 1.0, (60, 60))
+    S = (S + S.T) / 2
+    alive = np.ones(60, bool)
+    alive[[3, 7]] = False
+    for keep in (1, 17, 58):
+        first = selection.mds_select(S, keep, seed=4, alive=alive, cluster=cluster)
+        assert len(first) == len(np.unique(first)) == keep and not np.isin([3, 7], first).any()
+        assert np.array_equal(first, selection.mds_select(S, keep, seed=4, alive=alive, cluster=cluster))
+    weights = np.arange(60.0)
+    top = selection.mds_select(S, 5, seed=4, alive=alive, cluster=cluster, importance=weights)
+    assert 59 in top  # the most important neuron represents its cluster
+    with pytest.raises(ValueError, match="cluster must be one of"):
+        selection.mds_select(S, 5, cluster="dbscan")

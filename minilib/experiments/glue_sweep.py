@@ -34,6 +34,7 @@ from minilib.experiments import engine, paper
 from minilib.models import surgery
 from minilib.methods import (METHODS, PruningState, Settings, check_plan, kl_choice, kl_dims_sensitivity, layer_counts,
                              mds_candidates)
+from minilib.methods import selection
 from minilib.methods.allocation import ALLOCATIONS
 from minilib.methods.compensation import COMPENSATIONS, Compensation, compensate
 from minilib.cache import atomic_file, cache_dir, check_output, code_fingerprint, results_dir, short_hash
@@ -65,6 +66,7 @@ class Context(PruningState):
     reduction: str = "mean"  # one sample of a neuron per sentence: "mean", "cls" or every token ("tokens")
     mi_tol: float | None = DEFAULT_TOL  # certified error bound (bits) of the MI map; None: exact
     mds: str = "smacof"  # or "classical": seed-free, for layers of thousands of neurons (Settings)
+    cluster: str = "kmeans"  # the cluster step (Settings): or "kmedoids" / "agglomerative" on the distances
     data_dir: str | os.PathLike | None = None
     cache: str | os.PathLike | None = None
     progress: bool = False  # tqdm bars for the MI map and the peers' scoring passes
@@ -75,7 +77,7 @@ class Context(PruningState):
         self.result = read_result(self.run)
         self.task = glue.get_task(self.result["task"])
         self.settings = Settings(alpha=self.alpha, reduction=self.reduction, max_batches=self.max_batches,
-                                 mds_seeds=self.mds_seeds, mi_tol=self.mi_tol, mds=self.mds)
+                                 mds_seeds=self.mds_seeds, mi_tol=self.mi_tol, mds=self.mds, cluster=self.cluster)
         self.fit_options = Compensation(skip_first=self.skip_first)
 
     @cached_property
@@ -119,6 +121,7 @@ class Context(PruningState):
         return (f"f{self.fraction:g}-s{self.seed}-m{self.mds_seeds}-b{self.max_batches or 'all'}"
                 f"-a{self.alpha:g}-{self.reduction}" + ("-exact" if self.mi_tol is None else f"-t{self.mi_tol:g}")
                 + ("" if self.mds == "smacof" else f"-{self.mds}")
+                + ("" if self.cluster == "kmeans" else f"-{self.cluster}")
                 + ("" if self.fit_fraction in (None, self.fraction) else f"-fit{self.fit_fraction:g}")
                 + ("-skipfirst" if self.skip_first else ""))
 
@@ -357,6 +360,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mds-seeds", type=int, default=20)
     parser.add_argument("--mds", default="smacof", choices=["smacof", "classical"],
                         help="MDS solver of the MI pipelines (classical: one eigendecomposition per layer)")
+    parser.add_argument("--cluster", default="kmeans", choices=list(selection.CLUSTERINGS),
+                        help="cluster step of the MI pipelines (kmedoids / agglomerative: on the MI distances)")
     parser.add_argument("--ablate", choices=list(ABLATIONS), help="vary this setting for --methods' first method")
     parser.add_argument("--values", nargs="+", default=[], help="the settings --ablate takes")
     parser.add_argument("--compensation", choices=list(COMPENSATIONS),
@@ -393,6 +398,7 @@ def main(argv: list[str] | None = None) -> None:
                        seed=args.seed, mds=args.mds)
     else:
         table = sweep(runs, args.methods, args.levels, mds_seeds=args.mds_seeds, seed=args.seed, mds=args.mds,
+                      cluster=args.cluster,
                       compensation=args.compensation, allocation=args.allocation, fit_fraction=args.fit_fraction,
                       skip_first=args.skip_first)
     atomic_file(Path(args.out), lambda p: table.to_csv(p, index=False))

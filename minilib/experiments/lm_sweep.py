@@ -93,7 +93,7 @@ class Setup:
         :func:`prepare` keys that folder by the code that computes the map, not by the methods'.
         """
         settings = Settings(mi_batch=self.neuron_mi_batch, max_batches=self.neuron_mi_batches, mds="classical")
-        maps = (self.maps or self.folder / "mimaps") / short_hash(json.dumps(settings.as_dict(), sort_keys=True))
+        maps = (self.maps or self.folder / "mimaps") / short_hash(json.dumps(settings.map_settings(), sort_keys=True))
         return Calibrated(self.model, [{"input_ids": w[None]} for w in self.calib_windows], settings, seed=self.seed,
                           progress=self.progress, cache=maps)
 

@@ -61,6 +61,9 @@ class Settings:
     mds : ``"smacof"`` (metric MDS, one random start per seed; the book's tables) or ``"classical"``
         (Torgerson's, one eigendecomposition per layer, seed-free: the M candidates then differ only in
         their k-means seeds); see :func:`minilib.methods.selection.mds_embedding`.
+    cluster : the cluster step: ``"kmeans"`` on the MDS coordinates (the paper), or ``"kmedoids"`` /
+        ``"agglomerative"`` on the distances of Eq. 1 themselves
+        (:func:`minilib.methods.selection.distance_clusters`).
     mi_tol : certified error bound, in bits, of every entry of the MI map on its low-rank path
         (:func:`minilib.estimator.pairwise.pairwise_mutual_information`; ``None``: exact joint spectra).
     """
@@ -75,6 +78,7 @@ class Settings:
     mds_seeds: int = 20
     n_components: int = 8
     mds: str = "smacof"
+    cluster: str = "kmeans"
     mi_tol: float | None = DEFAULT_TOL
 
     def __post_init__(self) -> None:
@@ -82,6 +86,8 @@ class Settings:
             raise ValueError(f"widths must be 'aligned' or 'scott', got {self.widths!r}")
         if self.mds not in selection.MDS_SOLVERS:
             raise ValueError(f"mds must be one of {selection.MDS_SOLVERS}, got {self.mds!r}")
+        if self.cluster not in selection.CLUSTERINGS:
+            raise ValueError(f"cluster must be one of {selection.CLUSTERINGS}, got {self.cluster!r}")
         if self.reduction not in (None, "mean", "cls", "tokens"):
             raise ValueError(f"reduction must be 'mean', 'cls' or 'tokens', got {self.reduction!r}")
         if not self.alpha > 0:
@@ -96,6 +102,10 @@ class Settings:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def map_settings(self) -> dict:
+        """The settings the MI map depends on (a cache key; the selection's are left out)."""
+        return {k: v for k, v in self.as_dict().items() if k not in ("mds_seeds", "n_components", "mds", "cluster")}
 
 
 class PruningState(ABC):
@@ -286,8 +296,10 @@ def mds_candidates(state: PruningState, keep: int | Sequence[int], seeds: Sequen
     m, S = state.similarity(matrix)
     counts = [keep] * m.n_layers if isinstance(keep, (int, np.integer)) else list(keep)
     weights = METHODS[importance].score(state, 0) if importance else [None] * m.n_layers
-    return [[selection.mds_select(S[layer], counts[layer], s, alive=m.alive[layer],
-                                  embedding=state.embedding(matrix, layer, s), importance=weights[layer])
+    cluster = state.settings.cluster
+    return [[selection.mds_select(S[layer], counts[layer], s, alive=m.alive[layer], importance=weights[layer],
+                                  embedding=state.embedding(matrix, layer, s) if cluster == "kmeans" else None,
+                                  cluster=cluster)
              for layer in range(m.n_layers)] for s in seeds]
 
 
@@ -311,8 +323,8 @@ Rule = Callable[[PruningState, list[int], int], list[np.ndarray]]
 def _mds_kl(matrix: str, importance: str | None = None) -> Rule:
     """The proposed pipeline: M seeds of MDS + k-means, the candidate closest in KL kept."""
     def select(state: PruningState, keep: list[int], seed: int) -> list[np.ndarray]:
-        candidates = mds_candidates(state, keep, [seed * 100_003 + s for s in range(state.settings.mds_seeds)], matrix,
-                                    importance)
+        m = 1 if state.settings.cluster == "agglomerative" else state.settings.mds_seeds  # seed-free: one candidate
+        candidates = mds_candidates(state, keep, [seed * 100_003 + s for s in range(m)], matrix, importance)
         return candidates[kl_choice(state, candidates)[0]]
     return select
 

@@ -28,10 +28,10 @@ import numpy as np
 import pandas as pd
 import torch
 from scipy.sparse.linalg import eigsh
-from sklearn.cluster import KMeans
+from sklearn.cluster import AgglomerativeClustering, KMeans
 from sklearn.manifold import MDS
 
-__all__ = ["algorithm1", "calibrate_threshold", "MDS_SOLVERS", "mds_embedding", "kmeans_clusters", "cluster_representatives", "mds_select",
+__all__ = ["algorithm1", "calibrate_threshold", "MDS_SOLVERS", "CLUSTERINGS", "distances", "distance_clusters", "mds_embedding", "kmeans_clusters", "cluster_representatives", "mds_select",
            "gaussian_kl", "choose_by_kl", "kl_dims_table"]
 
 
@@ -132,6 +132,45 @@ def algorithm1(similarity: np.ndarray, keep: int, threshold: float | None = None
 
 
 MDS_SOLVERS = ("smacof", "classical")
+# the cluster step: k-means on the MDS coordinates (the paper), or on the distances themselves
+CLUSTERINGS = ("kmeans", "kmedoids", "agglomerative")
+
+
+def distances(similarity: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """``d = A·exp(−S)`` (Eq. 1, ``A`` = ``scale``), symmetric with a zero diagonal."""
+    d = scale * np.exp(-np.asarray(similarity, dtype=np.float64))
+    np.fill_diagonal(d, 0.0)
+    return (d + d.T) / 2
+
+
+def distance_clusters(d: np.ndarray, keep: int, method: str, seed: int = 0,
+                      importance: np.ndarray | None = None) -> np.ndarray:
+    """``keep`` representatives, sorted, from clustering the distance matrix ``d`` itself (no MDS).
+
+    ``"kmedoids"``: FasterPAM (the ``kmedoids`` package) from a seeded random start; the medoids are
+    the representatives. ``"agglomerative"``: average linkage cut at ``keep`` clusters (seed-free);
+    each cluster keeps its medoid (the member with the least total distance to the others). With
+    ``importance``, every cluster keeps its most important member instead (ties: the lowest index).
+    """
+    if method not in CLUSTERINGS[1:]:
+        raise ValueError(f"distance clustering is 'kmedoids' or 'agglomerative', got {method!r}")
+    if not 1 <= keep <= len(d):
+        raise ValueError(f"keep must be between 1 and the number of points ({len(d)}), got {keep}")
+    if method == "kmedoids":
+        import kmedoids  # only this option needs it
+
+        result = kmedoids.fasterpam(d, keep, init="random", random_state=seed, n_cpu=1)
+        labels, medoids = np.asarray(result.labels), np.sort(np.asarray(result.medoids))
+        if importance is None:
+            return medoids
+    else:
+        labels = AgglomerativeClustering(n_clusters=keep, metric="precomputed", linkage="average").fit_predict(d)
+    kept = []
+    for c in range(keep):
+        members = np.flatnonzero(labels == c)
+        inner = d[np.ix_(members, members)].sum(1) if importance is None else -np.asarray(importance)[members]
+        kept.append(members[np.argmin(inner)])
+    return np.sort(np.asarray(kept))
 
 
 def mds_embedding(similarity: np.ndarray, n_components: int = 8, scale: float = 1.0, seed: int = 0,
@@ -148,10 +187,7 @@ def mds_embedding(similarity: np.ndarray, n_components: int = 8, scale: float = 
     """
     if solver not in MDS_SOLVERS:
         raise ValueError(f"solver must be one of {MDS_SOLVERS}, got {solver!r}")
-    S = np.asarray(similarity, dtype=np.float64)
-    d = scale * np.exp(-S)
-    np.fill_diagonal(d, 0.0)
-    d = (d + d.T) / 2
+    d = distances(similarity, scale)
     if solver == "classical":
         d2 = d**2
         B = -0.5 * (d2 - d2.mean(0) - d2.mean(1)[:, None] + d2.mean())
@@ -212,18 +248,25 @@ def cluster_representatives(embedding: np.ndarray, keep: int, seed: int = 0,
 
 def mds_select(similarity: np.ndarray, keep: int, seed: int = 0, n_components: int = 8, scale: float = 1.0,
                alive: np.ndarray | None = None, embedding: np.ndarray | None = None,
-               importance: np.ndarray | None = None) -> np.ndarray:
+               importance: np.ndarray | None = None, cluster: str = "kmeans") -> np.ndarray:
     """The clustering variant (§3.3.3) on the live neurons; returns the kept indices.
 
-    ``embedding`` may pass in the MDS coordinates of the live neurons (:func:`mds_embedding` of
-    their block with the same ``seed``), so that several keep counts share one MDS fit.
-    ``importance`` (one score per neuron of the block) keeps each cluster's most important member
-    instead of the one nearest its centroid (:func:`cluster_representatives`).
+    ``cluster="kmeans"`` (the paper): MDS, then k-means. ``embedding`` may pass in the MDS
+    coordinates of the live neurons (:func:`mds_embedding` of their block with the same ``seed``),
+    so that several keep counts share one MDS fit. ``"kmedoids"`` and ``"agglomerative"`` cluster the
+    distances of Eq. 1 themselves (:func:`distance_clusters`; no MDS). ``importance`` (one score per
+    neuron of the block) keeps each cluster's most important member instead of its centre.
     """
+    if cluster not in CLUSTERINGS:
+        raise ValueError(f"cluster must be one of {CLUSTERINGS}, got {cluster!r}")
     S, alive = _check(similarity, keep, alive)
     live = np.flatnonzero(alive)
     if keep >= len(live):
         return _with_dead(live, alive, keep)
+    if cluster != "kmeans":
+        weights = None if importance is None else np.asarray(importance)[live]
+        chosen = distance_clusters(distances(S[np.ix_(live, live)], scale), keep, cluster, seed, weights)
+        return _with_dead(live[chosen], alive, keep)
     if embedding is None:
         embedding = mds_embedding(S[np.ix_(live, live)], n_components, scale, seed)
     elif len(embedding) != len(live):
