@@ -157,3 +157,5 @@ def test_distance_clustering_runs_the_paper_method_without_mds(cluster):
     assert all(np.array_equal(a, b) for a, b in zip(keep, minilib.methods.METHODS["mi-mds"].select(again, 6, 0)))
     with pytest.raises(ValueError, match="cluster must be one of"):
         Settings(cluster="dbscan")
+    with pytest.raises(ValueError, match="needs mds='classical'"):
+        Settings(mds_mass=0.9)

@@ -254,3 +254,15 @@ def test_distance_clusters_give_exactly_k_representatives_deterministically(clus
     assert 59 in top  # the most important neuron represents its cluster
     with pytest.raises(ValueError, match="cluster must be one of"):
         selection.mds_select(S, 5, cluster="dbscan")
+
+
+def test_classical_mds_with_a_share_of_the_eigenvalue_mass_keeps_enough_axes_for_the_planted_duplicates():
+    S, n, pairs = _planted_pairs(), 1000, 20
+    X = selection.mds_embedding(S, solver="classical", mass=0.8)
+    assert 8 < X.shape[1] < n - 1  # hundreds of axes for near-equidistant points
+    removed = np.setdiff1d(np.arange(n), selection.cluster_representatives(X, n - pairs, 0))
+    split = {min(r, n - 1 - r) for r in removed} & set(range(pairs))
+    assert len(split) >= 0.9 * pairs  # k-means in hundreds of axes finds nearly all (8 axes: none)
+    assert selection.mds_embedding(S, solver="classical", mass=1.0).shape[1] <= n - 1
+    with pytest.raises(ValueError, match="with solver='classical'"):
+        selection.mds_embedding(S[:20, :20], mass=0.8)  # SMACOF has no eigenvalues to count

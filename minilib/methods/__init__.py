@@ -61,6 +61,8 @@ class Settings:
     mds : ``"smacof"`` (metric MDS, one random start per seed; the book's tables) or ``"classical"``
         (Torgerson's, one eigendecomposition per layer, seed-free: the M candidates then differ only in
         their k-means seeds); see :func:`minilib.methods.selection.mds_embedding`.
+    mds_mass : with classical MDS, keep the fewest axes holding this share of the positive eigenvalue
+        mass instead of ``n_components`` (``None``: ``n_components``).
     cluster : the cluster step: ``"kmeans"`` on the MDS coordinates (the paper), or ``"kmedoids"`` /
         ``"agglomerative"`` on the distances of Eq. 1 themselves
         (:func:`minilib.methods.selection.distance_clusters`).
@@ -78,6 +80,7 @@ class Settings:
     mds_seeds: int = 20
     n_components: int = 8
     mds: str = "smacof"
+    mds_mass: float | None = None
     cluster: str = "kmeans"
     mi_tol: float | None = DEFAULT_TOL
 
@@ -86,6 +89,9 @@ class Settings:
             raise ValueError(f"widths must be 'aligned' or 'scott', got {self.widths!r}")
         if self.mds not in selection.MDS_SOLVERS:
             raise ValueError(f"mds must be one of {selection.MDS_SOLVERS}, got {self.mds!r}")
+        if self.mds_mass is not None and (self.mds != "classical" or not 0 < self.mds_mass <= 1):
+            raise ValueError(f"mds_mass is a share of the eigenvalue mass in (0, 1] and needs mds='classical'; "
+                             f"got mds_mass={self.mds_mass}, mds={self.mds!r}")
         if self.cluster not in selection.CLUSTERINGS:
             raise ValueError(f"cluster must be one of {selection.CLUSTERINGS}, got {self.cluster!r}")
         if self.reduction not in (None, "mean", "cls", "tokens"):
@@ -105,7 +111,8 @@ class Settings:
 
     def map_settings(self) -> dict:
         """The settings the MI map depends on (a cache key; the selection's are left out)."""
-        return {k: v for k, v in self.as_dict().items() if k not in ("mds_seeds", "n_components", "mds", "cluster")}
+        selection_only = ("mds_seeds", "n_components", "mds", "mds_mass", "cluster")
+        return {k: v for k, v in self.as_dict().items() if k not in selection_only}
 
 
 class PruningState(ABC):
@@ -163,7 +170,8 @@ class PruningState(ABC):
             m, S = self.similarity(matrix)
             live = np.flatnonzero(m.alive[layer])
             self.embeddings[key] = selection.mds_embedding(S[layer][np.ix_(live, live)], self.settings.n_components,
-                                                           seed=seed, solver=self.settings.mds)
+                                                           seed=seed, solver=self.settings.mds,
+                                                           mass=self.settings.mds_mass)
         return self.embeddings[key]
 
     def cached(self, name: str, compute: Callable[[], object]) -> object:

@@ -174,7 +174,7 @@ def distance_clusters(d: np.ndarray, keep: int, method: str, seed: int = 0,
 
 
 def mds_embedding(similarity: np.ndarray, n_components: int = 8, scale: float = 1.0, seed: int = 0,
-                  max_iter: int = 300, solver: str = "smacof") -> np.ndarray:
+                  max_iter: int = 300, solver: str = "smacof", mass: float | None = None) -> np.ndarray:
     """Coordinates whose distances approximate ``d = A·exp(−S)`` (Eq. 1; ``A`` = ``scale``).
 
     ``solver="smacof"`` (the book's default) is metric MDS from a random start (``seed``);
@@ -184,14 +184,27 @@ def mds_embedding(similarity: np.ndarray, n_components: int = 8, scale: float = 
     MDS iterations (deterministic: ``seed`` is not used; signs are fixed so the largest entry of each
     axis is positive). Classical MDS is exact when ``d`` is Euclidean in ``n_components`` dimensions
     and the usual starting point of SMACOF otherwise; it is the cheap choice for thousands of neurons.
+
+    ``mass`` (classical only) replaces ``n_components`` by the fewest axes whose eigenvalues hold that
+    share of the positive eigenvalue mass of ``B`` (at most n − 1): n nearly equidistant points need
+    nearly n − 1 axes, and 8 axes keep only the few tight groups (chapter 4).
     """
     if solver not in MDS_SOLVERS:
         raise ValueError(f"solver must be one of {MDS_SOLVERS}, got {solver!r}")
+    if mass is not None and (solver != "classical" or not 0 < mass <= 1):
+        raise ValueError(f"mass is a share of classical MDS's eigenvalue mass, in (0, 1], with solver='classical'; "
+                         f"got mass={mass} with solver={solver!r}")
     d = distances(similarity, scale)
     if solver == "classical":
         d2 = d**2
         B = -0.5 * (d2 - d2.mean(0) - d2.mean(1)[:, None] + d2.mean())
-        if len(B) > 8 * n_components:  # Lanczos for the top eigenpairs: 1 s instead of 224 s at 11,008 neurons
+        if mass is not None:
+            lam, U = np.linalg.eigh(B)
+            lam, U = lam[::-1], U[:, ::-1]
+            positive = np.clip(lam, 0.0, None)
+            n_components = min(len(B) - 1, int(np.searchsorted(np.cumsum(positive) / positive.sum(), mass)) + 1)
+            lam, U = lam[:n_components], U[:, :n_components]
+        elif len(B) > 8 * n_components:  # Lanczos for the top eigenpairs: 1 s instead of 224 s at 11,008 neurons
             start = np.random.default_rng(0).standard_normal(len(B))  # fixed: B·1 = 0, so not the ones vector
             lam, U = eigsh(B, k=n_components, which="LA", v0=start, tol=0)
             order = np.argsort(lam)[::-1]
