@@ -73,6 +73,8 @@ def prune_parser() -> argparse.ArgumentParser:
     p.add_argument("--mds-seeds", type=int, default=d.mds_seeds, help="M, candidates of the KL choice (Eq. 2)")
     p.add_argument("--mds", default=d.mds, choices=["smacof", "classical"],
                    help="MDS solver: metric SMACOF (default) or classical (one eigendecomposition, for large layers)")
+    p.add_argument("--mds-mass", type=float, default=d.mds_mass,
+                   help="with --mds classical: keep the fewest MDS axes holding this share of the eigenvalue mass")
     p.add_argument("--cluster", default=d.cluster, choices=list(CLUSTERINGS),
                    help="cluster step: k-means on the MDS coordinates (the paper) or k-medoids / agglomerative "
                    "on the MI distances")
@@ -177,7 +179,7 @@ def prune_main(argv: Sequence[str] | None = None) -> None:
     args = prune_parser().parse_args(argv)
     options = dict(alpha=args.alpha, widths=args.widths, reduction=args.reduction, mi_batch=args.mi_batch,
                    max_batches=args.max_batches, mds_seeds=args.mds_seeds, mds=args.mds,
-                   cluster=args.cluster, mi_tol=args.mi_tol)
+                   mds_mass=args.mds_mass, cluster=args.cluster, mi_tol=args.mi_tol)
     settings = Settings(**options)  # validates them before anything is loaded
     _, mode, allocation = check_plan(args.method, args.compensation, args.allocation)
     skip_first = None if args.first_token is None else args.first_token == "out"

@@ -116,6 +116,8 @@ def _error(capsys, argv) -> str:
     (["--method", "mi-mds", "--allocation", "global"], "allocation global ranks scores"),
     (["--method", "flap", "--floor", "2"], "--floor is a fraction"),
     (["--compensation", "refit"], "invalid choice: 'refit'"),
+    (["--mds-mass", "0.9"], "needs mds='classical'"),
+    (["--cluster", "dbscan"], "invalid choice: 'dbscan'"),
     (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--device", "tpu"], "--device"),
 ])
 def test_bad_arguments_fail_in_one_line(folders, tmp_path, capsys, extra, message):
@@ -187,6 +189,7 @@ def test_an_interrupted_save_leaves_the_old_output_untouched(folders, tmp_path, 
 @pytest.mark.parametrize("argv, message", [
     (["sweep", "--levels", "1.5", "--init", "offline"], "levels are kept fractions of each layer's FFN neurons, in (0, 1]"),
     (["sweep", "--methods", "nope", "--init", "offline"], "unknown method(s) ['nope']"),
+    (["sweep", "--mds-mass", "1.5", "--mds", "classical", "--init", "offline"], "mds_mass is a share"),
     (["sweep", "--tasks", "cola", "--init", "offline"], "unknown GLUE task 'cola'"),
     (["sweep", "--ablate", "reduction", "--values", "max"], "--values for reduction must be mean, cls or tokens"),
     (["sweep", "--fit-fraction", "2", "--init", "minilm"], "--fit-fraction is a fraction of the training set"),

@@ -66,6 +66,7 @@ class Context(PruningState):
     reduction: str = "mean"  # one sample of a neuron per sentence: "mean", "cls" or every token ("tokens")
     mi_tol: float | None = DEFAULT_TOL  # certified error bound (bits) of the MI map; None: exact
     mds: str = "smacof"  # or "classical": seed-free, for layers of thousands of neurons (Settings)
+    mds_mass: float | None = None  # classical MDS: axes holding this share of the eigenvalue mass (Settings)
     cluster: str = "kmeans"  # the cluster step (Settings): or "kmedoids" / "agglomerative" on the distances
     data_dir: str | os.PathLike | None = None
     cache: str | os.PathLike | None = None
@@ -77,7 +78,8 @@ class Context(PruningState):
         self.result = read_result(self.run)
         self.task = glue.get_task(self.result["task"])
         self.settings = Settings(alpha=self.alpha, reduction=self.reduction, max_batches=self.max_batches,
-                                 mds_seeds=self.mds_seeds, mi_tol=self.mi_tol, mds=self.mds, cluster=self.cluster)
+                                 mds_seeds=self.mds_seeds, mi_tol=self.mi_tol, mds=self.mds, mds_mass=self.mds_mass,
+                                 cluster=self.cluster)
         self.fit_options = Compensation(skip_first=self.skip_first)
 
     @cached_property
@@ -121,6 +123,7 @@ class Context(PruningState):
         return (f"f{self.fraction:g}-s{self.seed}-m{self.mds_seeds}-b{self.max_batches or 'all'}"
                 f"-a{self.alpha:g}-{self.reduction}" + ("-exact" if self.mi_tol is None else f"-t{self.mi_tol:g}")
                 + ("" if self.mds == "smacof" else f"-{self.mds}")
+                + ("" if self.mds_mass is None else f"-mass{self.mds_mass:g}")
                 + ("" if self.cluster == "kmeans" else f"-{self.cluster}")
                 + ("" if self.fit_fraction in (None, self.fraction) else f"-fit{self.fit_fraction:g}")
                 + ("-skipfirst" if self.skip_first else ""))
@@ -360,6 +363,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mds-seeds", type=int, default=20)
     parser.add_argument("--mds", default="smacof", choices=["smacof", "classical"],
                         help="MDS solver of the MI pipelines (classical: one eigendecomposition per layer)")
+    parser.add_argument("--mds-mass", type=float,
+                        help="with --mds classical: the MDS axes holding this share of the eigenvalue mass")
     parser.add_argument("--cluster", default="kmeans", choices=list(selection.CLUSTERINGS),
                         help="cluster step of the MI pipelines (kmedoids / agglomerative: on the MI distances)")
     parser.add_argument("--ablate", choices=list(ABLATIONS), help="vary this setting for --methods' first method")
@@ -381,6 +386,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
     check_levels(args.levels)
+    Settings(mds=args.mds, mds_mass=args.mds_mass, cluster=args.cluster)  # the selection's options, checked early
     for m in args.methods:
         check_plan(m, args.compensation, args.allocation)
     if args.fit_fraction is not None and not 0 < args.fit_fraction <= 1:
@@ -398,7 +404,7 @@ def main(argv: list[str] | None = None) -> None:
                        seed=args.seed, mds=args.mds)
     else:
         table = sweep(runs, args.methods, args.levels, mds_seeds=args.mds_seeds, seed=args.seed, mds=args.mds,
-                      cluster=args.cluster,
+                      cluster=args.cluster, mds_mass=args.mds_mass,
                       compensation=args.compensation, allocation=args.allocation, fit_fraction=args.fit_fraction,
                       skip_first=args.skip_first)
     atomic_file(Path(args.out), lambda p: table.to_csv(p, index=False))
