@@ -132,8 +132,8 @@ def prepare(profile: str = "quick", source: str = "auto", cache: str | os.PathLi
                      f"{s.calib_length}|{s.mi_tokens}/{s.mi_batch}|{s.neuron_mi_batch}x{s.neuron_mi_batches}|{seed}|data {data}|"
                      f"code {code_fingerprint('minilib.experiments.lm_sweep')}")
     # the hour-long MLP map: keyed by its inputs and by the estimator's, the hook's and the loader's code only
-    maps = short_hash(f"{name}|{lm.resolve_source(source)}|{s.calib_windows}x{s.calib_length}|"
-                      f"{s.neuron_mi_batch}x{s.neuron_mi_batches}|{seed}|data {data}|"
+    # (the map's own settings, batch size and count included, name a folder below it: Setup.state)
+    maps = short_hash(f"{name}|{lm.resolve_source(source)}|{s.calib_windows}x{s.calib_length}|{seed}|data {data}|"
                       f"code {code_fingerprint('minilib.estimator.mimap', 'minilib.models.hooks', 'minilib.models.lm')}")
     return Setup(model, test, calib, name, cache_dir(cache) / "lm-runs" / key, s.mi_tokens, s.mi_batch,
                  s.neuron_mi_batch, s.neuron_mi_batches, seed, tokenizer, progress,

@@ -331,8 +331,8 @@ Rule = Callable[[PruningState, list[int], int], list[np.ndarray]]
 def _mds_kl(matrix: str, importance: str | None = None) -> Rule:
     """The proposed pipeline: M seeds of MDS + k-means, the candidate closest in KL kept."""
     def select(state: PruningState, keep: list[int], seed: int) -> list[np.ndarray]:
-        m = 1 if state.settings.cluster == "agglomerative" else state.settings.mds_seeds  # seed-free: one candidate
-        candidates = mds_candidates(state, keep, [seed * 100_003 + s for s in range(m)], matrix, importance)
+        count = 1 if state.settings.cluster == "agglomerative" else state.settings.mds_seeds  # seed-free: one
+        candidates = mds_candidates(state, keep, [seed * 100_003 + s for s in range(count)], matrix, importance)
         return candidates[kl_choice(state, candidates)[0]]
     return select
 

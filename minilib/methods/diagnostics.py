@@ -22,6 +22,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from minilib.methods.compensation import partners_from_similarity
+
 __all__ = ["removed_redundancy"]
 
 
@@ -29,7 +31,7 @@ def _statistics(mi: np.ndarray, live: np.ndarray, kept: np.ndarray, typical: flo
     removed = np.setdiff1d(live, kept)
     if len(removed) == 0 or len(kept) == 0:
         return np.nan, np.nan
-    best = np.median(mi[np.ix_(removed, kept)].max(1))
+    best = np.median(mi[removed, partners_from_similarity(mi, kept)[removed]])  # each one's closest kept neuron
     off = mi[np.ix_(removed, live)]
     row_mean = (off.sum(1) - mi[removed, removed]) / (len(live) - 1)  # without I(r; r)
     return float(best), float(row_mean.mean() / typical) if typical > 0 else np.nan
