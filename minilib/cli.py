@@ -9,6 +9,7 @@ Commands::
     minilib lm …          chapter 7's block and MLP sweeps on a causal LM (minilib.experiments.lm_sweep)
     minilib critical …    single neurons whose removal breaks a fine-tune (minilib.experiments.critical)
     minilib reconstruct … compensation and allocation on a causal LM (minilib.experiments.reconstruct)
+    minilib redundancy …  the redundancy check of every method's keep-sets (minilib.experiments.redundancy)
     minilib cache clear   delete every cached artefact (minilib.cache); ``cache where`` prints the folder
 
 Every argument is checked before any expensive step; a bad one prints one ``error: …`` line and
@@ -72,12 +73,12 @@ def prune_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batches", type=int, help="MI batches to average (default: all)")
     p.add_argument("--mds-seeds", type=int, default=d.mds_seeds, help="M, candidates of the KL choice (Eq. 2)")
     p.add_argument("--mds", default=d.mds, choices=["smacof", "classical"],
-                   help="MDS solver: metric SMACOF (default) or classical (one eigendecomposition, for large layers)")
+                   help="MDS solver of --cluster kmeans: metric SMACOF or classical (one eigendecomposition)")
     p.add_argument("--mds-mass", type=float, default=d.mds_mass,
                    help="with --mds classical: keep the fewest MDS axes holding this share of the eigenvalue mass")
     p.add_argument("--cluster", default=d.cluster, choices=list(CLUSTERINGS),
-                   help="cluster step: k-means on the MDS coordinates (the paper) or k-medoids / agglomerative "
-                   "on the MI distances")
+                   help="cluster step: k-medoids (default) or agglomerative on the MI distances, or k-means on "
+                   "the --mds coordinates (the paper's literal pipeline)")
     p.add_argument("--mi-tol", type=_tolerance, default=d.mi_tol,
                    help=f"certified error bound (bits) of every MI entry, or 'exact' (default: {d.mi_tol:g})")
     p.add_argument("--compensation", choices=list(COMPENSATIONS), metavar="MODE",
@@ -240,6 +241,8 @@ def _commands() -> dict[str, tuple[str, Callable[[Sequence[str] | None], None]]]
             "critical": ("single neurons whose removal breaks a fine-tune (chapter 8)", lazy("experiments.critical")),
             "reconstruct": ("compensation and allocation of every method on a causal LM (chapter 9)",
                             lazy("experiments.reconstruct")),
+            "redundancy": ("does each method remove the redundant neurons? (chapter 8)",
+                           lazy("experiments.redundancy")),
             "cache": ("where the cache is, or clear it", cache_main)}
 
 

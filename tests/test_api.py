@@ -141,7 +141,8 @@ def test_a_planted_copy_of_a_neuron_is_pruned_first_on_a_decoder():
 
 
 def test_classical_mds_option_runs_the_paper_method_and_is_seed_free_in_its_embedding():
-    state = Calibrated(build("llama"), batches("llama", n=4, size=6, length=20), Settings(mds="classical", mds_seeds=3))
+    state = Calibrated(build("llama"), batches("llama", n=4, size=6, length=20), Settings(mds="classical", cluster="kmeans",
+                                                                                     mds_seeds=3))
     keep = minilib.methods.METHODS["mi-mds"].select(state, 6, 0)
     assert [len(k) for k in keep] == [6, 6, 6] and len(state.embeddings) == 3  # one embedding per layer, not per seed
     with pytest.raises(ValueError, match="mds must be one of"):

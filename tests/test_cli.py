@@ -93,7 +93,7 @@ def test_subcommands_share_the_entry_point():
     assert done.returncode == 0 and all(c in done.stdout for c in ("prune", "pretrain", "finetune", "sweep", "lm", "critical",
                                                                  "cache"))
     assert _cli("nope").stderr.strip() == "error: unknown command 'nope'; choose from prune, pretrain, finetune, " \
-                                          "sweep, lm, critical, reconstruct, cache"
+                                          "sweep, lm, critical, reconstruct, redundancy, cache"
 
 
 def _error(capsys, argv) -> str:
@@ -191,7 +191,12 @@ def test_an_interrupted_save_leaves_the_old_output_untouched(folders, tmp_path, 
     (["sweep", "--methods", "nope", "--init", "offline"], "unknown method(s) ['nope']"),
     (["sweep", "--mds-mass", "1.5", "--mds", "classical", "--init", "offline"], "mds_mass is a share"),
     (["sweep", "--tasks", "cola", "--init", "offline"], "unknown GLUE task 'cola'"),
-    (["sweep", "--ablate", "reduction", "--values", "max"], "--values for reduction must be mean, cls or tokens"),
+    (["sweep", "--ablate", "reduction", "--values", "max"], "--values for reduction must be among mean, cls, tokens"),
+    (["sweep", "--ablate", "cluster", "--values", "dbscan"], "--values for cluster must be among kmeans, kmedoids"),
+    (["redundancy", "--removed", "1.5"], "--removed fractions must be in [0, 1)"),
+    (["redundancy", "--methods", "nope"], "unknown method(s) ['nope']"),
+    (["redundancy", "--tasks", "cola"], "unknown GLUE task 'cola'"),
+    (["lm", "--cluster", "dbscan", "--profile", "quick"], "invalid choice: 'dbscan'"),
     (["sweep", "--fit-fraction", "2", "--init", "minilm"], "--fit-fraction is a fraction of the training set"),
     (["sweep", "--methods", "mi-mds", "--allocation", "global"], "allocation global ranks scores across layers"),
     (["lm", "--tables", "nope", "--profile", "quick"], "unknown tables"),

@@ -1,9 +1,9 @@
-"""The redundancy diagnostic of a keep-set against an MI map (minilib.methods.diagnostics)."""
+"""The redundancy diagnostic of a keep-set against an MI map, and MDS fidelity (minilib.methods.diagnostics)."""
 
 import numpy as np
 import pytest
 
-from minilib.methods.diagnostics import removed_redundancy
+from minilib.methods.diagnostics import mds_fidelity, removed_redundancy
 
 D, PAIRS = 40, 10  # neurons i and 20 + i share 2 bits for i < 10; every other pair shares < 0.05
 
@@ -47,3 +47,21 @@ def test_dead_neurons_are_left_out_and_the_draws_are_seeded():
 def test_bad_input_is_one_clear_error(args, message):
     with pytest.raises(ValueError, match=message):
         removed_redundancy(*args)
+
+
+def test_few_mds_axes_lose_near_equidistant_neurons_and_all_of_them_keep_the_distances():
+    rng = np.random.default_rng(0)
+    n = 300
+    S = rng.uniform(0.0, 0.05, (n, n))
+    S = (S + S.T) / 2
+    for i in range(10):  # ten tight pairs among near-equidistant neurons
+        S[i, n - 1 - i] = S[n - 1 - i, i] = 3.0
+    np.fill_diagonal(S, 4.0)
+    fid = mds_fidelity(S, (2, 8, 64, 10_000))
+    assert list(fid.dims) == [2, 8, 64, n - 1]  # capped at the positive axes, at most n − 1
+    assert fid.mass.is_monotonic_increasing and fid.mass.iloc[-1] == pytest.approx(1.0)
+    assert fid.pearson.iloc[1] < 0.2 < 0.9 < fid.pearson.iloc[-1]  # 8 axes keep the pairs, not the rest
+    with pytest.raises(ValueError, match="each at least 1"):
+        mds_fidelity(S, (0, 8))
+    with pytest.raises(ValueError, match="square matrix"):
+        mds_fidelity(S[:, :5])

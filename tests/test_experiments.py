@@ -211,7 +211,9 @@ def test_a_minilm_run_is_swept_with_classical_mds(tmp_path):
     assert (table.ffn_flops == 0.5).all() and set(table.metric) == {"f1", "accuracy"}
     kept = [json.loads(p.read_text()) for p in tmp_path.glob("sweeps/**/choices/mi-mds/*.json")]
     assert len(kept) == 1 and [len(k) for k in kept[0]["choice"]] == [768] * 6  # half of 1,536, in all 6 layers
-    assert all("-classical-code" in p.parent.parent.parent.name for p in tmp_path.glob("sweeps/**/choices/mi-mds/*.json"))
+    assert all("-classical-kmedoids-code" in p.parent.parent.parent.name  # the setting names its cluster step
+               for p in tmp_path.glob("sweeps/**/choices/mi-mds/*.json"))
+    assert set(table.cluster) == {"kmedoids"}
 
 
 def test_a_gradient_score_after_the_kl_choice_in_one_context(runs, tmp_path):
@@ -295,3 +297,23 @@ def test_published_reads_one_table_or_a_group_split_by_setting(tmp_path, monkeyp
     for missing in ("other-*", "other"):
         with pytest.raises(FileNotFoundError, match="make results"):
             glue_sweep.published(missing)
+
+
+def test_the_redundancy_check_reads_each_methods_own_keep_sets(runs):
+    from minilib.experiments import redundancy
+
+    runs, cache = runs
+    ctx = glue_sweep.Context(runs["sst2"], cache=cache, fraction=1.0, mds_seeds=2)
+    table = redundancy.keep_set_check(ctx, ["random", "mi-mds"], [0.25, 0.5])
+    layers = ctx.mi_map.n_layers
+    assert len(table) == 2 * 2 * layers and set(table.method) == {"random", "mi-mds"}
+    live = ctx.mi_map.alive.sum(1)
+    for (method, removed), t in table.groupby(["method", "removed_fraction"]):
+        keep = glue_sweep.METHODS[method].select(ctx, layer_counts(ctx, method, "uniform", 1 - removed), 0)
+        assert list(t.kept) == [np.isin(k, np.flatnonzero(a)).sum() for k, a in zip(keep, ctx.mi_map.alive)]
+        assert (t.kept + t.removed == live).all()
+    summary = redundancy.summarize(table)
+    assert len(summary) == 4 and (summary.layers == layers).all()
+    assert summary.best_match_ratio.notna().all()
+    with pytest.raises(ValueError, match="removed fractions must be in"):
+        redundancy.keep_set_check(ctx, ["random"], [1.0])

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from minilib.methods import selection
+from minilib.estimator.mimap import MIMap
+from minilib.methods import PruningState, Settings, mds_candidates, selection
 
 
 def _duplicated(n: int = 20, pairs=((0, 1), (2, 3), (4, 5)), seed: int = 0) -> np.ndarray:
@@ -266,3 +267,29 @@ def test_classical_mds_with_a_share_of_the_eigenvalue_mass_keeps_enough_axes_for
     assert selection.mds_embedding(S, solver="classical", mass=1.0).shape[1] <= n - 1
     with pytest.raises(ValueError, match="with solver='classical'"):
         selection.mds_embedding(S[:20, :20], mass=0.8)  # SMACOF has no eigenvalues to count
+
+
+class _PlantedState(PruningState):
+    """A pruning state that holds only a one-layer MI map (the cluster step reads nothing else)."""
+
+    def __init__(self, S: np.ndarray, settings: Settings) -> None:
+        super().__init__()
+        self.settings, self.seed, self.S = settings, 0, S
+
+    def compute_mi_map(self, widths: str) -> MIMap:
+        n = len(self.S)
+        return MIMap(self.S[None], np.zeros((1, n, n)), np.ones((1, n), bool), np.ones((1, n)))
+
+
+def test_the_default_cluster_step_removes_the_planted_duplicates_first_where_the_papers_8d_kmeans_does_not():
+    S, n, pairs = _planted_pairs(), 1000, 20
+    group = np.r_[0:pairs, n - pairs:n]
+
+    def removed(settings: Settings) -> np.ndarray:
+        keep = mds_candidates(_PlantedState(S, settings), n - pairs, [0, 1])
+        return [np.setdiff1d(np.arange(n), k[0]) for k in keep]
+
+    for r in removed(Settings()):  # every candidate of the KL choice
+        assert np.isin(r, group).all() and sorted(min(i, n - 1 - i) for i in r) == list(range(pairs))
+    for r in removed(Settings(cluster="kmeans", mds="classical")):  # the paper's literal pipeline
+        assert not np.isin(r, group).any()

@@ -44,7 +44,7 @@ from minilib.experiments.finetune import evaluate, load_finetuned, read_result
 from minilib.models.bert import load_tokenizer
 
 __all__ = ["calibration_activations", "neuron_mi_map", "Context", "METHODS", "mds_candidates", "kl_choice", "kl_dims_sensitivity",
-           "pruned_model", "evaluate_keep", "check_levels", "sweep", "ABLATIONS", "ablate", "published", "summarize", "PAPER_DENSE", "compare_table2", "compensation_table", "drops_from_dense", "main"]
+           "pruned_model", "evaluate_keep", "check_levels", "sweep", "ABLATIONS", "ABLATION_CHOICES", "ablate", "published", "summarize", "PAPER_DENSE", "compare_table2", "compensation_table", "drops_from_dense", "main"]
 
 
 @dataclass
@@ -67,7 +67,7 @@ class Context(PruningState):
     mi_tol: float | None = DEFAULT_TOL  # certified error bound (bits) of the MI map; None: exact
     mds: str = "smacof"  # or "classical": seed-free, for layers of thousands of neurons (Settings)
     mds_mass: float | None = None  # classical MDS: axes holding this share of the eigenvalue mass (Settings)
-    cluster: str = "kmeans"  # the cluster step (Settings): or "kmedoids" / "agglomerative" on the distances
+    cluster: str = Settings.cluster  # the cluster step (Settings); "kmeans" is the paper's literal 8-D one
     data_dir: str | os.PathLike | None = None
     cache: str | os.PathLike | None = None
     progress: bool = False  # tqdm bars for the MI map and the peers' scoring passes
@@ -214,6 +214,7 @@ def sweep(runs: Sequence[str | os.PathLike], methods: Sequence[str], levels: Seq
                 rows.append({"task": ctx.task.name, "method": cell.method, "labels": METHODS[cell.method].labels,
                              "compensation": plans[cell.method][0], "allocation": plans[cell.method][1],
                              "fit_fraction": ctx.fit_fraction or ctx.fraction, "skip_first": ctx.skip_first,
+                             "cluster": ctx.cluster,  # the setting; only the clustering methods read it
                              "ffn_flops": cell.level / size, "encoder_flops": round(flops, 4), "trial": cell.trial,
                              "metric": metric, "value": round(value, 2),
                              "seconds": round(r["select_seconds"] + r["eval_seconds"], 2),
@@ -222,7 +223,8 @@ def sweep(runs: Sequence[str | os.PathLike], methods: Sequence[str], levels: Seq
 
 
 # The Context settings chapter 6 varies (Figs. 5–7 and open decision 1), with their types.
-ABLATIONS: dict[str, type] = {"fraction": float, "alpha": float, "mds_seeds": int, "reduction": str}
+ABLATIONS: dict[str, type] = {"fraction": float, "alpha": float, "mds_seeds": int, "reduction": str, "cluster": str}
+ABLATION_CHOICES = {"reduction": ("mean", "cls", "tokens"), "cluster": selection.CLUSTERINGS}
 
 
 def ablate(runs: Sequence[str | os.PathLike], parameter: str, values: Sequence, levels: Sequence[float],
@@ -365,8 +367,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="MDS solver of the MI pipelines (classical: one eigendecomposition per layer)")
     parser.add_argument("--mds-mass", type=float,
                         help="with --mds classical: the MDS axes holding this share of the eigenvalue mass")
-    parser.add_argument("--cluster", default="kmeans", choices=list(selection.CLUSTERINGS),
-                        help="cluster step of the MI pipelines (kmedoids / agglomerative: on the MI distances)")
+    parser.add_argument("--cluster", default=Settings.cluster, choices=list(selection.CLUSTERINGS),
+                        help="cluster step of the MI pipelines: kmedoids / agglomerative on the MI distances, or "
+                        "kmeans on --mds coordinates (the paper's literal pipeline)")
     parser.add_argument("--ablate", choices=list(ABLATIONS), help="vary this setting for --methods' first method")
     parser.add_argument("--values", nargs="+", default=[], help="the settings --ablate takes")
     parser.add_argument("--compensation", choices=list(COMPENSATIONS),
@@ -395,18 +398,18 @@ def main(argv: list[str] | None = None) -> None:
         glue.get_task(t)
     if args.ablate:
         values = [ABLATIONS[args.ablate](v) for v in args.values]
-        if args.ablate == "reduction" and set(values) - {"mean", "cls", "tokens"}:
-            raise ValueError(f"--values for reduction must be mean, cls or tokens, got {args.values}")
+        allowed = ABLATION_CHOICES.get(args.ablate)
+        if allowed and set(values) - set(allowed):
+            raise ValueError(f"--values for {args.ablate} must be among {', '.join(allowed)}, got {args.values}")
     check_output(args.out)  # results/ from a clean tree only
     runs = [finetune(t, args.init, args.seed) for t in args.tasks]
+    options = dict(mds_seeds=args.mds_seeds, seed=args.seed, mds=args.mds, cluster=args.cluster,
+                   mds_mass=args.mds_mass, compensation=args.compensation, allocation=args.allocation,
+                   fit_fraction=args.fit_fraction, skip_first=args.skip_first)
     if args.ablate:
-        table = ablate(runs, args.ablate, args.values, args.levels, args.methods[0], mds_seeds=args.mds_seeds,
-                       seed=args.seed, mds=args.mds)
+        table = ablate(runs, args.ablate, args.values, args.levels, args.methods[0], **options)
     else:
-        table = sweep(runs, args.methods, args.levels, mds_seeds=args.mds_seeds, seed=args.seed, mds=args.mds,
-                      cluster=args.cluster, mds_mass=args.mds_mass,
-                      compensation=args.compensation, allocation=args.allocation, fit_fraction=args.fit_fraction,
-                      skip_first=args.skip_first)
+        table = sweep(runs, args.methods, args.levels, **options)
     atomic_file(Path(args.out), lambda p: table.to_csv(p, index=False))
     print(f"{len(table)} rows → {args.out}")
 

@@ -28,6 +28,7 @@ from minilib.methods import blocks
 from minilib.models import lm
 from minilib.models import surgery
 from minilib.methods import METHODS, Calibrated, Settings
+from minilib.methods.selection import CLUSTERINGS
 from minilib.methods.scores import keep_fraction, keep_top, magnitude_scores
 from minilib.cache import atomic_file, cache_dir, check_output, code_fingerprint, code_revision, data_fingerprint, short_hash
 from minilib.cache import cell as cached_cell
@@ -74,6 +75,7 @@ class Setup:
     tokenizer: object = None  # the zero-shot tasks tokenise their prompts
     progress: bool = False  # tqdm bars for the MLP neurons' MI map and the peers' scores
     maps: Path | None = None  # where the MLP neurons' MI map is saved (None: ``folder/mimaps``)
+    cluster: str = Settings.cluster  # the cluster step of mi-mds (Settings; "kmeans": the paper's literal one)
 
     @cached_property
     def states(self) -> torch.Tensor:
@@ -87,12 +89,14 @@ class Setup:
         The MLP neurons' MI map (``mi-mds``) samples one token position per row, in batches of
         ``neuron_mi_batch`` (the paper's 100 in the full profile), and averages the first
         ``neuron_mi_batches``: a map of SmolLM2's 30 blocks costs about 15 minutes per batch of 100
-        on two cores (chapter 3b). MDS is classical (one eigendecomposition per block): SMACOF
-        takes 10–17 s per block and seed at 1,536 neurons, 1.5 hours for 20 seeds of 30 blocks.
+        on two cores (chapter 3b). With ``cluster="kmeans"`` MDS is classical (one eigendecomposition
+        per block): SMACOF takes 10–17 s per block and seed at 1,536 neurons, 1.5 hours for 20 seeds
+        of 30 blocks.
         The map is saved under :attr:`maps` once computed, so an interrupted sweep resumes after it;
         :func:`prepare` keys that folder by the code that computes the map, not by the methods'.
         """
-        settings = Settings(mi_batch=self.neuron_mi_batch, max_batches=self.neuron_mi_batches, mds="classical")
+        settings = Settings(mi_batch=self.neuron_mi_batch, max_batches=self.neuron_mi_batches, mds="classical",
+                            cluster=self.cluster)
         maps = (self.maps or self.folder / "mimaps") / short_hash(json.dumps(settings.map_settings(), sort_keys=True))
         return Calibrated(self.model, [{"input_ids": w[None]} for w in self.calib_windows], settings, seed=self.seed,
                           progress=self.progress, cache=maps)
@@ -114,12 +118,14 @@ class Setup:
 
 def prepare(profile: str = "quick", source: str = "auto", cache: str | os.PathLike | None = None,
             data_dir: str | os.PathLike | None = None, seed: int = 0, first_blocks: int | None = None,
-            progress: bool = False) -> Setup:
+            progress: bool = False, cluster: str = Settings.cluster) -> Setup:
     """Load the model and cut the profile's windows; results are cached per (model, windows, seed).
 
     ``first_blocks`` keeps only the model's first blocks: a small model for a live run of the MLP
-    MI map, whose cost grows with the number of blocks (chapter 8's quick profile).
+    MI map, whose cost grows with the number of blocks (chapter 8's quick profile). ``cluster`` is the
+    cluster step of ``mi-mds`` (:class:`~minilib.methods.Settings`); it keys the results' folder, not the map's.
     """
+    Settings(cluster=cluster)  # checked before the model is loaded
     s = settings(profile)
     model, tokenizer = lm.load_lm(source, cache)
     if first_blocks is not None:
@@ -130,14 +136,15 @@ def prepare(profile: str = "quick", source: str = "auto", cache: str | os.PathLi
     data = data_fingerprint(*(lm.lm_data_dir(data_dir) / lm.SPLITS[split] for split in ("test", "valid")))
     key = short_hash(f"{name}|{lm.resolve_source(source)}|{s.eval_windows}x{s.eval_length}|{s.calib_windows}x"
                      f"{s.calib_length}|{s.mi_tokens}/{s.mi_batch}|{s.neuron_mi_batch}x{s.neuron_mi_batches}|{seed}|data {data}|"
-                     f"code {code_fingerprint('minilib.experiments.lm_sweep')}")
+                     f"code {code_fingerprint('minilib.experiments.lm_sweep')}"
+                     + ("" if cluster == Settings.cluster else f"|cluster {cluster}"))
     # the hour-long MLP map: keyed by its inputs and by the estimator's, the hook's and the loader's code only
     # (the map's own settings, batch size and count included, name a folder below it: Setup.state)
     maps = short_hash(f"{name}|{lm.resolve_source(source)}|{s.calib_windows}x{s.calib_length}|{seed}|data {data}|"
                       f"code {code_fingerprint('minilib.estimator.mimap', 'minilib.models.hooks', 'minilib.models.lm')}")
     return Setup(model, test, calib, name, cache_dir(cache) / "lm-runs" / key, s.mi_tokens, s.mi_batch,
                  s.neuron_mi_batch, s.neuron_mi_batches, seed, tokenizer, progress,
-                 cache_dir(cache) / "lm-maps" / maps)
+                 cache_dir(cache) / "lm-maps" / maps, cluster)
 
 
 def _block_cells(methods, n_blocks, trials: int) -> list[engine.Cell]:
@@ -382,15 +389,17 @@ TABLES = ("blocks", "mlp", "zeroshot", "speed")
 
 
 def run_all(profile: str, out: str | os.PathLike, source: str = "auto", cache=None,
-            tables: tuple[str, ...] = ("blocks", "mlp", "speed")) -> dict[str, pd.DataFrame]:
-    """The sweeps, the zero-shot and the speed tables of a profile, written to ``out/lm-<table>.csv``."""
+            tables: tuple[str, ...] = ("blocks", "mlp", "speed"), cluster: str = Settings.cluster
+            ) -> dict[str, pd.DataFrame]:
+    """The sweeps, the zero-shot and the speed tables of a profile, written to ``out/lm-<table>.csv``
+    (``cluster``: the cluster step of ``mi-mds``, recorded in every table)."""
     s = settings(profile)
     unknown = set(tables) - set(TABLES)
     if unknown:  # before the model is loaded
         raise ValueError(f"unknown tables {sorted(unknown)}; choose from {', '.join(TABLES)}")
     check_output(out)  # results/ from a clean tree only, refused before the model is loaded
     code = code_revision()  # the code that runs, even if the tree changes before a table is written
-    setup = prepare(profile, source, cache, progress=True)
+    setup = prepare(profile, source, cache, progress=True, cluster=cluster)
     runs = {"blocks": lambda: block_sweep(setup, s.n_blocks, trials=s.trials),
             "mlp": lambda: mlp_sweep(setup, s.ratios, trials=s.trials),
             "zeroshot": lambda: zeroshot_sweep(setup, s.zeroshot_ratios, s.zeroshot_blocks, s.zeroshot_tasks,
@@ -402,6 +411,8 @@ def run_all(profile: str, out: str | os.PathLike, source: str = "auto", cache=No
         df = runs[name]()
         df["wall_seconds"] = time.perf_counter() - t0  # the whole table, cached cells included
         df["model"], df["code"], df["eval_tokens"] = setup.name, code, setup.eval_windows.numel()
+        if name in ("mlp", "zeroshot"):  # the tables with mi-mds rows
+            df["cluster"] = cluster
         atomic_file(Path(out) / f"lm-{name}.csv", lambda p, df=df: df.to_csv(p, index=False, float_format="%.6g"))
         done[name] = df
     return done
@@ -415,7 +426,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="results", help="folder for the lm-<table>.csv files")
     parser.add_argument("--tables", nargs="+", default=["blocks", "mlp", "speed"],
                         help="which tables to (re)write: blocks, mlp, zeroshot, speed (time speed on an idle machine)")
+    parser.add_argument("--cluster", default=Settings.cluster, choices=list(CLUSTERINGS),
+                        help="cluster step of mi-mds (kmeans: the paper's literal 8-D pipeline on classical MDS)")
     args = parser.parse_args(argv)
-    for name, df in run_all(args.profile, args.out, args.source, tables=tuple(args.tables)).items():
-        print(f"\n{name}\n", df.drop(columns=["model", "code"]).to_string(index=False))
+    for name, df in run_all(args.profile, args.out, args.source, tables=tuple(args.tables),
+                            cluster=args.cluster).items():
+        print(f"\n{name}\n", df.drop(columns=["model", "code", "cluster"], errors="ignore").to_string(index=False))
 

@@ -13,6 +13,9 @@ Chance is measured, not assumed: the same statistics of ``draws`` seeded random 
 same size among the live neurons (their mean), and each statistic's ratio to it. A ratio below 1
 on the best kept match means the keep-set removed neurons that the kept ones explain *worse* than a
 random removal would (chapter 8 finds this for ``mi-mds`` on real models).
+
+:func:`mds_fidelity` asks why: how well the distances of Eq. 1 survive an embedding in few MDS
+dimensions, the input of the paper's k-means (chapter 4).
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ import numpy as np
 import pandas as pd
 
 from minilib.methods.compensation import partners_from_similarity
+from minilib.methods.selection import distances, mds_embedding
 
-__all__ = ["removed_redundancy"]
+__all__ = ["removed_redundancy", "mds_fidelity"]
 
 
 def _statistics(mi: np.ndarray, live: np.ndarray, kept: np.ndarray, typical: float) -> tuple[float, float]:
@@ -72,4 +76,33 @@ def removed_redundancy(mi: np.ndarray, keep: Sequence[np.ndarray], alive: np.nda
                      "random_best_match": random_best,
                      "best_match_ratio": best / random_best if random_best > 0 else np.nan,
                      "mean_mi_ratio": ratio, "random_mean_mi_ratio": random_ratio})
+    return pd.DataFrame(rows)
+
+
+def mds_fidelity(similarity: np.ndarray, dims: Sequence[int] = (2, 8, 32, 128, 512), scale: float = 1.0
+                 ) -> pd.DataFrame:
+    """How faithful classical MDS is to the distances ``d = A·exp(−S)`` (Eq. 1) at each number of axes.
+
+    One eigendecomposition of the double-centred ``B = −½ J d² J``; for each entry of ``dims`` (capped
+    at the positive axes, at most n − 1): ``dims``, ``mass`` (the share of the positive eigenvalue mass
+    those axes hold) and ``pearson`` (the correlation of the embedded distances with ``d`` over all
+    pairs). n equidistant points need n − 1 axes: with most pairs at nearly the same distance, the
+    top axes hold the few tight groups and put every other point near the origin (chapter 4).
+    """
+    S = np.asarray(similarity, dtype=np.float64)
+    if S.ndim != 2 or S.shape[0] != S.shape[1] or len(S) < 3:
+        raise ValueError(f"similarity must be a square matrix of at least 3 neurons, got shape {S.shape}")
+    if any(int(k) < 1 for k in dims):
+        raise ValueError(f"dims are numbers of MDS axes, each at least 1; got {list(dims)}")
+    X = mds_embedding(S, scale=scale, solver="classical", mass=1.0)  # every positive axis, largest first
+    lam = (X**2).sum(0)  # the axes' eigenvalues
+    upper = np.triu_indices(len(S), 1)
+    target = distances(S, scale)[upper]
+    rows = []
+    for k in sorted({min(int(k), X.shape[1]) for k in dims}):
+        Y = X[:, :k]
+        sq = (Y**2).sum(1)
+        embedded = np.sqrt(np.clip(sq[:, None] + sq[None] - 2 * Y @ Y.T, 0.0, None))[upper]
+        rows.append({"dims": k, "mass": float(lam[:k].sum() / lam.sum()),
+                     "pearson": float(np.corrcoef(embedded, target)[0, 1])})
     return pd.DataFrame(rows)
