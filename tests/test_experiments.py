@@ -317,3 +317,14 @@ def test_the_redundancy_check_reads_each_methods_own_keep_sets(runs):
     assert summary.best_match_ratio.notna().all()
     with pytest.raises(ValueError, match="removed fractions must be in"):
         redundancy.keep_set_check(ctx, ["random"], [1.0])
+
+
+def test_mds_fidelity_of_every_layer_of_a_context(runs):
+    from minilib.experiments import redundancy
+
+    runs, cache = runs
+    ctx = glue_sweep.Context(runs["stsb"], cache=cache, fraction=1.0, mds_seeds=2)
+    fid = redundancy.fidelity(ctx, dims=(2, 8))
+    assert len(fid) == 2 * ctx.mi_map.n_layers and list(fid.neurons) == [int(a.sum()) for a in ctx.mi_map.alive
+                                                                          for _ in range(2)]
+    assert (fid.groupby("layer")["mass"].diff().dropna() > 0).all() and fid.pearson.between(-1, 1).all()

@@ -8,6 +8,7 @@ the median over layers of the removed neurons' best-kept-match ratio to Random's
 mean-MI ratio.
 
 ``python -m minilib redundancy --init minilm --tasks mrpc stsb sst2 --lm --out results/redundancy.csv``
+(``--fidelity FILE``: also :func:`fidelity`, how faithful few MDS axes are to each layer's distances).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
@@ -24,10 +26,10 @@ from minilib.data import glue
 from minilib.experiments import glue_sweep, lm_sweep
 from minilib.experiments.finetune import finetune
 from minilib.methods import METHODS, PruningState, Settings, layer_counts
-from minilib.methods.diagnostics import removed_redundancy
+from minilib.methods.diagnostics import mds_fidelity, removed_redundancy
 from minilib.methods.selection import CLUSTERINGS
 
-__all__ = ["GLUE_METHODS", "keep_set_check", "summarize", "main"]
+__all__ = ["GLUE_METHODS", "FIDELITY_DIMS", "keep_set_check", "fidelity", "summarize", "main"]
 
 # the label-free peers, two supervised scores, and the paper's four MI methods
 GLUE_METHODS = ("random", "magnitude", "wanda", "kcm", "hfprune", "taylor", "fisher", "mi-alg1", "pcc-mds", "mi-mds",
@@ -56,6 +58,16 @@ def keep_set_check(state: PruningState, methods: Sequence[str], removed: Sequenc
     return pd.concat(tables, ignore_index=True)
 
 
+FIDELITY_DIMS = (2, 8, 32, 128, 512, 1024, 1535)  # MDS axes, up to n − 1 of a 1,536-neuron layer
+
+
+def fidelity(state: PruningState, dims: Sequence[int] = FIDELITY_DIMS) -> pd.DataFrame:
+    """:func:`mds_fidelity` of every layer's live neurons (one row per layer and number of axes)."""
+    mi = state.mi_map
+    return pd.concat([mds_fidelity(m[np.ix_(a, a)], dims).assign(layer=layer, neurons=int(a.sum()))
+                      for layer, (m, a) in enumerate(zip(mi.mi, mi.alive))], ignore_index=True)
+
+
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
     """One row per keep-set: the medians over layers of the best-kept-match and mean-MI ratios to Random's."""
     keys = [c for c in ("model", "task", "cluster", "method", "removed_fraction") if c in table]
@@ -65,13 +77,14 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _glue(init: str, tasks: Sequence[str], methods: Sequence[str], removed: Sequence[float], cluster: str,
-          seed: int) -> list[pd.DataFrame]:
+          seed: int, fidelities: list[pd.DataFrame]) -> list[pd.DataFrame]:
     tables = []
     for task in tasks:
         ctx = glue_sweep.Context(finetune(task, init, seed), mds="classical", cluster=cluster, progress=True)
         usable = [m for m in methods if not (METHODS[m].reads_output and ctx.task.is_regression)]
         tables.append(keep_set_check(ctx, usable, removed, progress=True).assign(
             model=ctx.result["model"], task=ctx.task.name, cluster=cluster))
+        fidelities.append(fidelity(ctx).assign(model=ctx.result["model"], task=ctx.task.name))
     return tables
 
 
@@ -87,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cluster", default=Settings.cluster, choices=list(CLUSTERINGS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="results/redundancy.csv")
+    parser.add_argument("--fidelity", help="also write the MDS fidelity of every layer's map here (chapter 4)")
     args = parser.parse_args(argv)
     unknown = [m for m in args.methods if m not in METHODS]
     if unknown:
@@ -95,14 +109,20 @@ def main(argv: list[str] | None = None) -> None:
         raise ValueError(f"--removed fractions must be in [0, 1), got {args.removed}")
     for t in args.tasks:
         glue.get_task(t)
-    check_output(args.out)
+    for out in filter(None, (args.out, args.fidelity)):
+        check_output(out)
     code = code_revision()
-    tables = _glue(args.init, args.tasks, args.methods, args.removed, args.cluster, args.seed)
+    fidelities: list[pd.DataFrame] = []
+    tables = _glue(args.init, args.tasks, args.methods, args.removed, args.cluster, args.seed, fidelities)
     if args.lm:
         setup = lm_sweep.prepare(args.lm_profile, "offline", seed=args.seed, progress=True, cluster=args.cluster)
         tables.append(keep_set_check(setup.state, lm_sweep.MLP_METHODS, args.removed, progress=True).assign(
             model=setup.name, task="wikitext-2", cluster=args.cluster))
+        fidelities.append(fidelity(setup.state).assign(model=setup.name, task="wikitext-2"))
     table = pd.concat(tables, ignore_index=True).assign(code=code)
     atomic_file(Path(args.out), lambda p: table.to_csv(p, index=False, float_format="%.6g"))
+    if args.fidelity:
+        fid = pd.concat(fidelities, ignore_index=True).assign(code=code)
+        atomic_file(Path(args.fidelity), lambda p: fid.to_csv(p, index=False, float_format="%.6g"))
     print(summarize(table).to_string(index=False, float_format="%.2f"))
     print(f"{len(table)} rows → {args.out}")
