@@ -58,7 +58,7 @@ def test_few_mds_axes_lose_near_equidistant_neurons_and_all_of_them_keep_the_dis
         S[i, n - 1 - i] = S[n - 1 - i, i] = 3.0
     np.fill_diagonal(S, 4.0)
     fid = mds_fidelity(S, (2, 8, 64, 10_000))
-    assert list(fid.dims) == [2, 8, 64, n - 1]  # capped at the positive axes, at most n − 1
+    assert list(fid.dims) == [2, 8, 64, 10_000] and list(fid.used_dims) == [2, 8, 64, n - 1]  # at most n − 1
     assert fid.mass.is_monotonic_increasing and fid.mass.iloc[-1] == pytest.approx(1.0)
     assert fid.pearson.iloc[1] < 0.2 < 0.9 < fid.pearson.iloc[-1]  # 8 axes keep the pairs, not the rest
     with pytest.raises(ValueError, match="each at least 1"):

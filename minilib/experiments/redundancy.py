@@ -58,7 +58,7 @@ def keep_set_check(state: PruningState, methods: Sequence[str], removed: Sequenc
     return pd.concat(tables, ignore_index=True)
 
 
-FIDELITY_DIMS = (2, 8, 32, 128, 512, 1024, 1535)  # MDS axes, up to n − 1 of a 1,536-neuron layer
+FIDELITY_DIMS = (2, 8, 32, 128, 512, 1024, 1535)  # MDS axes; 1,535: every positive axis of 1,536 neurons
 
 
 def fidelity(state: PruningState, dims: Sequence[int] = FIDELITY_DIMS) -> pd.DataFrame:

@@ -83,10 +83,10 @@ def mds_fidelity(similarity: np.ndarray, dims: Sequence[int] = (2, 8, 32, 128, 5
                  ) -> pd.DataFrame:
     """How faithful classical MDS is to the distances ``d = A·exp(−S)`` (Eq. 1) at each number of axes.
 
-    One eigendecomposition of the double-centred ``B = −½ J d² J``; for each entry of ``dims`` (capped
-    at the positive axes, at most n − 1): ``dims``, ``mass`` (the share of the positive eigenvalue mass
-    those axes hold) and ``pearson`` (the correlation of the embedded distances with ``d`` over all
-    pairs). n equidistant points need n − 1 axes: with most pairs at nearly the same distance, the
+    One eigendecomposition of the double-centred ``B = −½ J d² J``; for each entry of ``dims``:
+    ``dims``, ``used_dims`` (capped at the positive axes, at most n − 1), ``mass`` (the share of the
+    positive eigenvalue mass those axes hold) and ``pearson`` (the correlation of the embedded
+    distances with ``d`` over all pairs). n equidistant points need n − 1 axes: with most pairs at nearly the same distance, the
     top axes hold the few tight groups and put every other point near the origin (chapter 4).
     """
     S = np.asarray(similarity, dtype=np.float64)
@@ -99,10 +99,11 @@ def mds_fidelity(similarity: np.ndarray, dims: Sequence[int] = (2, 8, 32, 128, 5
     upper = np.triu_indices(len(S), 1)
     target = distances(S, scale)[upper]
     rows = []
-    for k in sorted({min(int(k), X.shape[1]) for k in dims}):
+    for want in sorted({int(k) for k in dims}):
+        k = min(want, X.shape[1])
         Y = X[:, :k]
         sq = (Y**2).sum(1)
         embedded = np.sqrt(np.clip(sq[:, None] + sq[None] - 2 * Y @ Y.T, 0.0, None))[upper]
-        rows.append({"dims": k, "mass": float(lam[:k].sum() / lam.sum()),
+        rows.append({"dims": want, "used_dims": k, "mass": float(lam[:k].sum() / lam.sum()),
                      "pearson": float(np.corrcoef(embedded, target)[0, 1])})
     return pd.DataFrame(rows)
