@@ -52,9 +52,9 @@ bench: venv
 THREADS ?= 1
 RUN = OMP_NUM_THREADS=$(THREADS) $(PY) -m minilib
 FT_GRID := --tasks sst2 stsb mrpc --seeds 0 1 2
-RESULT_STEPS := results-finetune results-sweep results-lm $(addprefix results-ablation-,alpha reduction mds_seeds fraction) \
+RESULT_STEPS := results-finetune results-sweep results-lm $(addprefix results-ablation-,alpha reduction mds_seeds fraction cluster) \
 	results-minilm-finetune results-minilm-sweep results-minilm-critical results-lm-zeroshot results-reconstruct \
-	results-minilm-compensation
+	results-minilm-compensation results-minilm-redundancy
 .PHONY: results-tree results-encoder results-ft-offline results-ft-random results-minilm-ft $(RESULT_STEPS)
 
 results: $(RESULT_STEPS)
@@ -83,6 +83,8 @@ results-ablation-mds_seeds: results-sweep
 	$(ABLATE) --tasks mrpc stsb --ablate mds_seeds --values 1 5 20 100 --out results/ablation-mds_seeds.csv
 results-ablation-fraction: results-ft-offline
 	$(ABLATE) --tasks mrpc --ablate fraction --values 0.01 0.1 0.5 1 --out results/ablation-fraction.csv
+results-ablation-cluster: results-sweep
+	$(ABLATE) --tasks mrpc stsb --ablate cluster --values kmeans kmedoids agglomerative --out results/ablation-cluster.csv
 results-lm: results-ft-random
 	$(RUN) lm --profile full --source offline --tables blocks mlp --out results  # chapters 7 and 8
 # chapter 8: all-MiniLM-L6-v2 fine-tuned and pruned on GLUE (classical MDS at 1,536 neurons), and the
@@ -95,6 +97,15 @@ results-minilm-sweep: results-minilm-ft
 	$(RUN) sweep --tasks mrpc stsb sst2 --init minilm --mds classical --mds-seeds 20 --levels $(LEVELS) --out results/minilm-pruning.csv
 results-minilm-critical: results-minilm-ft
 	$(RUN) critical --tasks mrpc sst2 stsb --init minilm --out results/minilm-critical.csv  # MRPC 25 min, STS-B 44 min beside two other runs
+# chapters 4, 6 and 8: does each method remove the redundant neurons (the default cluster step, then the
+# paper's 8-D k-means), the MDS fidelity of every layer, and the cluster step's ablation on MiniLM
+results-minilm-redundancy: results-minilm-ft
+	$(RUN) redundancy --init minilm --tasks mrpc stsb sst2 --out results/redundancy-minilm.csv \
+		--fidelity results/mds-fidelity-minilm.csv
+	$(RUN) redundancy --init minilm --tasks mrpc stsb sst2 --cluster kmeans --methods pcc-mds mi-mds mi-mds-wanda \
+		--out results/redundancy-minilm-kmeans.csv
+	$(RUN) sweep --tasks mrpc stsb --init minilm --mds classical --mds-seeds 20 --levels 0.8 0.6 0.4 0.2 \
+		--methods mi-mds --ablate cluster --values kmeans kmedoids agglomerative --out results/minilm-ablation-cluster.csv
 results-lm-zeroshot: results-lm
 	$(RUN) lm --profile full --source offline --tables zeroshot --out results
 # chapter 9: every label-free peer with each compensation and allocation on SmolLM2's MLP (47 min on 2
