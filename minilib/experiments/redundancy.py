@@ -54,7 +54,8 @@ def keep_set_check(state: PruningState, methods: Sequence[str], removed: Sequenc
     for method, fraction in tqdm([(m, r) for m in methods for r in removed], desc="redundancy check",
                                  disable=not progress):
         keep = METHODS[method].select(state, layer_counts(state, method, "uniform", 1 - fraction), seed)
-        tables.append(removed_redundancy(mi.mi, keep, mi.alive, draws, seed).assign(method=method, removed_fraction=fraction))
+        check = removed_redundancy(mi.mi, keep, mi.alive, draws, seed)
+        tables.append(check.assign(method=method, removed_fraction=fraction))
     return pd.concat(tables, ignore_index=True)
 
 

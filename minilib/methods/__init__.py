@@ -393,8 +393,8 @@ METHODS: dict[str, Method] = {
                       similarity="mi"),
     "pcc-mds": Method("U", "the proposed pipeline with |Pearson r| in place of MI", ACTS, select_rule=_mds_kl("pcc"),
                       similarity="pcc"),
-    "mi-mds": Method("U", "proposed: clusters of the MI distances (Settings.cluster), KL among M seeds", ACTS, select_rule=_mds_kl("mi"),
-                     similarity="mi"),
+    "mi-mds": Method("U", "proposed: clusters of the MI distances (Settings.cluster), KL among M seeds", ACTS,
+                     select_rule=_mds_kl("mi"), similarity="mi"),
     "mi-mds-scott": Method("U", "the proposed pipeline with Scott's widths (Fig. 3)", ACTS,
                            select_rule=_mds_kl("mi-scott"), similarity="mi-scott"),
     # beyond the paper: MI clusters say which neurons are redundant, Wanda which member of each matters

@@ -86,8 +86,9 @@ def mds_fidelity(similarity: np.ndarray, dims: Sequence[int] = (2, 8, 32, 128, 5
     One eigendecomposition of the double-centred ``B = −½ J d² J``; for each entry of ``dims``:
     ``dims``, ``used_dims`` (capped at the positive axes, at most n − 1), ``mass`` (the share of the
     positive eigenvalue mass those axes hold) and ``pearson`` (the correlation of the embedded
-    distances with ``d`` over all pairs). n equidistant points need n − 1 axes: with most pairs at nearly the same distance, the
-    top axes hold the few tight groups and put every other point near the origin (chapter 4).
+    distances with ``d`` over all pairs). n equidistant points need n − 1 axes: with most pairs at
+    nearly the same distance, the top axes hold the few tight groups and put every other point near
+    the origin (chapter 4).
     """
     S = np.asarray(similarity, dtype=np.float64)
     if S.ndim != 2 or S.shape[0] != S.shape[1] or len(S) < 3:
