@@ -392,7 +392,7 @@ def run_all(profile: str, out: str | os.PathLike, source: str = "auto", cache=No
             tables: tuple[str, ...] = ("blocks", "mlp", "speed"), cluster: str = Settings.cluster
             ) -> dict[str, pd.DataFrame]:
     """The sweeps, the zero-shot and the speed tables of a profile, written to ``out/lm-<table>.csv``
-    (``cluster``: the cluster step of ``mi-mds``, recorded in every table)."""
+    (``cluster``: the cluster step of ``mi-mds``, recorded in the tables with its rows, mlp and zeroshot)."""
     s = settings(profile)
     unknown = set(tables) - set(TABLES)
     if unknown:  # before the model is loaded

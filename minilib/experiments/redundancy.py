@@ -36,6 +36,14 @@ GLUE_METHODS = ("random", "magnitude", "wanda", "kcm", "hfprune", "taylor", "fis
                 "mi-mds-wanda")
 
 
+def _check(methods: Sequence[str], removed: Sequence[float], name: str = "removed") -> None:
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+    if not all(0 <= r < 1 for r in removed):
+        raise ValueError(f"{name} fractions must be in [0, 1), got {list(removed)}")
+
+
 def keep_set_check(state: PruningState, methods: Sequence[str], removed: Sequence[float], draws: int = 20,
                    seed: int = 0, progress: bool = False) -> pd.DataFrame:
     """:func:`removed_redundancy` of each method's keep-set with ``removed`` of every layer's neurons gone.
@@ -44,11 +52,7 @@ def keep_set_check(state: PruningState, methods: Sequence[str], removed: Sequenc
     ``method`` and ``removed_fraction``. A method is refused before any keep-set is drawn if it
     is unknown or ``removed`` is not in [0, 1).
     """
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
-    if not all(0 <= r < 1 for r in removed):
-        raise ValueError(f"removed fractions must be in [0, 1), got {list(removed)}")
+    _check(methods, removed)
     mi = state.mi_map
     tables = []
     for method, fraction in tqdm([(m, r) for m in methods for r in removed], desc="redundancy check",
@@ -103,11 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="results/redundancy.csv")
     parser.add_argument("--fidelity", help="also write the MDS fidelity of every layer's map here (chapter 4)")
     args = parser.parse_args(argv)
-    unknown = [m for m in args.methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
-    if not all(0 <= r < 1 for r in args.removed):
-        raise ValueError(f"--removed fractions must be in [0, 1), got {args.removed}")
+    _check(args.methods, args.removed, "--removed")
     for t in args.tasks:
         glue.get_task(t)
     for out in filter(None, (args.out, args.fidelity)):
