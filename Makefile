@@ -98,7 +98,8 @@ results-minilm-sweep: results-minilm-ft
 results-minilm-critical: results-minilm-ft
 	$(RUN) critical --tasks mrpc sst2 stsb --init minilm --out results/minilm-critical.csv  # MRPC 25 min, STS-B 44 min beside two other runs
 # chapters 4, 6 and 8: does each method remove the redundant neurons (the default cluster step, then the
-# paper's 8-D k-means), the MDS fidelity of every layer, and the cluster step's ablation on MiniLM
+# paper's 8-D k-means), the MDS fidelity of every layer, the cluster step's ablation on MiniLM, and SmolLM2's
+# check (its MLP map: about an hour on one thread)
 results-minilm-redundancy: results-minilm-ft
 	$(RUN) redundancy --init minilm --tasks mrpc stsb sst2 --out results/redundancy-minilm.csv \
 		--fidelity results/mds-fidelity-minilm.csv
@@ -106,6 +107,7 @@ results-minilm-redundancy: results-minilm-ft
 		--out results/redundancy-minilm-kmeans.csv
 	$(RUN) sweep --tasks mrpc stsb --init minilm --mds classical --mds-seeds 20 --levels 0.8 0.6 0.4 0.2 \
 		--methods mi-mds --ablate cluster --values kmeans kmedoids agglomerative --out results/minilm-ablation-cluster.csv
+	$(RUN) redundancy --tasks --lm --out results/redundancy-smollm2.csv --fidelity results/mds-fidelity-smollm2.csv
 results-lm-zeroshot: results-lm
 	$(RUN) lm --profile full --source offline --tables zeroshot --out results
 # chapter 9: every label-free peer with each compensation and allocation on SmolLM2's MLP (47 min on 2
