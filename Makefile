@@ -55,7 +55,7 @@ FT_GRID := --tasks sst2 stsb mrpc --seeds 0 1 2
 RESULT_STEPS := results-finetune results-sweep results-lm $(addprefix results-ablation-,alpha reduction mds_seeds fraction cluster) \
 	results-minilm-finetune results-minilm-sweep results-minilm-critical results-lm-zeroshot results-reconstruct \
 	results-minilm-compensation results-minilm-redundancy
-.PHONY: results-tree results-encoder results-ft-offline results-ft-random results-minilm-ft $(RESULT_STEPS)
+.PHONY: results-mi-rows results-mi-rows-minilm results-mi-rows-lm results-tree results-encoder results-ft-offline results-ft-random results-minilm-ft $(RESULT_STEPS)
 
 results: $(RESULT_STEPS)
 	$(PY) -m minilib lm --profile full --source offline --tables speed --out results  # idle machine: every core
@@ -85,16 +85,22 @@ results-ablation-fraction: results-ft-offline
 	$(ABLATE) --tasks mrpc --ablate fraction --values 0.01 0.1 0.5 1 --out results/ablation-fraction.csv
 results-ablation-cluster: results-sweep
 	$(ABLATE) --tasks mrpc stsb --ablate cluster --values kmeans kmedoids agglomerative --out results/ablation-cluster.csv
+# the MI methods' MLP rows again with merge (chapter 8's verdict), beside the uncompensated ones
+LM_MERGE = $(RUN) lm --profile full --source offline --methods mi-mds mi-mds-wanda --compensation merge --update --out results
 results-lm: results-ft-random
 	$(RUN) lm --profile full --source offline --tables blocks mlp --out results  # chapters 7 and 8
+	$(LM_MERGE) --tables mlp
 # chapter 8: all-MiniLM-L6-v2 fine-tuned and pruned on GLUE (classical MDS at 1,536 neurons), and the
 # zero-shot accuracy of chapter 7's pruned SmolLM2 models (it reads the block and MLP sweeps' choices)
 results-minilm-ft: results-ft-random
 	$(RUN) finetune --tasks mrpc stsb sst2 --seeds 0 1 2 --inits minilm  # the short tasks first
 results-minilm-finetune: results-minilm-ft
 	$(RUN) finetune --table results/minilm-finetune.csv $(FT_GRID) --inits minilm
+MINILM_SWEEP = $(RUN) sweep --tasks mrpc stsb sst2 --init minilm --mds classical --mds-seeds 20 --levels $(LEVELS)
+MI_CLUSTERS := pcc-mds mi-mds mi-mds-wanda  # the methods with a cluster step (mi-alg1 has none)
 results-minilm-sweep: results-minilm-ft
-	$(RUN) sweep --tasks mrpc stsb sst2 --init minilm --mds classical --mds-seeds 20 --levels $(LEVELS) --out results/minilm-pruning.csv
+	$(MINILM_SWEEP) --out results/minilm-pruning.csv
+	$(MINILM_SWEEP) --compensation merge --methods $(MI_CLUSTERS) --out results/minilm-pruning-merge.csv
 results-minilm-critical: results-minilm-ft
 	$(RUN) critical --tasks mrpc sst2 stsb --init minilm --out results/minilm-critical.csv  # MRPC 25 min, STS-B 44 min beside two other runs
 # chapters 4, 6 and 8: does each method remove the redundant neurons (the default cluster step, then the
@@ -110,6 +116,7 @@ results-minilm-redundancy: results-minilm-ft
 	$(RUN) redundancy --tasks --lm --out results/redundancy-smollm2.csv --fidelity results/mds-fidelity-smollm2.csv
 results-lm-zeroshot: results-lm
 	$(RUN) lm --profile full --source offline --tables zeroshot --out results
+	$(LM_MERGE) --tables zeroshot
 # chapter 9: every label-free peer with each compensation and allocation on SmolLM2's MLP (47 min on 2
 # threads: the statistics of 32,768 calibration tokens ~6 min, then 25-30 s a cell), the zero-shot
 # accuracy of the best variants (21 min: ~2 min a model) and the fit's choices
@@ -143,3 +150,25 @@ clean:
 
 clean-cache: venv
 	$(PY) -m minilib cache clear
+
+# Issue 32: the rows of the methods with a cluster step again, after its default became k-medoids, the
+# other rows of each table kept (--update; every row names its commit). Two lanes for `make -j2`.
+results-mi-rows: results-mi-rows-minilm results-mi-rows-lm
+results-mi-rows-minilm: results-tree
+	$(MINILM_SWEEP) --methods $(MI_CLUSTERS) --update --out results/minilm-pruning.csv
+	$(MINILM_SWEEP) --compensation merge --methods $(MI_CLUSTERS) --out results/minilm-pruning-merge.csv
+	for mode in none bias least-squares merge; do \
+		$(MINILM_40) --compensation $$mode --methods $(MI_CLUSTERS) --update \
+			--out results/minilm-compensation-$$mode.csv || exit 1; done
+	for mode in none least-squares; do \
+		$(MINILM_40) --allocation redundancy --compensation $$mode --methods $(MI_CLUSTERS) --update \
+			--out results/minilm-compensation-redundancy-$$mode.csv || exit 1; done
+	for mode in bias least-squares; do \
+		$(MINILM_40) --compensation $$mode --skip-first --methods $(MI_CLUSTERS) --update \
+			--out results/minilm-compensation-$$mode-skip-first.csv || exit 1; done
+	$(RUN) sweep --tasks mrpc stsb --init minilm --mds classical --mds-seeds 20 --levels $(LEVELS) \
+		--methods mi-mds-scott --update --out results/minilm-pruning.csv
+results-mi-rows-lm: results-tree
+	$(RUN) lm --profile full --source offline --methods mi-mds mi-mds-wanda --tables mlp zeroshot --update --out results
+	$(LM_MERGE) --tables mlp zeroshot
+

@@ -30,7 +30,7 @@ from typing import Any, Iterator
 
 REPO = Path(__file__).resolve().parent.parent
 
-__all__ = ["cache_dir", "atomic_dir", "atomic_file", "write_json", "read_json", "cell", "sha256", "short_hash", "results_dir",
+__all__ = ["cache_dir", "atomic_dir", "atomic_file", "write_table", "write_json", "read_json", "cell", "sha256", "short_hash", "results_dir",
            "code_revision", "code_fingerprint", "code_modules", "data_fingerprint", "require_clean_tree", "check_output", "clear_cache"]
 
 
@@ -81,6 +81,33 @@ def atomic_file(target: Path, write: Callable[[Path], Any]) -> Path:
         if os.path.exists(tmp):
             os.remove(tmp)
     return target
+
+
+def write_table(target: Path, table: Any, update: Sequence[str] = (), fill: dict | None = None, **to_csv) -> Any:
+    """Write a pandas ``table`` to the CSV ``target`` atomically; returns what was written.
+
+    With ``update`` (column names), the rows of an existing ``target`` whose values in those columns
+    match a row of ``table`` are replaced and the others kept: re-running some methods rewrites their
+    rows only, each row still naming the commit that made it (its ``code`` column). Columns one side
+    lacks are left empty on the other, except ``fill``'s: the value the old rows had (a column added
+    since). Refused if ``target`` is absent or lacks a column of ``update``.
+    """
+    import pandas as pd
+
+    if update:
+        if not Path(target).is_file():
+            raise FileNotFoundError(f"{target}: no table to update; run without --update to write it whole")
+        old = pd.read_csv(target)
+        old = old.assign(**{c: v for c, v in (fill or {}).items() if c not in old.columns})
+        missing = [c for c in update if c not in old.columns or c not in table.columns]
+        if missing:
+            raise ValueError(f"{target}: cannot update rows by {missing}, a column one of the tables lacks; "
+                             "write the table whole instead")
+        replaced = old[list(update)].astype(str).apply(tuple, axis=1).isin(
+            set(table[list(update)].astype(str).apply(tuple, axis=1)))
+        table = pd.concat([old[~replaced.to_numpy()], table], ignore_index=True)
+    atomic_file(Path(target), lambda p: table.to_csv(p, index=False, **to_csv))
+    return table
 
 
 def write_json(target: Path, obj: Any) -> Path:

@@ -108,6 +108,30 @@ def test_atomic_writes_get_the_usual_permissions(tmp_path):
     assert f.stat().st_mode & 0o777 == 0o644 and (tmp_path / "d").stat().st_mode & 0o777 == 0o755
 
 
+def test_a_table_update_replaces_the_rerun_rows_and_keeps_the_others(tmp_path):
+    import pandas as pd
+    target = tmp_path / "t.csv"
+    old = pd.DataFrame({"task": ["a", "a", "b"], "method": ["x", "y", "x"], "value": [1.0, 2.0, 3.0],
+                        "code": ["old"] * 3})
+    with pytest.raises(FileNotFoundError, match="no table to update"):
+        cache.write_table(target, old, ("task", "method"))
+    cache.write_table(target, old)
+    new = pd.DataFrame({"task": ["a", "c"], "method": ["x", "x"], "value": [9.0, 7.0], "code": ["new"] * 2,
+                        "cluster": ["kmedoids"] * 2})
+    out = cache.write_table(target, new, ("task", "method"))
+    back = pd.read_csv(target)
+    assert back.equals(out.reset_index(drop=True)) and len(back) == 4
+    rows = {(r.task, r.method): (r.value, r.code) for r in back.itertuples()}
+    assert rows == {("a", "y"): (2.0, "old"), ("b", "x"): (3.0, "old"), ("a", "x"): (9.0, "new"),
+                    ("c", "x"): (7.0, "new")}
+    assert back.cluster.isna().sum() == 2  # a column the old rows lack stays empty for them
+    with pytest.raises(ValueError, match="cannot update rows by \\['compensation'\\]"):
+        cache.write_table(target, new.assign(compensation="merge"), ("method", "compensation"))
+    filled = cache.write_table(target, new.assign(compensation="none"), ("method", "compensation"),
+                               {"compensation": "none"})  # the old rows were uncompensated: x's are replaced
+    assert sorted(zip(filled.method, filled.code)) == [("x", "new"), ("x", "new"), ("y", "old")]
+
+
 def test_a_changed_result_table_leaves_the_tree_clean_and_changed_code_does_not(tmp_path, monkeypatch):
     """The steps of ``make results`` write results/ one after another at the same clean commit."""
     def git(*args):

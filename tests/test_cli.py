@@ -200,6 +200,13 @@ def test_an_interrupted_save_leaves_the_old_output_untouched(folders, tmp_path, 
     (["sweep", "--fit-fraction", "2", "--init", "minilm"], "--fit-fraction is a fraction of the training set"),
     (["sweep", "--methods", "mi-mds", "--allocation", "global"], "allocation global ranks scores across layers"),
     (["lm", "--tables", "nope", "--profile", "quick"], "unknown tables"),
+    (["lm", "--methods", "nope", "--profile", "quick"], "unknown method(s) ['nope']"),
+    (["lm", "--methods", "wanda", "--compensation", "merge", "--tables", "mlp"], "merge folds removed neurons"),
+    (["lm", "--compensation", "merge", "--methods", "mi-mds"], "applies to the MLP tables"),
+    (["lm", "--update", "--tables", "blocks"], "--update rewrites rows of the mlp and zeroshot tables"),
+    (["lm", "--update", "--tables", "mlp", "--out", "nowhere"], "no lm-mlp.csv in nowhere yet"),
+    (["sweep", "--update", "--out", "nowhere.csv"], "--update: nowhere.csv does not exist"),
+    (["sweep", "--update", "--ablate", "alpha", "--values", "2"], "an ablation table is written whole"),
     (["finetune"], "give --task (one run), --tasks (runs) or --table"),
 ])
 def test_subcommand_arguments_are_checked_before_any_expensive_step(capsys, monkeypatch, tmp_path, argv, message):

@@ -1,6 +1,7 @@
 """The one sweep engine: cached choices and evaluations, identical choices evaluated once, resumption;
 and chapter 7's two sweeps on it, on a tiny Llama."""
 
+import copy
 import itertools
 
 import numpy as np
@@ -9,6 +10,7 @@ import torch
 
 import minilib.methods
 from minilib.experiments import engine, lm_sweep
+from minilib.methods.compensation import Compensation, compensate
 
 
 def _counting(choices):
@@ -86,6 +88,26 @@ def test_mlp_sweep_runs_every_method_and_resumes_from_its_cells(setup):
                                progress=False)
     assert again.drop(columns=["select_seconds", "eval_seconds"]).equals(
         table.drop(columns=["select_seconds", "eval_seconds"]))
+
+
+def test_merge_compensation_reuses_the_keep_sets_and_is_evaluated_apart(tiny_llama, tmp_path):
+    g = torch.Generator().manual_seed(3)
+    setup = lm_sweep.Setup(tiny_llama, torch.randint(0, 40, (2, 12), generator=g),
+                           torch.randint(0, 40, (3, 12), generator=g), "tiny Llama", tmp_path, neuron_mi_batch=16,
+                           neuron_mi_batches=1)
+    plain = lm_sweep.mlp_sweep(setup, [0.5], methods=("mi-mds",), trials=1, progress=False)
+    merged = lm_sweep.mlp_sweep(setup, [0.5], methods=("mi-mds",), trials=1, progress=False, compensation="merge")
+    assert list(plain.compensation) == ["none"] and list(merged.compensation) == ["merge"]
+    assert len(list((tmp_path / "mlp" / "choices").rglob("*.json"))) == 1  # one keep-set for both
+    evaluations = sorted(p.name for p in (tmp_path / "mlp" / "evaluations").iterdir())
+    assert evaluations == [evaluations[0], f"merge-{evaluations[0]}"]
+    keep = lm_sweep.METHODS["mi-mds"].select(setup.state, 6, 0)
+    partners = lm_sweep.METHODS["mi-mds"].partners(setup.state, keep)
+    expected = setup.perplexity(compensate(copy.deepcopy(tiny_llama), keep, setup.state.batches, Compensation("merge"),
+                                           partners, setup.state.compensation_stats(), 0)[0])
+    assert merged.perplexity.iloc[0] == pytest.approx(expected) != plain.perplexity.iloc[0]
+    with pytest.raises(ValueError, match="merge folds removed neurons"):
+        lm_sweep.mlp_sweep(setup, [0.5], methods=("wanda",), trials=1, progress=False, compensation="merge")
 
 
 def test_the_mi_methods_prune_a_decoders_mlp_deterministically_on_a_few_token_batches(tiny_llama, tmp_path):

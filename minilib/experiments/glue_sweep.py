@@ -37,14 +37,14 @@ from minilib.methods import (METHODS, PruningState, Settings, check_plan, kl_cho
 from minilib.methods import selection
 from minilib.methods.allocation import ALLOCATIONS
 from minilib.methods.compensation import COMPENSATIONS, Compensation, compensate
-from minilib.cache import atomic_file, cache_dir, check_output, code_fingerprint, results_dir, short_hash
+from minilib.cache import cache_dir, check_output, code_fingerprint, results_dir, short_hash, write_table
 from minilib.data.calibration import calibration_indices
 from minilib.experiments.neuron_maps import calibration_activations, neuron_mi_map
 from minilib.experiments.finetune import evaluate, load_finetuned, read_result
 from minilib.models.bert import load_tokenizer
 
 __all__ = ["calibration_activations", "neuron_mi_map", "Context", "METHODS", "mds_candidates", "kl_choice", "kl_dims_sensitivity",
-           "pruned_model", "evaluate_keep", "check_levels", "sweep", "ABLATIONS", "ABLATION_CHOICES", "ablate", "published", "summarize", "PAPER_DENSE", "compare_table2", "compensation_table", "drops_from_dense", "main"]
+           "pruned_model", "evaluate_keep", "check_levels", "sweep", "UPDATE_KEYS", "ABLATIONS", "ABLATION_CHOICES", "ablate", "published", "summarize", "PAPER_DENSE", "compare_table2", "compensation_table", "drops_from_dense", "main"]
 
 
 @dataclass
@@ -222,6 +222,10 @@ def sweep(runs: Sequence[str | os.PathLike], methods: Sequence[str], levels: Seq
     return pd.DataFrame(rows)
 
 
+# A sweep's rows as ``--update`` replaces them: a method on a task (a table holds one command's settings,
+# its compensation and allocation included, so these name a row's cells)
+UPDATE_KEYS = ("task", "method")
+
 # The Context settings chapter 6 varies (Figs. 5–7 and open decision 1), with their types.
 ABLATIONS: dict[str, type] = {"fraction": float, "alpha": float, "mds_seeds": int, "reduction": str, "cluster": str}
 ABLATION_CHOICES = {"reduction": ("mean", "cls", "tokens"), "cluster": selection.CLUSTERINGS}
@@ -381,9 +385,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-first", action="store_true",
                         help="compensation fits leave each sentence's first token ([CLS]) out (chapter 9)")
     parser.add_argument("--out", default="results/pruning.csv")
+    parser.add_argument("--update", action="store_true", help="replace only this run's rows (its tasks × methods) "
+                        "in the existing --out table, written by the same command, and keep the others")
     args = parser.parse_args(argv)
     if args.ablate and not args.values:
         parser.error("--ablate needs --values, e.g. --ablate fraction --values 0.01 0.1 0.5 1")
+    if args.update and args.ablate:
+        parser.error("--update rewrites a sweep's rows; an ablation table is written whole (drop --update)")
+    if args.update and not Path(args.out).is_file():
+        parser.error(f"--update: {args.out} does not exist; run without --update to write it")
     # every argument is checked before the first fine-tune (which may take minutes)
     unknown = [m for m in args.methods if m not in METHODS]
     if unknown:
@@ -410,6 +420,6 @@ def main(argv: list[str] | None = None) -> None:
         table = ablate(runs, args.ablate, args.values, args.levels, args.methods[0], **options)
     else:
         table = sweep(runs, args.methods, args.levels, **options)
-    atomic_file(Path(args.out), lambda p: table.to_csv(p, index=False))
-    print(f"{len(table)} rows → {args.out}")
+    written = write_table(Path(args.out), table, UPDATE_KEYS if args.update else ())
+    print(f"{len(table)} rows → {args.out}" + (f" ({len(written)} in all)" if args.update else ""))
 

@@ -15,7 +15,7 @@ import copy
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -27,10 +27,12 @@ from minilib.console import ArgumentParser
 from minilib.methods import blocks
 from minilib.models import lm
 from minilib.models import surgery
-from minilib.methods import METHODS, Calibrated, Settings
+from minilib.methods import METHODS, Calibrated, Settings, check_plan
+from minilib.methods.compensation import COMPENSATIONS, compensate
 from minilib.methods.selection import CLUSTERINGS
 from minilib.methods.scores import keep_fraction, keep_top, magnitude_scores
-from minilib.cache import atomic_file, cache_dir, check_output, code_fingerprint, code_revision, data_fingerprint, short_hash
+from minilib.cache import cache_dir, check_output, code_fingerprint, code_revision, data_fingerprint, short_hash
+from minilib.cache import write_table
 from minilib.cache import cell as cached_cell
 from minilib.data import zeroshot
 from minilib.experiments import engine
@@ -41,7 +43,7 @@ MLP_PEERS = ("hfprune", "taylor-ce", "magnitude", "wanda", "random")  # chapter 
 MLP_METHODS = ("mi-mds", "mi-mds-wanda", *MLP_PEERS)  # the paper's method and the combination (chapter 8) first
 
 __all__ = ["BLOCK_METHODS", "MLP_PEERS", "MLP_METHODS", "settings", "Setup", "prepare", "choose_blocks", "block_sweep", "search_gap",
-           "keep_ratio", "prune_mlp", "mlp_sweep", "ZEROSHOT_LIMIT", "zeroshot_sweep", "zeroshot_summary", "speed", "run_all", "summarize", "dpi_check", "dpi_summary", "timings", "at_levels"]
+           "keep_ratio", "prune_mlp", "mlp_sweep", "ZEROSHOT_LIMIT", "zeroshot_sweep", "zeroshot_summary", "speed", "UPDATE_KEYS", "run_all", "summarize", "dpi_check", "dpi_summary", "timings", "at_levels"]
 
 
 def settings(profile: str):
@@ -161,6 +163,26 @@ def _choose_mlp(setup: Setup):
     return lambda c: METHODS[c.method].select(setup.state, c.level, setup.seed + c.trial)
 
 
+def _apply_mlp(setup: Setup, compensation: str = "none"):
+    """A cell's pruned copy of the model, its kept weights compensated (chapter 9) on the calibration
+    windows unless ``compensation`` is ``"none"``; ``merge`` folds each removed neuron into its partner."""
+    if compensation == "none":
+        return lambda _c, keep: prune_mlp(setup.model, keep)
+
+    def apply(c: engine.Cell, keep) -> torch.nn.Module:
+        state = setup.state
+        partners = METHODS[c.method].partners(state, keep) if compensation == "merge" else None
+        return compensate(copy.deepcopy(setup.model), keep, state.batches, replace(state.fit_options, mode=compensation),
+                          partners, state.compensation_stats(), setup.seed)[0]
+    return apply
+
+
+def _mlp_key(compensation: str, prefix: str = ""):
+    """A pruned model's evaluation key: its keep-sets, and the compensation when there is one."""
+    tag = "".join(f"{p}-" for p in (prefix, "" if compensation == "none" else compensation) if p)
+    return lambda _cell, choice: tag + short_hash(json.dumps(choice))
+
+
 def _choose_block_set(setup: Setup):
     return lambda c: choose_blocks(setup, c.method, c.level, c.trial)
 
@@ -229,17 +251,21 @@ def prune_mlp(model: torch.nn.Module, keep: list[np.ndarray]) -> torch.nn.Module
 
 
 def mlp_sweep(setup: Setup, ratios: list[float], methods=MLP_METHODS, trials: int = 3,
-              progress: bool = True) -> pd.DataFrame:
+              progress: bool = True, compensation: str = "none") -> pd.DataFrame:
     """Perplexity after pruning a uniform ``ratio`` of every block's MLP neurons, per method.
 
     A method's scores are computed once (the first of its cells pays for them, ``select_seconds``).
+    ``compensation`` refits what the kept neurons give (chapter 9; ``merge`` for the clustered methods);
+    the keep-sets are the same cached choices under every compensation.
     """
+    for m in methods:
+        check_plan(m, compensation)
     dense = setup.dense_perplexity()
     jobs = _mlp_jobs(setup, methods, ratios, trials)
-    records = engine.run([c for _, c in jobs], _choose_mlp(setup), lambda _c, keep: prune_mlp(setup.model, keep),
+    records = engine.run([c for _, c in jobs], _choose_mlp(setup), _apply_mlp(setup, compensation),
                          lambda model: {"perplexity": setup.perplexity(model)}, setup.folder / "mlp",
-                         progress=progress, desc="MLP pruning")
-    return pd.DataFrame([{"method": r["cell"].method, "ratio": ratio, "trial": r["cell"].trial,
+                         _mlp_key(compensation), progress, "MLP pruning")
+    return pd.DataFrame([{"method": r["cell"].method, "compensation": compensation, "ratio": ratio, "trial": r["cell"].trial,
                           "kept_per_block": r["cell"].level, "perplexity": r["metrics"]["perplexity"],
                           "dense_perplexity": dense, "select_seconds": r["select_seconds"],
                           "eval_seconds": r["eval_seconds"]} for (ratio, _), r in zip(jobs, records)])
@@ -253,15 +279,18 @@ ZEROSHOT_LIMIT = 50
 
 def zeroshot_sweep(setup: Setup, ratios=(0.2, 0.3), n_blocks=(2, 4, 6), tasks=tuple(zeroshot.TASKS),
                    limit: int | None = ZEROSHOT_LIMIT, mlp_methods=MLP_METHODS, block_methods=BLOCK_METHODS,
-                   progress: bool = True) -> pd.DataFrame:
+                   progress: bool = True, compensation: str = "none") -> pd.DataFrame:
     """Zero-shot accuracy (lm-evaluation-harness, with its standard error) of the dense model, every
     MLP method at ``ratios`` and every block method at ``n_blocks`` (trial 0 of Random).
 
     The keep-sets and blocks are the cached choices of :func:`mlp_sweep` and :func:`block_sweep`
     (computed here if those have not run); each task is scored on the same ``limit`` examples.
-    One row per (model, task, metric): ``pruning`` (dense, mlp, blocks), ``method``, ``level``
+    One row per (model, task, metric): ``pruning`` (dense, mlp, blocks), ``method``, ``compensation``
+    (``compensation`` for the MLP models, as in :func:`mlp_sweep`; none for the others), ``level``
     (the ratio removed, or the blocks removed), ``value``, ``stderr`` and ``examples``.
     """
+    for m in mlp_methods:
+        check_plan(m, compensation)
     if setup.tokenizer is None:
         raise ValueError("zero-shot scoring needs the model's tokenizer; build the Setup with prepare()")
     tag = f"zeroshot-{short_hash(repr((list(tasks), limit, setup.seed)))}"
@@ -271,24 +300,22 @@ def zeroshot_sweep(setup: Setup, ratios=(0.2, 0.3), n_blocks=(2, 4, 6), tasks=tu
         return {f"{r.task}|{r.metric}|{field}": float(getattr(r, field))
                 for r in df.itertuples() for field in ("value", "stderr", "examples")}
 
-    def key(_cell: engine.Cell, choice) -> str:  # beside the perplexity evaluations, apart from them
-        return f"{tag}-{short_hash(json.dumps(choice))}"
-
-    runs = [("dense", "dense", 0.0, setup.cell("dense", tag, lambda: score(setup.model)))]
+    runs = [("dense", "dense", "none", 0.0, setup.cell("dense", tag, lambda: score(setup.model)))]
     jobs = _mlp_jobs(setup, mlp_methods, ratios, trials=1)
-    for (ratio, _), r in zip(jobs, engine.run([c for _, c in jobs], _choose_mlp(setup),
-                                              lambda _c, keep: prune_mlp(setup.model, keep), score,
-                                              setup.folder / "mlp", key, progress, "zero-shot (MLP)")):
-        runs.append(("mlp", r["cell"].method, ratio, r["metrics"]))
+    for (ratio, _), r in zip(jobs, engine.run([c for _, c in jobs], _choose_mlp(setup), _apply_mlp(setup, compensation),
+                                              score, setup.folder / "mlp", _mlp_key(compensation, tag), progress,
+                                              "zero-shot (MLP)")):
+        runs.append(("mlp", r["cell"].method, compensation, ratio, r["metrics"]))
     for r in engine.run(_block_cells(block_methods, n_blocks, trials=1), _choose_block_set(setup),
                         lambda _c, chosen: blocks.remove_blocks(setup.model, chosen), score, setup.folder / "blocks",
-                        key, progress, "zero-shot (blocks)"):
-        runs.append(("blocks", r["cell"].method, float(r["cell"].level), r["metrics"]))
+                        _mlp_key("none", tag), progress, "zero-shot (blocks)"):
+        runs.append(("blocks", r["cell"].method, "none", float(r["cell"].level), r["metrics"]))
     rows = []
-    for pruning, method, level, metrics in runs:
+    for pruning, method, comp, level, metrics in runs:
         for name in {k.rsplit("|", 1)[0] for k in metrics}:
             task, metric = name.split("|")
-            rows.append({"pruning": pruning, "method": method, "level": level, "task": task, "metric": metric,
+            rows.append({"pruning": pruning, "method": method, "compensation": comp, "level": level,
+                         "task": task, "metric": metric,
                          "value": metrics[f"{name}|value"], "stderr": metrics[f"{name}|stderr"],
                          "examples": int(metrics[f"{name}|examples"])})
     return pd.DataFrame(rows).sort_values(["pruning", "method", "level", "task", "metric"], kind="stable",
@@ -304,6 +331,9 @@ def zeroshot_summary(table: pd.DataFrame, metric: str = "acc") -> pd.DataFrame:
     t = table[table.metric == metric]
     if t.empty:
         raise ValueError(f"no {metric!r} rows; the metrics are {sorted(table.metric.unique())}")
+    if "compensation" in t:  # a compensated model is its method's own row: "mi-mds + merge"
+        comp = t.compensation.fillna("none")
+        t = t.assign(method=t.method.where(comp == "none", t.method + " + " + comp))
     index = ["pruning", "method", "level"]
     value = 100 * t.pivot_table(index=index, columns="task", values="value", sort=False)
     err = 100 * t.pivot_table(index=index, columns="task", values="stderr", sort=False)
@@ -388,22 +418,50 @@ def timings(tables: dict[str, pd.DataFrame]) -> dict[str, float]:
 TABLES = ("blocks", "mlp", "zeroshot", "speed")
 
 
+# How ``update`` matches a table's rows (the mlp and zeroshot tables; before their compensation
+# column was added, every row was uncompensated)
+UPDATE_KEYS = {"mlp": ("method", "compensation"), "zeroshot": ("pruning", "method", "compensation")}
+
+
 def run_all(profile: str, out: str | os.PathLike, source: str = "auto", cache=None,
-            tables: tuple[str, ...] = ("blocks", "mlp", "speed"), cluster: str = Settings.cluster
+            tables: tuple[str, ...] = ("blocks", "mlp", "speed"), cluster: str = Settings.cluster,
+            methods: tuple[str, ...] | None = None, compensation: str = "none", update: bool = False
             ) -> dict[str, pd.DataFrame]:
-    """The sweeps, the zero-shot and the speed tables of a profile, written to ``out/lm-<table>.csv``
-    (``cluster``: the cluster step of ``mi-mds``, recorded in the tables with its rows, mlp and zeroshot)."""
+    """The sweeps, the zero-shot and the speed tables of a profile, written to ``out/lm-<table>.csv``.
+
+    ``cluster``: the cluster step of ``mi-mds``, recorded in the mlp and zeroshot tables. ``methods``
+    (default: all) limits the block and MLP methods; ``compensation`` applies to the MLP models
+    (:func:`mlp_sweep`). ``update`` replaces only this run's rows of the existing mlp and zeroshot
+    tables (:data:`UPDATE_KEYS`) and keeps the others, each row naming its commit.
+    """
     s = settings(profile)
     unknown = set(tables) - set(TABLES)
     if unknown:  # before the model is loaded
         raise ValueError(f"unknown tables {sorted(unknown)}; choose from {', '.join(TABLES)}")
+    methods = tuple(methods or dict.fromkeys(BLOCK_METHODS + MLP_METHODS))
+    bad = [m for m in methods if m not in BLOCK_METHODS + MLP_METHODS]
+    if bad:
+        raise ValueError(f"unknown method(s) {bad}; choose from {', '.join(dict.fromkeys(BLOCK_METHODS + MLP_METHODS))}")
+    mlp_methods, block_methods = [m for m in MLP_METHODS if m in methods], [m for m in BLOCK_METHODS if m in methods]
+    for m in mlp_methods:
+        check_plan(m, compensation)
+    if compensation != "none" and set(tables) - {"mlp", "zeroshot"}:
+        raise ValueError(f"--compensation {compensation} applies to the MLP tables; run it with --tables mlp zeroshot")
+    if update:
+        fixed = set(tables) - set(UPDATE_KEYS)
+        if fixed:
+            raise ValueError(f"--update rewrites rows of the mlp and zeroshot tables; write {sorted(fixed)} whole")
+        absent = [t for t in tables if not (Path(out) / f"lm-{t}.csv").is_file()]
+        if absent:
+            raise ValueError(f"--update: no lm-{absent[0]}.csv in {out} yet; run without --update to write it")
     check_output(out)  # results/ from a clean tree only, refused before the model is loaded
     code = code_revision()  # the code that runs, even if the tree changes before a table is written
     setup = prepare(profile, source, cache, progress=True, cluster=cluster)
-    runs = {"blocks": lambda: block_sweep(setup, s.n_blocks, trials=s.trials),
-            "mlp": lambda: mlp_sweep(setup, s.ratios, trials=s.trials),
+    runs = {"blocks": lambda: block_sweep(setup, s.n_blocks, block_methods, trials=s.trials),
+            "mlp": lambda: mlp_sweep(setup, s.ratios, mlp_methods, trials=s.trials, compensation=compensation),
             "zeroshot": lambda: zeroshot_sweep(setup, s.zeroshot_ratios, s.zeroshot_blocks, s.zeroshot_tasks,
-                                               s.zeroshot_limit),
+                                               s.zeroshot_limit, mlp_methods, block_methods,
+                                               compensation=compensation),
             "speed": lambda: speed(setup, repeats=s.speed_repeats)}
     done = {}
     for name in tables:
@@ -413,8 +471,8 @@ def run_all(profile: str, out: str | os.PathLike, source: str = "auto", cache=No
         df["model"], df["code"], df["eval_tokens"] = setup.name, code, setup.eval_windows.numel()
         if name in ("mlp", "zeroshot"):  # the tables with mi-mds rows
             df["cluster"] = cluster
-        atomic_file(Path(out) / f"lm-{name}.csv", lambda p, df=df: df.to_csv(p, index=False, float_format="%.6g"))
-        done[name] = df
+        done[name] = write_table(Path(out) / f"lm-{name}.csv", df, UPDATE_KEYS[name] if update else (),
+                                 {"compensation": "none"}, float_format="%.6g")
     return done
 
 
@@ -428,8 +486,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="which tables to (re)write: blocks, mlp, zeroshot, speed (time speed on an idle machine)")
     parser.add_argument("--cluster", default=Settings.cluster, choices=list(CLUSTERINGS),
                         help="cluster step of mi-mds (kmeans: the paper's literal 8-D pipeline on classical MDS)")
+    parser.add_argument("--methods", nargs="+", help="only these block and MLP methods (default: all)")
+    parser.add_argument("--compensation", default="none", choices=list(COMPENSATIONS),
+                        help="refit the MLP models' kept weights (chapter 9; merge: the clustered methods)")
+    parser.add_argument("--update", action="store_true",
+                        help="replace only this run's rows of the existing mlp / zeroshot tables, keep the others")
     args = parser.parse_args(argv)
-    for name, df in run_all(args.profile, args.out, args.source, tables=tuple(args.tables),
-                            cluster=args.cluster).items():
+    for name, df in run_all(args.profile, args.out, args.source, tables=tuple(args.tables), cluster=args.cluster,
+                            methods=args.methods, compensation=args.compensation, update=args.update).items():
         print(f"\n{name}\n", df.drop(columns=["model", "code", "cluster"], errors="ignore").to_string(index=False))
 

@@ -258,7 +258,7 @@ def zeroshot_summary(table: pd.DataFrame, metric: str = "acc") -> pd.DataFrame:
     """:func:`zeroshot_table` in chapter 8's form (:func:`minilib.experiments.lm_sweep.zeroshot_summary`):
     accuracy in percent per task and their mean, each with its standard error, one row per model."""
     t = table.assign(pruning=table.compensation + " / " + table.allocation, level=table.ratio)
-    return lm_sweep.zeroshot_summary(t, metric)
+    return lm_sweep.zeroshot_summary(t.drop(columns="compensation"), metric)  # named in ``pruning``
 
 
 TABLES = ("lm", "choices", "zeroshot")
