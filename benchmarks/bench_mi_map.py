@@ -1,14 +1,17 @@
 """Benchmark: a whole model's MI map, every stage timed, against the cost model's prediction.
 
     python benchmarks/bench_mi_map.py [--model smollm2|minilm] [--tokens 100] [--tol 1e-6|exact]
-                                      [--workers 1] [--rates results/bench_pairwise_mi.csv] [--out FILE.csv]
+                                      [--kernels auto] [--workers 1] [--rates results/bench_pairwise_mi.csv]
+                                      [--out FILE.csv]
 
 SmolLM2-135M-Instruct (offline: the dequantised copy of ../shared/data/lm, ``minilib.models.lm``) or
 all-MiniLM-L6-v2 (the installed weights), one batch of ``--tokens`` token samples from WikiText-2's
 validation split, α = 1.01, per-neuron widths (alignment + EMA, §3.4): the settings of
 ``minilib.prune(..., method="mi-mds")`` for a decoder. Prints the seconds of capturing the
 activations, of the widths and of the all-pairs MI of every layer, the total, and what
-:mod:`minilib.estimator.cost` predicts from the rates of ``bench_pairwise_mi.py``.
+:mod:`minilib.estimator.cost` predicts from the rates of ``bench_pairwise_mi.py``. ``--kernels numba
+torch`` times each layer's all-pairs MI with the compiled kernel and with the torch path, side by
+side in the same run, with the largest difference between the two (each is within ``--tol`` of exact).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from minilib.cache import atomic_file, check_output, code_revision
 from minilib.estimator import cost
 from minilib.estimator.kernel_width import NeuronKernelWidth, normalize
 from minilib.estimator.mimap import compute_mi_map, dead_neurons, split_batches
-from minilib.estimator.pairwise import pairwise_mutual_information
+from minilib.estimator.pairwise import KERNELS, pairwise_mutual_information, resolve_kernel
 from minilib.models.hooks import capture_activations
 from minilib.models.lm import load_lm, wikitext_ids, windows
 
@@ -52,6 +55,8 @@ def main() -> None:
     ap.add_argument("--model", choices=["smollm2", "minilm"], default="smollm2")
     ap.add_argument("--tokens", type=int, default=100)
     ap.add_argument("--tol", default="1e-6", help="certified error bound in bits, or 'exact'")
+    ap.add_argument("--kernels", nargs="+", default=["auto"], choices=KERNELS,
+                    help="the low-rank path's implementations to time, each on every layer (the first gives the total)")
     ap.add_argument("--workers", type=int, default=1, help="layers in parallel processes (then no per-stage split)")
     ap.add_argument("--rates", default="results/bench_pairwise_mi.csv", help="bench_pairwise_mi.py --out CSV")
     ap.add_argument("--out", help="write the per-layer rows to this CSV")
@@ -69,8 +74,9 @@ def main() -> None:
     print(f"activations captured in {t_acts:.1f} s")
     rows = []
     t_start = time.perf_counter()
+    kernels = [resolve_kernel(k) for k in args.kernels]  # what "auto" means here, refused before the run
     if args.workers > 1:
-        compute_mi_map(acts, args.tokens, 1.01, tol=tol, workers=args.workers)
+        compute_mi_map(acts, args.tokens, 1.01, tol=tol, workers=args.workers, kernel=kernels[0])
     else:  # the same steps as compute_mi_map's layer job, timed apart
         batches = split_batches(args.tokens, args.tokens)
         for layer, X in enumerate(acts):
@@ -79,23 +85,36 @@ def main() -> None:
             t = time.perf_counter()
             sigma = NeuronKernelWidth().partial_fit(X).sigma_
             t_w = time.perf_counter() - t
-            t = time.perf_counter()
-            pairwise_mutual_information(normalize(X), sigma, 1.01, tol=tol)
-            t_mi = time.perf_counter() - t
-            rows.append({"layer": layer, "live neurons": X.shape[1], "widths_s": t_w, "mi_s": t_mi})
-            print(f"layer {layer:2d}: {X.shape[1]} live neurons, widths {t_w:5.1f} s, all-pairs MI {t_mi:6.1f} s",
-                  flush=True)
+            times, maps = {}, []
+            for k in kernels:
+                t = time.perf_counter()
+                maps.append(pairwise_mutual_information(normalize(X), sigma, 1.01, tol=tol, kernel=k))
+                times[k] = time.perf_counter() - t
+            gap = max((m - maps[0]).abs().max().item() for m in maps)
+            rows += [{"layer": layer, "live neurons": X.shape[1], "widths_s": t_w, "kernel": k, "mi_s": s,
+                      "max_gap_bits": gap} for k, s in times.items()]
+            print(f"layer {layer:2d}: {X.shape[1]} live neurons, widths {t_w:5.1f} s, all-pairs MI "
+                  + ", ".join(f"{k} {s:6.1f} s" for k, s in times.items())
+                  + (f" (largest gap {gap:.1e} bits)" if len(kernels) > 1 else ""), flush=True)
     total = time.perf_counter() - t_start
+    if rows:  # the first kernel's map alone: the others were timed beside it
+        table = pd.DataFrame(rows)
+        first = table[table.kernel == kernels[0]]
+        total = float(first.widths_s.sum() + first.mi_s.sum())
+        for k in kernels[1:]:
+            other = table[table.kernel == k]
+            print(f"{k}: {other.widths_s.sum() + other.mi_s.sum():.1f} s for the same map "
+                  f"({other.mi_s.sum() / first.mi_s.sum():.2f}× {kernels[0]}'s all-pairs time)")
     print(f"MI map of {L} layers: {total:.1f} s ({total / 60:.1f} min) after the activations; "
-          f"{args.workers} worker(s), tol = {args.tol}")
+          f"{args.workers} worker(s), tol = {args.tol}, kernel {kernels[0]}")
     if Path(args.rates).is_file():
         w = cost.Workload(what, D, L, samples=args.tokens)
-        path = "default" if tol is not None else "exact"
+        path = "exact" if tol is None else "default" if kernels[0] == "numba" else "default-torch"
         p = cost.predict(w, cost.rates_from_benchmark(args.rates), path)
         print(f"cost model ({args.rates}, path {path}): {p['seconds']:.0f} s predicted, {total:.0f} s measured "
               f"({total / p['seconds']:.2f}×)")
     if args.out and rows:
-        table = pd.DataFrame(rows).assign(model=what, tol=args.tol, commit=code_revision())
+        table = table.assign(model=what, tol=args.tol, commit=code_revision())
         atomic_file(Path(args.out), lambda p: table.to_csv(p, index=False))
 
 

@@ -1,4 +1,5 @@
-"""The all-pairs MI matrix: its exact, α = 2 and certified low-rank paths (minilib.estimator.pairwise)."""
+"""The all-pairs MI matrix: its exact, α = 2 and certified low-rank paths (minilib.estimator.pairwise),
+the low-rank path both compiled (numba) and in torch."""
 
 import pytest
 import torch
@@ -12,6 +13,8 @@ from minilib.estimator.pairwise import (
     pairwise_mutual_information,
     trace_budget,
 )
+
+KERNELS = ["numba", "torch"]  # the low-rank path's two implementations
 
 
 def _layer(n=100, d=48, seed=0):
@@ -31,25 +34,27 @@ def _reference(X, sig, alpha):
                         dtype=torch.float64)
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("alpha", ALPHAS)
-def test_every_path_equals_pairwise_calls(alpha):
+def test_every_path_equals_pairwise_calls(alpha, kernel):
     X = _data(n=30, d=7)
     sig = torch.tensor([0.3, 0.5, 0.8, 1.0, 2.0, 3.0, 5.0], dtype=torch.float64)
     ref = _reference(X, sig, alpha)
     exact = pairwise_mutual_information(X, sig, alpha, tol=None, max_chunk_mb=0.01, n_jobs=2)
-    default = pairwise_mutual_information(X, sig, alpha)
+    default = pairwise_mutual_information(X, sig, alpha, kernel=kernel)
     torch.testing.assert_close(exact, ref, atol=1e-9, rtol=0)
     assert (default - ref).abs().max().item() <= DEFAULT_TOL
     torch.testing.assert_close(default.diagonal(), ref.diagonal(), atol=1e-9, rtol=0)  # marginals are exact
     assert torch.equal(exact, exact.T) and torch.equal(default, default.T)
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("alpha", [1.0, 1.01, 3.0])
 @pytest.mark.parametrize("tol", [1e-4, 1e-6, 1e-8])
-def test_low_rank_path_stays_within_its_certified_bound(alpha, tol):
+def test_low_rank_path_stays_within_its_certified_bound(alpha, tol, kernel):
     X, sig = _layer()
     exact = pairwise_mutual_information(X, sig, alpha, tol=None)
-    approx = pairwise_mutual_information(X, sig, alpha, tol=tol)
+    approx = pairwise_mutual_information(X, sig, alpha, tol=tol, kernel=kernel)
     err = (approx - exact).abs().max().item()
     assert err <= tol
     if tol >= 1e-6:
@@ -67,16 +72,35 @@ def test_pairwise_is_permutation_equivariant(alpha):
     torch.testing.assert_close(pairwise_mutual_information(X[rows], 0.7, alpha, tol=None), M, atol=1e-9, rtol=0)
 
 
-@pytest.mark.parametrize("tol", [None, DEFAULT_TOL])
-def test_parallel_equals_serial_bit_for_bit_and_chunking_moves_only_round_off(tol):
-    X, sig = _layer(d=150)  # several blocks of variables, so several work units
-    ref = pairwise_mutual_information(X, sig, 1.01, tol=tol, n_jobs=1)
-    assert torch.equal(ref, pairwise_mutual_information(X, sig, 1.01, tol=tol, n_jobs=2))
-    assert torch.equal(ref, pairwise_mutual_information(X, sig, 1.01, tol=tol, n_jobs=2))  # and run to run
+@pytest.mark.parametrize("tol, kernel", [(None, "torch"), (DEFAULT_TOL, "torch"), (DEFAULT_TOL, "numba")])
+def test_parallel_equals_serial_bit_for_bit_and_chunking_moves_only_round_off(tol, kernel):
+    X, sig = _layer(d=150)  # several blocks of variables (torch) or calls of rows (numba)
+    ref = pairwise_mutual_information(X, sig, 1.01, tol=tol, n_jobs=1, kernel=kernel)
+    assert torch.equal(ref, pairwise_mutual_information(X, sig, 1.01, tol=tol, n_jobs=2, kernel=kernel))
+    assert torch.equal(ref, pairwise_mutual_information(X, sig, 1.01, tol=tol, n_jobs=2, kernel=kernel))  # run to run
     # chunk sizes change the batch shapes of vectorised kernels, hence the last bits, never more
     for mb in (0.02, 64.0):
-        torch.testing.assert_close(pairwise_mutual_information(X, sig, 1.01, tol=tol, n_jobs=2, max_chunk_mb=mb), ref,
-                                   atol=1e-12, rtol=0)
+        torch.testing.assert_close(pairwise_mutual_information(X, sig, 1.01, tol=tol, n_jobs=2, max_chunk_mb=mb,
+                                                               kernel=kernel), ref, atol=1e-12, rtol=0)
+
+
+def test_the_compiled_kernel_and_the_torch_path_agree_within_their_bounds_and_auto_picks_one(monkeypatch):
+    from minilib.estimator import _kernel, pairwise
+
+    X, sig = _layer(d=60)
+    exact = pairwise_mutual_information(X, sig, 1.01, tol=None)
+    compiled = pairwise_mutual_information(X, sig, 1.01, kernel="numba")
+    reference = pairwise_mutual_information(X, sig, 1.01, kernel="torch")
+    assert (compiled - reference).abs().max().item() <= 2 * DEFAULT_TOL  # each within DEFAULT_TOL of exact
+    assert (compiled - exact).abs().max().item() <= DEFAULT_TOL
+    assert torch.equal(pairwise_mutual_information(X, sig, 1.01), compiled)  # auto: compiled on the CPU
+    monkeypatch.setattr(_kernel, "AVAILABLE", False)  # numba absent: auto falls back to the torch path
+    assert pairwise.resolve_kernel("auto") == "torch"
+    assert torch.equal(pairwise_mutual_information(X, sig, 1.01), reference)
+    with pytest.raises(ValueError, match="kernel='numba' runs on the CPU with numba installed"):
+        pairwise_mutual_information(X, sig, 1.01, kernel="numba")
+    with pytest.raises(ValueError, match="unknown kernel 'fast'"):
+        pairwise_mutual_information(X, sig, 1.01, kernel="fast")
 
 
 def test_alpha_two_row_blocks_do_not_change_the_result():
@@ -122,10 +146,11 @@ def test_trace_budget_inverts_the_bound(alpha, tol):
 
 
 def test_memory_formula_fits_a_24_gb_machine_up_to_llama_7b():
-    assert memory_bytes(11008, 100, 1.01, n_jobs=2) < 8 * 2**30  # the worst case: every rank at the cap
+    assert memory_bytes(11008, 100, 1.01, n_jobs=2, kernel="torch") < 8 * 2**30  # worst case: every rank capped
+    assert memory_bytes(11008, 100, 1.01, n_jobs=16, kernel="numba") < 3 * 2**30
     assert memory_bytes(11008, 100, 1.01, tol=None, n_jobs=2) < 2 * 2**30
     assert memory_bytes(11008, 100, 2.0) < 2 * 2**30
-    assert memory_bytes(1536, 100, rank=8) < memory_bytes(1536, 100)
+    assert memory_bytes(1536, 100, rank=8, kernel="torch") < memory_bytes(1536, 100, kernel="torch")
 
 
 def test_bad_tolerance_is_one_clear_error():
@@ -161,8 +186,11 @@ def test_low_rank_path_on_real_minilm_activations():
     X = _minilm_tokens()
     widths = NeuronKernelWidth().fit([X]).sigma_
     Z = normalize(X)
-    err = (pairwise_mutual_information(Z, widths, 1.01) - pairwise_mutual_information(Z, widths, 1.01, tol=None))
-    assert err.abs().max().item() <= DEFAULT_TOL
+    exact = pairwise_mutual_information(Z, widths, 1.01, tol=None)
+    compiled, reference = (pairwise_mutual_information(Z, widths, 1.01, kernel=k) for k in KERNELS)
+    assert (compiled - exact).abs().max().item() <= DEFAULT_TOL
+    assert (reference - exact).abs().max().item() <= DEFAULT_TOL
+    assert (compiled - reference).abs().max().item() <= 2 * DEFAULT_TOL
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -184,5 +212,7 @@ def test_rank_cap_and_exact_fallback_on_very_narrow_kernels():
     sig = torch.full((12,), 1e-3, dtype=torch.float64)
     spectra = pairwise._spectra(X, sig, 1.01, trace_budget(DEFAULT_TOL, 1.01, 100), chunk=8)
     assert (spectra.rank == pairwise._MAX_RANK).all()  # every factor is capped: no pair can be certified low rank
-    torch.testing.assert_close(pairwise_mutual_information(X, sig, 1.01),
-                               pairwise_mutual_information(X, sig, 1.01, tol=None), atol=1e-12, rtol=0)
+    exact = pairwise_mutual_information(X, sig, 1.01, tol=None)
+    torch.testing.assert_close(pairwise_mutual_information(X, sig, 1.01, kernel="torch"), exact, atol=1e-12, rtol=0)
+    # the compiled kernel's factor needs no cap: it grows to the budget (nearly N columns here)
+    assert (pairwise_mutual_information(X, sig, 1.01, kernel="numba") - exact).abs().max().item() <= DEFAULT_TOL

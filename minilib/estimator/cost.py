@@ -53,7 +53,10 @@ WORKLOADS = (
     Workload("Llama-2-70B", 28672, 80),
 )
 
-PATHS = {"default": ("default", 1.01, DEFAULT_TOL), "exact": ("exact", 1.01, None), "alpha2": ("α = 2", 2.0, None)}
+# path key: (name, α, tol, kernel of the low-rank path); "default" is compiled on the CPU (torch on a GPU)
+PATHS = {"default": ("default", 1.01, DEFAULT_TOL, "auto"),
+         "default-torch": ("low rank, torch", 1.01, DEFAULT_TOL, "torch"),
+         "exact": ("exact", 1.01, None, "torch"), "alpha2": ("α = 2", 2.0, None, "torch")}
 
 
 @dataclass(frozen=True)
@@ -94,11 +97,12 @@ def predict(w: Workload, rates: Rates, path: str = "default", devices: int = 1) 
         raise ValueError(f"path must be one of {sorted(PATHS)}, got {path!r}")
     if devices < 1:
         raise ValueError(f"devices must be ≥ 1, got {devices}")
-    _, alpha, tol = PATHS[path]
+    _, alpha, tol, kernel = PATHS[path]
     rate = rates.pairs_per_s.get(path, math.nan)
     per_layer = w.batches * (w.pairs / rate + w.neurons * rates.width_s_per_neuron)
+    kernel = kernel if rates.device == "cpu" else "torch"  # the compiled kernel is the CPU's
     return {"seconds": math.ceil(w.layers / devices) * per_layer,
-            "memory_gb": memory_bytes(w.neurons, w.samples, alpha, tol) / 2**30,
+            "memory_gb": memory_bytes(w.neurons, w.samples, alpha, tol, kernel=kernel) / 2**30,
             "map_gb": 16 * w.layers * w.neurons**2 / 2**30}
 
 

@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from minilib.cache import atomic_file, read_json, write_json
-from minilib.estimator.pairwise import DEFAULT_TOL, pairwise_mutual_information
+from minilib.estimator.pairwise import DEFAULT_TOL, pairwise_mutual_information, resolve_kernel
 from minilib.estimator.kernel_width import NeuronKernelWidth, normalize, scott_sigma
 
 __all__ = ["MIMap", "split_batches", "dead_neurons", "compute_mi_map", "pairs_table", "live_pairs", "live_neurons", "layer_summary",
@@ -115,6 +115,7 @@ class _LayerJob:
     widths: str
     tol: float | None
     device: str
+    kernel: str
     threads: int | None
     width_kwargs: tuple[tuple[str, object], ...]
 
@@ -138,7 +139,8 @@ class _LayerJob:
             else:
                 sig = fitter.partial_fit(Xa[s]).sigma_
             Z = normalize(Xa[s], self.normalization)
-            acc += pairwise_mutual_information(Z.to(self.device), sig.to(self.device), self.alpha, tol=self.tol)
+            acc += pairwise_mutual_information(Z.to(self.device), sig.to(self.device), self.alpha, tol=self.tol,
+                                               kernel=self.kernel)
         mi, pearson = np.zeros((D, D)), np.zeros((D, D))
         mi[np.ix_(idx, idx)] = (acc / len(self.batches)).cpu().numpy()
         pearson[np.ix_(idx, idx)] = np.corrcoef(Xa[: self.batches[-1].stop].numpy(), rowvar=False)
@@ -150,7 +152,8 @@ class _LayerJob:
 def compute_mi_map(activations: list[torch.Tensor], batch_size: int = 100, alpha: float = 1.01,
                    normalization: str = "zscore", dead_tol: float = 1e-6, max_batches: int | None = None,
                    widths: str = "aligned", tol: float | None = DEFAULT_TOL, device: str | torch.device = "cpu",
-                   workers: int = 1, distributed: bool = False, progress: bool = False, **width_kwargs) -> MIMap:
+                   workers: int = 1, distributed: bool = False, progress: bool = False, kernel: str = "auto",
+                   **width_kwargs) -> MIMap:
     """MI and Pearson maps from per-layer activations (samples × neurons, samples in random order).
 
     ``widths="aligned"`` (default) fits per-neuron widths by alignment and EMA (§3.4);
@@ -159,7 +162,9 @@ def compute_mi_map(activations: list[torch.Tensor], batch_size: int = 100, alpha
     :class:`~minilib.estimator.kernel_width.NeuronKernelWidth` (``gamma``, ``beta``…). ``tol`` is the certified
     error bound in bits of every MI entry of every batch (so of their average), on the low-rank path of
     :func:`~minilib.estimator.pairwise.pairwise_mutual_information`; ``None`` computes every joint spectrum exactly.
-    ``device="cuda"`` runs the all-pairs MI on the GPU (widths stay on the CPU).
+    ``device="cuda"`` runs the all-pairs MI on the GPU (widths stay on the CPU). ``kernel`` picks the
+    low-rank path's implementation (:func:`~minilib.estimator.pairwise.resolve_kernel`: compiled on
+    the CPU where numba is installed); the map's ``meta["kernel"]`` records the one that ran.
 
     Layers are independent, so they can run in parallel:
 
@@ -184,7 +189,8 @@ def compute_mi_map(activations: list[torch.Tensor], batch_size: int = 100, alpha
     if distributed and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         raise ValueError("distributed=True needs an initialised torch.distributed process group (run under torchrun)")
     batches = split_batches(n, batch_size)[:max_batches]
-    job = _LayerJob(tuple(batches), alpha, normalization, dead_tol, widths, tol, str(device),
+    kernel = resolve_kernel(kernel, device)  # one implementation for every layer and worker
+    job = _LayerJob(tuple(batches), alpha, normalization, dead_tol, widths, tol, str(device), kernel,
                     max(1, torch.get_num_threads() // workers) if workers > 1 else None,
                     tuple(sorted(width_kwargs.items())))
     layers = list(enumerate(activations))
@@ -203,7 +209,8 @@ def compute_mi_map(activations: list[torch.Tensor], batch_size: int = 100, alpha
         results = [job(item) for item in tqdm(layers, desc="MI map", unit="layer", disable=not progress)]
     mi, pearson, alive, sigma = (np.stack(x) for x in zip(*results))
     meta = {"samples": int(batches[-1].stop), "batches": len(batches), "batch_size": batch_size, "alpha": alpha,
-            "normalization": normalization, "dead_tol": dead_tol, "widths": widths, "tol": tol, **width_kwargs}
+            "normalization": normalization, "dead_tol": dead_tol, "widths": widths, "tol": tol,
+            "kernel": None if tol is None or alpha == 2.0 else kernel, **width_kwargs}
     return MIMap(mi, pearson, alive, sigma, meta)
 
 

@@ -8,7 +8,13 @@ chapter 3, "the all-pairs matrix at scale"):
   layer comes out of one D × D matrix product of the squared kernels (open decision 5 in the book's introduction).
 * **Exact** (``tol=None``): the joint Gram matrices in chunks, batched ``eigvalsh``, chunks spread
   over threads each running LAPACK single-threaded.
-* **Certified low rank** (the default for α ≠ 2, ``tol`` bits). Write each marginal in its
+* **Certified low rank, compiled** (the default for α ≠ 2 on CPU when numba is installed; ``tol``
+  bits): per pair, a greedy pivoted Cholesky factor of the joint matrix ``P = B_i∘B_j`` grows until
+  its residual trace is within the budget ε, and the small symmetric eigenproblem of the factor
+  gives the entropy (:mod:`minilib.estimator._kernel`). The residual is positive semi-definite, so
+  the certificate is the one below, at a rank close to the smallest any factor reaches.
+* **Certified low rank, torch** (the reference, the fallback without numba, and the GPU path;
+  ``tol`` bits). Write each marginal in its
   eigenbasis, ``A_i = Σ_k λ_k u_k u_kᵀ``. Then ``A_i∘A_j = Σ_{k,l} m_kl m_klᵀ`` with columns
   ``m_kl = √(λ_k λ'_l) u_k ⊙ u'_l``, and keeping a set of them gives ``P̃ = M Mᵀ ⪯ P``, whose
   non-zero spectrum is that of the small m × m matrix ``MᵀM``. The columns kept for a pair are
@@ -25,13 +31,15 @@ per-variable products ``W_i[a, (k, k')] = L_i[a, k] L_i[a, k']`` (``L_i = U_i Λ
 costly part is a GEMM and small batched ``eigvalsh`` calls. Variables are sorted by rank and
 cut into blocks, and the work is the list of block pairs: it is fixed by the data alone, so
 the result does not depend on the thread count (chunk sizes move only the last bits: vectorised
-kernels round a batch of one differently).
+kernels round a batch of one differently). The compiled kernel computes each pair alone by the
+same instructions on any thread: its result is bit for bit the same at any thread count.
 
 **Memory** (:func:`memory_bytes`), in bytes: ``8 (D N² + D N (64 + R + T) + D²)`` for the marginal
 matrices, the factors while they are built (at most 64 columns) and trimmed to the largest kept rank R,
 the products W (T ≤ 36 columns per variable: only ranks up to 8 use them) and the output; plus, per
 thread, ``3 × max_chunk_mb + 16 MB + 2 × 8 × 2048²`` for a chunk with its operands and LAPACK's copy,
-LAPACK's workspaces, and a block product. Exact path: ``8 (D N² + D²)`` plus the per-thread chunks.
+LAPACK's workspaces, and a block product. Exact path: ``8 (D N² + D²)`` plus the per-thread chunks. Compiled kernel: the exact path's
+(the output holds the joint entropies first) plus ``8 (2 N² + 5 N)`` of scratch per thread.
 α = 2: ``8 (D P + D² + 3 × 256 P + 2 × 1024 D)`` with ``P = N(N−1)/2``. At D = 11,008 and N = 100
 the worst case (R = 64) is under 4 GB. Chunks are 2 MB: from 8 MB up, glibc keeps freed chunks
 mapped on top of the live ones.
@@ -45,14 +53,16 @@ import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from minilib.estimator import _checks
+from minilib.estimator import _checks, _kernel
 from minilib.estimator._checks import ArrayLike
 from minilib.estimator.entropy import entropy_from_spectrum, gram_matrices
 
-__all__ = ["pairwise_mutual_information", "joint_error_bound", "trace_budget", "memory_bytes", "DEFAULT_TOL"]
+__all__ = ["pairwise_mutual_information", "joint_error_bound", "trace_budget", "memory_bytes", "resolve_kernel",
+           "KERNELS", "DEFAULT_TOL"]
 
 #: Default certified error bound (bits) of each joint entropy on the low-rank path.
 DEFAULT_TOL = 1e-6
@@ -65,6 +75,23 @@ _GEMM_RANK = 8  # blocks up to this rank get all their small Gram entries from o
 _ALPHA2_ROWS = 1024  # rows of the α = 2 product per step (CPU)
 _ALPHA2_COLS = 256  # variables whose squared kernels are built at a time
 _BUCKET = 4  # kept columns are rounded up to a multiple of this: fewer distinct batch shapes for eigvalsh
+_KERNEL_ROWS = 16  # rows of the compiled kernel per call and thread: a progress step, an interrupt point
+_OUT_ROWS = 1024  # rows of the output assembled at a time from the joint entropies
+
+#: The implementations of the certified low-rank path: "auto" (compiled where numba is installed and
+#: the data are on the CPU, else torch), "numba" (compiled, an error without numba) and "torch".
+KERNELS = ("auto", "numba", "torch")
+
+
+def resolve_kernel(kernel: str, device: torch.device | str = "cpu") -> str:
+    """The implementation ``kernel`` names on ``device``: "numba" or "torch" (:data:`KERNELS`)."""
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown kernel {kernel!r}; choose from {', '.join(KERNELS)}")
+    cpu = torch.device(device).type == "cpu"
+    if kernel == "numba" and not (_kernel.AVAILABLE and cpu):
+        raise ValueError("kernel='numba' runs on the CPU with numba installed (pip install 'numba>=0.60'); "
+                         "use kernel='torch' or 'auto'")
+    return "numba" if kernel == "numba" or (kernel == "auto" and _kernel.AVAILABLE and cpu) else "torch"
 
 
 def joint_error_bound(eps: float, alpha: float, n: int) -> float:
@@ -108,10 +135,12 @@ def trace_budget(tol: float, alpha: float, n: int) -> float:
 
 
 def memory_bytes(n_vars: int, n_samples: int, alpha: float = 1.01, tol: float | None = DEFAULT_TOL,
-                 rank: int | None = None, n_jobs: int = 1, max_chunk_mb: float = _CPU_CHUNK_MB) -> int:
+                 rank: int | None = None, n_jobs: int = 1, max_chunk_mb: float = _CPU_CHUNK_MB,
+                 kernel: str = "auto") -> int:
     """Peak memory (bytes) of :func:`pairwise_mutual_information` by the formula in the module docstring.
 
-    ``rank`` is the largest per-variable rank kept on the low-rank path (default: the cap, the worst case).
+    ``rank`` is the largest per-variable rank kept on the torch low-rank path (default: the cap, the
+    worst case); ``kernel`` the low-rank path's implementation (:func:`resolve_kernel`).
     """
     D, N = int(n_vars), int(n_samples)
     if alpha == 2.0:
@@ -120,6 +149,8 @@ def memory_bytes(n_vars: int, n_samples: int, alpha: float = 1.01, tol: float | 
     chunks = n_jobs * (3 * int(max_chunk_mb * 2**20) + _THREAD_SLACK)  # a chunk, its operands, LAPACK's copy
     if tol is None:
         return 8 * (D * N * N + D * D) + chunks
+    if resolve_kernel(kernel) == "numba":  # the exact path's Gram matrices and marginals, then per-thread scratch
+        return 8 * (D * N * N + D * D) + chunks + n_jobs * 8 * (2 * N * N + 5 * N)
     R = min(N, _MAX_RANK) if rank is None else int(rank)
     T = min(R, _GEMM_RANK) * (min(R, _GEMM_RANK) + 1) // 2
     factors = D * N * (min(N, _MAX_RANK) + R + T)  # L while it is built, L trimmed, the products W
@@ -310,6 +341,30 @@ class _Work:
                 self._store(I[pi[p]], J[pj[p]], entropy_from_spectrum(torch.linalg.eigvalsh(G), self.alpha))
 
 
+def _compiled(X: torch.Tensor, s: torch.Tensor, alpha: float, eps: float, threads: int, chunk_bytes: int,
+              progress: bool) -> torch.Tensor:
+    """The certified low-rank path on the compiled kernel: the Gram matrices and exact marginals as
+    on the exact path, then every pair's joint entropy, rows i and D − 1 − i side by side so that each
+    call's rows hold about the same number of pairs."""
+    N, D = X.shape
+    sp = _spectra(X, s, alpha, None, chunk=max(1, chunk_bytes // (8 * N * N)))
+    B = sp.B.numpy()
+    joint = np.zeros((D, D))
+    order = np.stack([np.arange(D // 2), D - 1 - np.arange(D // 2)], 1).ravel()
+    order = np.concatenate([order, [D // 2]]) if D % 2 else order
+    step = _KERNEL_ROWS * threads
+    with tqdm(total=D * (D - 1) // 2, desc="MI pairs", unit="pair", unit_scale=True, disable=not progress) as bar:
+        for a in range(0, D, step):
+            rows = order[a : a + step]
+            _kernel.joint_entropy_rows(B, rows, alpha, eps, joint, threads)
+            bar.update(int((D - 1 - rows).sum()))
+    marg = sp.marg.numpy()
+    for a in range(0, D, _OUT_ROWS):  # I(i; j) = (S(i) + S(j)) − S(i, j) in place, by rows: symmetric
+        joint[a : a + _OUT_ROWS] = (marg[a : a + _OUT_ROWS, None] + marg[None, :]) - joint[a : a + _OUT_ROWS]
+    np.fill_diagonal(joint, marg)
+    return torch.from_numpy(joint)
+
+
 def pairwise_mutual_information(
     X: ArrayLike,
     sigma: ArrayLike,
@@ -319,6 +374,7 @@ def pairwise_mutual_information(
     max_chunk_mb: float | None = None,
     n_jobs: int | None = None,
     progress: bool = False,
+    kernel: str = "auto",
 ) -> torch.Tensor:
     """All-pairs MI matrix between D scalar variables (Eq. 3 for every pair), in bits.
 
@@ -337,6 +393,8 @@ def pairwise_mutual_information(
     max_chunk_mb : memory of one chunk of matrices (default 2 MB on CPU, 512 MB on a GPU).
     n_jobs : CPU threads (default: torch's thread count), each running LAPACK single-threaded.
     progress : show a tqdm bar over the blocks of pairs.
+    kernel : the low-rank path's implementation, ``"auto"`` (compiled with numba on the CPU, else
+        torch), ``"numba"`` or ``"torch"`` (:data:`KERNELS`); both keep the certified bound.
 
     Returns
     -------
@@ -346,12 +404,15 @@ def pairwise_mutual_information(
     X = _checks.sample_matrix(X, "X", keep_device=True)
     _checks.no_constant_columns(X, "X")
     s = _checks.sigmas(sigma, X.shape[1]).to(X.device)
+    kernel = resolve_kernel(kernel, X.device)  # refused before any work
     N, D = X.shape
     cuda = X.device.type == "cuda"
     chunk_bytes = int((max_chunk_mb or (512.0 if cuda else _CPU_CHUNK_MB)) * 2**20)
     if alpha == 2.0:
         return _alpha2(X, s, rows=max(1, chunk_bytes // (8 * D)) if cuda else _ALPHA2_ROWS)
     eps = None if tol is None else trace_budget(tol, alpha, N)
+    if eps is not None and kernel == "numba":
+        return _compiled(X, s, alpha, eps, n_jobs or torch.get_num_threads(), chunk_bytes, progress)
     sp = _spectra(X, s, alpha, eps, chunk=max(1, chunk_bytes // (8 * N * N)))
     work = _Work(sp, _blocks(sp.rank, D), alpha, eps, chunk_bytes)
     units = [(a, b) for a in range(len(work.blocks)) for b in range(a, len(work.blocks))]
