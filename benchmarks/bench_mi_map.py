@@ -93,7 +93,8 @@ def main() -> None:
         compute_mi_map(acts, args.tokens, 1.01, tol=tol, workers=args.workers, kernel=kernels[0])
     else:  # the same steps as compute_mi_map's layer job, timed apart
         batches = split_batches(args.tokens, args.tokens)
-        warm = acts[-1][:, :64].double()  # compile (or load) the kernels outside the timings
+        warm = acts[-1].double()  # compile (or load) the kernels outside the timings
+        warm = warm[:, ~dead_neurons(warm, batches)][:, :64]
         for k in kernels:
             pairwise_mutual_information(normalize(warm), NeuronKernelWidth().partial_fit(warm).sigma_, 1.01, tol=tol,
                                         kernel=k)
