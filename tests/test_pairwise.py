@@ -92,6 +92,7 @@ def test_the_compiled_kernel_and_the_torch_path_agree_within_their_bounds_and_au
     compiled = pairwise_mutual_information(X, sig, 1.01, kernel="numba")
     reference = pairwise_mutual_information(X, sig, 1.01, kernel="torch")
     assert (compiled - reference).abs().max().item() <= 2 * DEFAULT_TOL  # each within DEFAULT_TOL of exact
+    assert (compiled != reference).any()  # the kernel took the pairs of high-rank marginals
     assert (compiled - exact).abs().max().item() <= DEFAULT_TOL
     assert torch.equal(pairwise_mutual_information(X, sig, 1.01), compiled)  # auto: compiled on the CPU
     monkeypatch.setattr(_kernel, "AVAILABLE", False)  # numba absent: auto falls back to the torch path
@@ -147,7 +148,7 @@ def test_trace_budget_inverts_the_bound(alpha, tol):
 
 def test_memory_formula_fits_a_24_gb_machine_up_to_llama_7b():
     assert memory_bytes(11008, 100, 1.01, n_jobs=2, kernel="torch") < 8 * 2**30  # worst case: every rank capped
-    assert memory_bytes(11008, 100, 1.01, n_jobs=16, kernel="numba") < 3 * 2**30
+    assert memory_bytes(11008, 100, 1.01, n_jobs=16, kernel="numba") < 9 * 2**30
     assert memory_bytes(11008, 100, 1.01, tol=None, n_jobs=2) < 2 * 2**30
     assert memory_bytes(11008, 100, 2.0) < 2 * 2**30
     assert memory_bytes(1536, 100, rank=8, kernel="torch") < memory_bytes(1536, 100, kernel="torch")

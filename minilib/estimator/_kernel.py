@@ -1,4 +1,5 @@
-"""The compiled per-pair kernel of the all-pairs MI matrix (numba; :mod:`minilib.estimator.pairwise`).
+"""The compiled per-pair kernel of the all-pairs MI matrix (numba; :mod:`minilib.estimator.pairwise`
+sends it the pairs outside its GEMM blocks).
 
 For a pair (i, j) the joint matrix is ``P = B_i∘B_j`` (unit trace). A greedy pivoted Cholesky
 factorisation ``P ≈ L Lᵀ`` adds the column of the largest residual diagonal until the residual
@@ -30,7 +31,7 @@ except ImportError:  # the torch path stays the fallback
     numba = None
 AVAILABLE = numba is not None
 
-__all__ = ["AVAILABLE", "joint_entropy_rows"]
+__all__ = ["AVAILABLE", "joint_entropies"]
 
 _LOG2 = math.log(2.0)
 _EPS64 = float(np.finfo(np.float64).eps)
@@ -39,23 +40,23 @@ _EPS64 = float(np.finfo(np.float64).eps)
 _FAST = {"reassoc", "contract"}
 
 
-def joint_entropy_rows(B: np.ndarray, rows: np.ndarray, alpha: float, eps: float, out: np.ndarray,
-                       threads: int) -> None:
-    """For every ``i`` in ``rows`` and every ``j > i``, the Rényi-α entropy (bits) of ``B[i]∘B[j]``,
-    within the budget ``eps`` of discarded trace, into ``out[i, j]`` and ``out[j, i]``.
+def joint_entropies(B: np.ndarray, i: np.ndarray, j: np.ndarray, alpha: float, eps: float,
+                    threads: int) -> np.ndarray:
+    """The Rényi-α entropy (bits) of ``B[i[t]]∘B[j[t]]`` for every t, each within the budget ``eps`` of
+    discarded trace, in parallel over the pairs on ``threads`` threads.
 
-    ``B``: (D, N, N) float64, C-contiguous, with unit-trace Hadamard products; ``out``: (D, D)
-    float64. The rows run in parallel on ``threads`` threads (give rows of balanced total length,
-    e.g. i and D − 1 − i side by side).
+    ``B``: (D, N, N) float64, C-contiguous, with unit-trace Hadamard products.
     """
     if not AVAILABLE:
-        raise RuntimeError("the compiled MI kernel needs numba: pip install 'numba>=0.60', or use kernel='torch'")
+        raise RuntimeError("the compiled MI kernel needs numba: pip install 'numba>=0.59', or use kernel='torch'")
     previous = numba.get_num_threads()
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
     try:
-        _rows(B, rows.astype(np.int64), float(alpha), float(eps), out)
+        out = np.empty(len(i))
+        _pairs(B, i.astype(np.int64), j.astype(np.int64), float(alpha), float(eps), out)
     finally:
         numba.set_num_threads(previous)
+    return out
 
 
 if AVAILABLE:
@@ -218,12 +219,10 @@ if AVAILABLE:
         return _entropy(d[:k], alpha)
 
     @njit(parallel=True, cache=True, nogil=True)
-    def _rows(B, rows, alpha, eps, out):  # pragma: no cover - compiled
-        D, n = B.shape[0], B.shape[1]
-        for c in prange(len(rows)):
-            i = rows[c]
-            L, G, v = np.zeros((n, n)), np.empty((n, n)), np.empty((5, n))  # one row's scratch
-            for j in range(i + 1, D):
-                h = _joint(B[i], B[j], alpha, eps, L, G, v)
-                out[i, j] = h
-                out[j, i] = h
+    def _pairs(B, i, j, alpha, eps, out):  # pragma: no cover - compiled
+        n, m = B.shape[1], len(i)
+        chunk = 64  # pairs per task, which allocates its scratch once
+        for c in prange((m + chunk - 1) // chunk):
+            L, G, v = np.zeros((n, n)), np.empty((n, n)), np.empty((5, n))
+            for t in range(c * chunk, min(m, (c + 1) * chunk)):
+                out[t] = _joint(B[i[t]], B[j[t]], alpha, eps, L, G, v)

@@ -8,13 +8,17 @@ chapter 3, "the all-pairs matrix at scale"):
   layer comes out of one D × D matrix product of the squared kernels (open decision 5 in the book's introduction).
 * **Exact** (``tol=None``): the joint Gram matrices in chunks, batched ``eigvalsh``, chunks spread
   over threads each running LAPACK single-threaded.
-* **Certified low rank, compiled** (the default for α ≠ 2 on CPU when numba is installed; ``tol``
-  bits): per pair, a greedy pivoted Cholesky factor of the joint matrix ``P = B_i∘B_j`` grows until
-  its residual trace is within the budget ε, and the small symmetric eigenproblem of the factor
-  gives the entropy (:mod:`minilib.estimator._kernel`). The residual is positive semi-definite, so
-  the certificate is the one below, at a rank close to the smallest any factor reaches.
-* **Certified low rank, torch** (the reference, the fallback without numba, and the GPU path;
-  ``tol`` bits). Write each marginal in its
+* **Certified low rank** (the default for α ≠ 2, ``tol`` bits), in torch below: the reference, the
+  fallback without numba, and the GPU path. On the CPU with numba (``kernel="numba"``, the default
+  there) the blocks of pairs whose marginals both have rank ≤ 8 run as below (one GEMM gives all
+  their small matrices: hard to beat pair by pair), and every other pair goes to a compiled kernel
+  (:mod:`minilib.estimator._kernel`): a greedy pivoted Cholesky factor of the joint matrix
+  ``P = B_i∘B_j`` grows until its residual trace is within the same budget ε, then its small
+  eigenproblem gives the entropy. The residual is positive semi-definite, so the certificate is the
+  one below, at a rank close to the smallest any factor reaches, where the hyperbolic cross of
+  high-rank marginals keeps two to three times as many columns.
+
+  The torch path: write each marginal in its
   eigenbasis, ``A_i = Σ_k λ_k u_k u_kᵀ``. Then ``A_i∘A_j = Σ_{k,l} m_kl m_klᵀ`` with columns
   ``m_kl = √(λ_k λ'_l) u_k ⊙ u'_l``, and keeping a set of them gives ``P̃ = M Mᵀ ⪯ P``, whose
   non-zero spectrum is that of the small m × m matrix ``MᵀM``. The columns kept for a pair are
@@ -32,14 +36,15 @@ costly part is a GEMM and small batched ``eigvalsh`` calls. Variables are sorted
 cut into blocks, and the work is the list of block pairs: it is fixed by the data alone, so
 the result does not depend on the thread count (chunk sizes move only the last bits: vectorised
 kernels round a batch of one differently). The compiled kernel computes each pair alone by the
-same instructions on any thread: its result is bit for bit the same at any thread count.
+same instructions on any thread, and the split between the two is fixed by the ranks: the result
+is bit for bit the same at any thread count.
 
 **Memory** (:func:`memory_bytes`), in bytes: ``8 (D N² + D N (64 + R + T) + D²)`` for the marginal
 matrices, the factors while they are built (at most 64 columns) and trimmed to the largest kept rank R,
 the products W (T ≤ 36 columns per variable: only ranks up to 8 use them) and the output; plus, per
 thread, ``3 × max_chunk_mb + 16 MB + 2 × 8 × 2048²`` for a chunk with its operands and LAPACK's copy,
-LAPACK's workspaces, and a block product. Exact path: ``8 (D N² + D²)`` plus the per-thread chunks. Compiled kernel: the exact path's
-(the output holds the joint entropies first) plus ``8 (2 N² + 5 N)`` of scratch per thread.
+LAPACK's workspaces, and a block product. Exact path: ``8 (D N² + D²)`` plus the per-thread chunks. With the compiled kernel, add
+``8 (2 N² + 5 N)`` of scratch per thread.
 α = 2: ``8 (D P + D² + 3 × 256 P + 2 × 1024 D)`` with ``P = N(N−1)/2``. At D = 11,008 and N = 100
 the worst case (R = 64) is under 4 GB. Chunks are 2 MB: from 8 MB up, glibc keeps freed chunks
 mapped on top of the live ones.
@@ -75,8 +80,7 @@ _GEMM_RANK = 8  # blocks up to this rank get all their small Gram entries from o
 _ALPHA2_ROWS = 1024  # rows of the α = 2 product per step (CPU)
 _ALPHA2_COLS = 256  # variables whose squared kernels are built at a time
 _BUCKET = 4  # kept columns are rounded up to a multiple of this: fewer distinct batch shapes for eigvalsh
-_KERNEL_ROWS = 16  # rows of the compiled kernel per call and thread: a progress step, an interrupt point
-_OUT_ROWS = 1024  # rows of the output assembled at a time from the joint entropies
+_KERNEL_PAIRS = 1 << 16  # pairs per call of the compiled kernel: a progress step, an interrupt point
 
 #: The implementations of the certified low-rank path: "auto" (compiled where numba is installed and
 #: the data are on the CPU, else torch), "numba" (compiled, an error without numba) and "torch".
@@ -139,8 +143,8 @@ def memory_bytes(n_vars: int, n_samples: int, alpha: float = 1.01, tol: float | 
                  kernel: str = "auto") -> int:
     """Peak memory (bytes) of :func:`pairwise_mutual_information` by the formula in the module docstring.
 
-    ``rank`` is the largest per-variable rank kept on the torch low-rank path (default: the cap, the
-    worst case); ``kernel`` the low-rank path's implementation (:func:`resolve_kernel`).
+    ``rank`` is the largest per-variable rank kept on the low-rank path (default: the cap, the worst
+    case); ``kernel`` the low-rank path's implementation (:func:`resolve_kernel`).
     """
     D, N = int(n_vars), int(n_samples)
     if alpha == 2.0:
@@ -149,12 +153,11 @@ def memory_bytes(n_vars: int, n_samples: int, alpha: float = 1.01, tol: float | 
     chunks = n_jobs * (3 * int(max_chunk_mb * 2**20) + _THREAD_SLACK)  # a chunk, its operands, LAPACK's copy
     if tol is None:
         return 8 * (D * N * N + D * D) + chunks
-    if resolve_kernel(kernel) == "numba":  # the exact path's Gram matrices and marginals, then per-thread scratch
-        return 8 * (D * N * N + D * D) + chunks + n_jobs * 8 * (2 * N * N + 5 * N)
     R = min(N, _MAX_RANK) if rank is None else int(rank)
     T = min(R, _GEMM_RANK) * (min(R, _GEMM_RANK) + 1) // 2
     factors = D * N * (min(N, _MAX_RANK) + R + T)  # L while it is built, L trimmed, the products W
-    return 8 * (D * N * N + factors + D * D) + chunks + n_jobs * 2 * 8 * _BLOCK_COLS**2
+    scratch = n_jobs * 8 * (2 * N * N + 5 * N) if resolve_kernel(kernel) == "numba" else 0
+    return 8 * (D * N * N + factors + D * D) + chunks + n_jobs * 2 * 8 * _BLOCK_COLS**2 + scratch
 
 
 def _alpha2(X: torch.Tensor, s: torch.Tensor, rows: int) -> torch.Tensor:
@@ -341,28 +344,30 @@ class _Work:
                 self._store(I[pi[p]], J[pj[p]], entropy_from_spectrum(torch.linalg.eigvalsh(G), self.alpha))
 
 
-def _compiled(X: torch.Tensor, s: torch.Tensor, alpha: float, eps: float, threads: int, chunk_bytes: int,
-              progress: bool) -> torch.Tensor:
-    """The certified low-rank path on the compiled kernel: the Gram matrices and exact marginals as
-    on the exact path, then every pair's joint entropy, rows i and D − 1 − i side by side so that each
-    call's rows hold about the same number of pairs."""
-    N, D = X.shape
-    sp = _spectra(X, s, alpha, None, chunk=max(1, chunk_bytes // (8 * N * N)))
-    B = sp.B.numpy()
-    joint = np.zeros((D, D))
-    order = np.stack([np.arange(D // 2), D - 1 - np.arange(D // 2)], 1).ravel()
-    order = np.concatenate([order, [D // 2]]) if D % 2 else order
-    step = _KERNEL_ROWS * threads
-    with tqdm(total=D * (D - 1) // 2, desc="MI pairs", unit="pair", unit_scale=True, disable=not progress) as bar:
-        for a in range(0, D, step):
-            rows = order[a : a + step]
-            _kernel.joint_entropy_rows(B, rows, alpha, eps, joint, threads)
-            bar.update(int((D - 1 - rows).sum()))
-    marg = sp.marg.numpy()
-    for a in range(0, D, _OUT_ROWS):  # I(i; j) = (S(i) + S(j)) − S(i, j) in place, by rows: symmetric
-        joint[a : a + _OUT_ROWS] = (marg[a : a + _OUT_ROWS, None] + marg[None, :]) - joint[a : a + _OUT_ROWS]
-    np.fill_diagonal(joint, marg)
-    return torch.from_numpy(joint)
+def _compiled(work: _Work, units: list[tuple[int, int]], threads: int, bar: tqdm) -> None:
+    """Every pair of the block pairs ``units`` through the compiled kernel, ``_KERNEL_PAIRS`` at a time."""
+    B = work.sp.B.numpy()
+    pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def flush() -> None:
+        i, j = torch.cat([p[0] for p in pending]), torch.cat([p[1] for p in pending])
+        joint = _kernel.joint_entropies(B, i.numpy(), j.numpy(), work.alpha, work.eps, threads)
+        work._store(i, j, torch.from_numpy(joint))
+        pending.clear()
+
+    count = 0
+    for a, b in units:
+        I, J = work.blocks[a], work.blocks[b]
+        pi, pj = (torch.triu_indices(len(I), len(I), 1) if a == b else
+                  torch.cartesian_prod(torch.arange(len(I)), torch.arange(len(J))).T)
+        pending.append((I[pi], J[pj]))
+        count += pi.numel()
+        if count >= _KERNEL_PAIRS:
+            flush()
+            count = 0
+        bar.update()
+    if pending:
+        flush()
 
 
 def pairwise_mutual_information(
@@ -411,12 +416,14 @@ def pairwise_mutual_information(
     if alpha == 2.0:
         return _alpha2(X, s, rows=max(1, chunk_bytes // (8 * D)) if cuda else _ALPHA2_ROWS)
     eps = None if tol is None else trace_budget(tol, alpha, N)
-    if eps is not None and kernel == "numba":
-        return _compiled(X, s, alpha, eps, n_jobs or torch.get_num_threads(), chunk_bytes, progress)
     sp = _spectra(X, s, alpha, eps, chunk=max(1, chunk_bytes // (8 * N * N)))
     work = _Work(sp, _blocks(sp.rank, D), alpha, eps, chunk_bytes)
     units = [(a, b) for a in range(len(work.blocks)) for b in range(a, len(work.blocks))]
     bar = tqdm(total=len(units), desc="MI pairs", unit="block", disable=not progress)
+    compiled = []
+    if eps is not None and kernel == "numba":  # GEMM blocks stay batched in torch, every other pair is compiled
+        compiled = [u for u in units if not (u[0] in work.W and u[1] in work.W)]
+        units = [u for u in units if u[0] in work.W and u[1] in work.W]
 
     def run(u: tuple[int, int]) -> None:
         work.unit(*u)
@@ -432,6 +439,8 @@ def pairwise_mutual_information(
             with ThreadPoolExecutor(max_workers=n_jobs or threads) as pool:
                 for _ in pool.map(run, units):
                     bar.update()
+            if compiled:
+                _compiled(work, compiled, n_jobs or threads, bar)
     finally:
         torch.set_num_threads(threads)
         bar.close()
