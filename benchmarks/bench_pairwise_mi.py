@@ -1,7 +1,8 @@
 """Benchmark: the all-pairs MI matrix of one layer and one batch (N = 100) at D = 512 … 11,008 neurons.
 
     python benchmarks/bench_pairwise_mi.py [--dims 512 1536 4096 11008] [--subset 384]
-                                           [--bound-matrices 16384] [--activations FILE.pt] [--device cuda]
+                                           [--bound-matrices 16384] [--activations FILE.pt | smollm2:LAYER]
+                                           [--device cuda]
                                            [--out results/bench_pairwise_mi.csv]
 
 For every D it prints, side by side and measured in this one run:
@@ -18,7 +19,8 @@ For every D it prints, side by side and measured in this one run:
   beside :func:`minilib.estimator.pairwise.memory_bytes`.
 
 The data are minilib.data.toydata.gelu_layer (seed 0; n_inputs = 3 D / 8 as in a transformer FFN),
-z-scored, with alignment-chosen widths (§3.4) — or the (N, D) tensor in ``--activations``. Every
+z-scored, with alignment-chosen widths (§3.4) — or the (N, D) tensor in ``--activations``, or with
+``--activations smollm2:K`` layer K of SmolLM2-135M on 100 WikiText-2 tokens (as ``bench_mi_map.py``). Every
 figure says which. Nothing is asserted; the figures are discussed in the book's chapter 3b.
 ``--device cuda`` adds the same rows on the GPU (D = 11,008 included at α = 1.01); without it the
 GPU rows read "not measured".
@@ -27,6 +29,7 @@ GPU rows read "not measured".
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 import multiprocessing as mp
 import platform
@@ -50,9 +53,17 @@ N = 100
 def layer(D: int, activations: str | None) -> tuple[torch.Tensor, torch.Tensor, str, float]:
     """Normalised activations (N, D), their aligned widths, what they are, and the seconds of the width fit."""
     if activations:
-        X = torch.load(activations)[:N].double()
+        if activations.startswith("smollm2:"):  # the activations of bench_mi_map.py
+            spec = importlib.util.spec_from_file_location("bench_mi_map", Path(__file__).with_name("bench_mi_map.py"))
+            bench_map = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(bench_map)
+            acts, source = bench_map.activations("smollm2", N)
+            k = int(activations.split(":")[1])
+            X, source = acts[k].double(), f"{source}, layer {k}"
+        else:
+            X, source = torch.load(activations)[:N].double(), activations
         X = X[:, X.std(0) > 1e-6 * X.std(0).median()][:, :D]
-        what = f"{activations} (first {X.shape[1]} live neurons)"
+        what = f"{source} (first {X.shape[1]} live neurons)"
     else:
         X = toydata.gelu_layer(N, n_neurons=D, n_inputs=max(8, 3 * D // 8), seed=0)
         what = f"toydata.gelu_layer(N={N}, D={D}, seed=0)"
@@ -142,7 +153,8 @@ def main() -> None:
     ap.add_argument("--subset", type=int, default=384, help="variables on which the exact path runs (D > 512)")
     ap.add_argument("--bound-matrices", type=int, default=16384, help="joint matrices timed for the eigvalsh bound")
     ap.add_argument("--max-alpha101-dim", type=int, default=4096, help="largest D for α = 1.01 on the CPU")
-    ap.add_argument("--activations", help="a .pt file with one (samples, neurons) tensor instead of the toy layer")
+    ap.add_argument("--activations", help="a .pt file with one (samples, neurons) tensor instead of the toy layer, "
+                    "or smollm2:K for SmolLM2-135M's layer K")
     ap.add_argument("--device", default="cpu", help="cpu, or cuda for the GPU rows too")
     ap.add_argument("--out", help="also write the rows to this CSV (the book's cost model reads it)")
     args = ap.parse_args()
