@@ -182,9 +182,7 @@ if AVAILABLE:
         budget = eps * left
         k = 0
         while k < n and left > budget and budget > n * _EPS64 * left:
-            p = np.argmax(r)
-            if r[p] <= 0.0:
-                break
+            p = np.argmax(r)  # r[p] > 0: the residual trace is above a positive budget
             for a in range(n):  # column p of P (= row p: B is symmetric)
                 col[a] = Bi[p, a] * Bj[p, a]
             for t in range(k):

@@ -43,8 +43,8 @@ is bit for bit the same at any thread count.
 matrices, the factors while they are built (at most 64 columns) and trimmed to the largest kept rank R,
 the products W (T ≤ 36 columns per variable: only ranks up to 8 use them) and the output; plus, per
 thread, ``3 × max_chunk_mb + 16 MB + 2 × 8 × 2048²`` for a chunk with its operands and LAPACK's copy,
-LAPACK's workspaces, and a block product. Exact path: ``8 (D N² + D²)`` plus the per-thread chunks. With the compiled kernel, add
-``8 (2 N² + 5 N)`` of scratch per thread.
+LAPACK's workspaces, and a block product. Exact path: ``8 (D N² + D²)`` plus the per-thread chunks.
+With the compiled kernel, add ``8 (2 N² + 5 N)`` of scratch per thread.
 α = 2: ``8 (D P + D² + 3 × 256 P + 2 × 1024 D)`` with ``P = N(N−1)/2``. At D = 11,008 and N = 100
 the worst case (R = 64) is under 4 GB. Chunks are 2 MB: from 8 MB up, glibc keeps freed chunks
 mapped on top of the live ones.
@@ -93,7 +93,7 @@ def resolve_kernel(kernel: str, device: torch.device | str = "cpu") -> str:
         raise ValueError(f"unknown kernel {kernel!r}; choose from {', '.join(KERNELS)}")
     cpu = torch.device(device).type == "cpu"
     if kernel == "numba" and not (_kernel.AVAILABLE and cpu):
-        raise ValueError("kernel='numba' runs on the CPU with numba installed (pip install 'numba>=0.60'); "
+        raise ValueError("kernel='numba' runs on the CPU with numba installed (pip install 'numba>=0.59'); "
                          "use kernel='torch' or 'auto'")
     return "numba" if kernel == "numba" or (kernel == "auto" and _kernel.AVAILABLE and cpu) else "torch"
 

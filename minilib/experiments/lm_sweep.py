@@ -31,8 +31,8 @@ from minilib.methods import METHODS, Calibrated, Settings, check_plan
 from minilib.methods.compensation import COMPENSATIONS, compensate
 from minilib.methods.selection import CLUSTERINGS
 from minilib.methods.scores import keep_fraction, keep_top, magnitude_scores
-from minilib.cache import cache_dir, check_output, code_fingerprint, code_revision, data_fingerprint, short_hash
-from minilib.cache import write_table
+from minilib.cache import (cache_dir, check_output, code_fingerprint, code_revision, data_fingerprint, short_hash,
+                           write_table)
 from minilib.cache import cell as cached_cell
 from minilib.data import zeroshot
 from minilib.experiments import engine
@@ -177,8 +177,9 @@ def _apply_mlp(setup: Setup, compensation: str = "none"):
     return apply
 
 
-def _mlp_key(compensation: str, prefix: str = ""):
-    """A pruned model's evaluation key: its keep-sets, and the compensation when there is one."""
+def _eval_key(compensation: str, prefix: str = ""):
+    """A pruned model's evaluation key: its choice (keep-sets or blocks), after ``prefix`` and the
+    compensation when there is one."""
     tag = "".join(f"{p}-" for p in (prefix, "" if compensation == "none" else compensation) if p)
     return lambda _cell, choice: tag + short_hash(json.dumps(choice))
 
@@ -264,7 +265,7 @@ def mlp_sweep(setup: Setup, ratios: list[float], methods=MLP_METHODS, trials: in
     jobs = _mlp_jobs(setup, methods, ratios, trials)
     records = engine.run([c for _, c in jobs], _choose_mlp(setup), _apply_mlp(setup, compensation),
                          lambda model: {"perplexity": setup.perplexity(model)}, setup.folder / "mlp",
-                         _mlp_key(compensation), progress, "MLP pruning")
+                         _eval_key(compensation), progress, "MLP pruning")
     return pd.DataFrame([{"method": r["cell"].method, "compensation": compensation, "ratio": ratio, "trial": r["cell"].trial,
                           "kept_per_block": r["cell"].level, "perplexity": r["metrics"]["perplexity"],
                           "dense_perplexity": dense, "select_seconds": r["select_seconds"],
@@ -303,12 +304,12 @@ def zeroshot_sweep(setup: Setup, ratios=(0.2, 0.3), n_blocks=(2, 4, 6), tasks=tu
     runs = [("dense", "dense", "none", 0.0, setup.cell("dense", tag, lambda: score(setup.model)))]
     jobs = _mlp_jobs(setup, mlp_methods, ratios, trials=1)
     for (ratio, _), r in zip(jobs, engine.run([c for _, c in jobs], _choose_mlp(setup), _apply_mlp(setup, compensation),
-                                              score, setup.folder / "mlp", _mlp_key(compensation, tag), progress,
+                                              score, setup.folder / "mlp", _eval_key(compensation, tag), progress,
                                               "zero-shot (MLP)")):
         runs.append(("mlp", r["cell"].method, compensation, ratio, r["metrics"]))
     for r in engine.run(_block_cells(block_methods, n_blocks, trials=1), _choose_block_set(setup),
                         lambda _c, chosen: blocks.remove_blocks(setup.model, chosen), score, setup.folder / "blocks",
-                        _mlp_key("none", tag), progress, "zero-shot (blocks)"):
+                        _eval_key("none", tag), progress, "zero-shot (blocks)"):
         runs.append(("blocks", r["cell"].method, "none", float(r["cell"].level), r["metrics"]))
     rows = []
     for pruning, method, comp, level, metrics in runs:
