@@ -199,7 +199,7 @@ def prune_main(argv: Sequence[str] | None = None) -> None:
         data = data.select(range(min(args.max_examples, len(data))))
     config = _model_config(args.model)
     family = family_of(config)
-    keep_fraction(config.intermediate_size, args.keep)
+    keep_fraction(family.width(config), args.keep)
     check_method(args.method, family.causal or "label" in data.column_names)
     check_samples(args.method, family, settings, len(data))
 

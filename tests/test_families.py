@@ -5,7 +5,8 @@ import copy
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, GPT2Config, GPT2Model
+from transformers import (AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, MixtralConfig,
+                          MixtralForCausalLM)
 from zoo import DECODERS, ZOO, batches, build, outputs
 
 import minilib
@@ -105,13 +106,15 @@ def test_decoder_samples_are_tokens_without_the_first_position():
     assert [a.shape for a in acts] == [(2 * 6 * 8, 12)] * 3  # 2 batches × 6 windows × (9 − 1) positions
 
 
-def test_families_are_registered_once_and_unknown_models_fail_in_one_line():
-    assert {f.name for f in FAMILIES} == {"encoder-ffn", "gated-mlp"}
+def test_families_are_registered_once_every_layout_is_tested_and_others_fail_in_one_line():
+    assert {f.name for f in FAMILIES} == {"encoder-ffn", "encoder-glu", "decoder-mlp", "gated-mlp"}
     types = [t for f in FAMILIES for t in f.model_types]
     assert len(types) == len(set(types))
-    gpt2 = GPT2Model(GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=10))
-    with pytest.raises(ValueError, match=r"unsupported architecture 'gpt2'.*encoder-ffn \(BERT.*gated-mlp \(Llama"):
-        minilib.prune(gpt2, [{"input_ids": torch.ones(2, 3, dtype=torch.long)}], 0.5, "random")
+    assert {family_of(ZOO[n][1]()).layout for n in ZOO} == {f.layout for f in FAMILIES}  # the zoo covers them all
+    moe = MixtralForCausalLM(MixtralConfig(vocab_size=10, hidden_size=8, intermediate_size=8, num_hidden_layers=1,
+                                           num_attention_heads=2, num_key_value_heads=1, num_local_experts=2))
+    with pytest.raises(ValueError, match=r"^unsupported architecture 'mixtral'.*BERT.*GPT-2.*Phi-3[^\n]*$"):
+        minilib.prune(moe, [{"input_ids": torch.ones(2, 3, dtype=torch.long)}], 0.5, "random")
 
 
 def test_half_precision_models_are_accepted():

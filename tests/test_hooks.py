@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from minilib.models.families import EncoderFFN
+from minilib.models.families import FAMILIES
 from minilib.models.hooks import capture_activations as capture_ffn_activations
 
 TINY = dict(vocab_size=30522, hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=512)
@@ -72,9 +72,9 @@ def test_hooks_removed_and_mode_restored_even_on_error(model):
 
 def test_reduce_tokens_mean_by_hand():
     h, batch = torch.tensor([[[1.0], [3.0], [100.0]]]), {"attention_mask": torch.tensor([[1, 1, 0]])}
-    assert EncoderFFN().samples(h, batch, "mean").item() == 2.0
-    assert EncoderFFN().samples(h, batch, "cls").item() == 1.0
-    assert EncoderFFN().samples(h, batch, "tokens").flatten().tolist() == [1.0, 3.0]
+    assert FAMILIES[0].samples(h, batch, "mean").item() == 2.0
+    assert FAMILIES[0].samples(h, batch, "cls").item() == 1.0
+    assert FAMILIES[0].samples(h, batch, "tokens").flatten().tolist() == [1.0, 3.0]
 
 
 def test_clear_errors(model):

@@ -24,9 +24,27 @@ ZOO = {
     "mistral": (tf.MistralForCausalLM, tf.MistralConfig, _DECODER),
     "qwen2": (tf.Qwen2ForCausalLM, tf.Qwen2Config, _DECODER),
     "qwen3": (tf.Qwen3ForCausalLM, tf.Qwen3Config, {**_DECODER, "head_dim": 4}),
+    "deberta-v2": (tf.DebertaV2ForSequenceClassification, tf.DebertaV2Config, {**_ENCODER, "num_labels": 2}),
+    "distilbert": (tf.DistilBertForSequenceClassification, tf.DistilBertConfig,
+                   dict(vocab_size=VOCAB, dim=16, n_layers=2, n_heads=2, hidden_dim=24, max_position_embeddings=40,
+                        num_labels=2)),
+    "modernbert": (tf.ModernBertForSequenceClassification, tf.ModernBertConfig,
+                   {**_ENCODER, "num_labels": 2, "pad_token_id": 0, "bos_token_id": 2, "eos_token_id": 3,
+                    "cls_token_id": 2, "sep_token_id": 3, "global_attn_every_n_layers": 2, "local_attention": 8}),
+    # GPT-2 keeps n_inner=None, its default: 4 × hidden neurons
+    "gpt2": (tf.GPT2LMHeadModel, tf.GPT2Config, dict(vocab_size=VOCAB, n_embd=16, n_layer=3, n_head=4, n_positions=64,
+                                                      bos_token_id=0, eos_token_id=0)),
+    "opt": (tf.OPTForCausalLM, tf.OPTConfig, dict(vocab_size=VOCAB, hidden_size=16, ffn_dim=12, num_hidden_layers=3,
+                                                  num_attention_heads=4, max_position_embeddings=64,
+                                                  word_embed_proj_dim=16, pad_token_id=1)),
+    "gpt-neox": (tf.GPTNeoXForCausalLM, tf.GPTNeoXConfig, {**_DECODER, "num_key_value_heads": 4}),
+    "gemma": (tf.GemmaForCausalLM, tf.GemmaConfig, {**_DECODER, "head_dim": 4}),
+    "gemma2": (tf.Gemma2ForCausalLM, tf.Gemma2Config, {**_DECODER, "head_dim": 4}),
+    "gemma3": (tf.Gemma3ForCausalLM, tf.Gemma3TextConfig, {**_DECODER, "head_dim": 4}),
+    "phi3": (tf.Phi3ForCausalLM, tf.Phi3Config, {**_DECODER, "pad_token_id": 0, "bos_token_id": 0, "eos_token_id": 0}),
 }
-ENCODERS = [n for n in ZOO if ZOO[n][0].__name__.startswith(("Bert", "Roberta", "Electra"))]
-DECODERS = [n for n in ZOO if n not in ENCODERS]
+DECODERS = [n for n in ZOO if ZOO[n][0].__name__.endswith("ForCausalLM") or n == "gpt2"]
+ENCODERS = [n for n in ZOO if n not in DECODERS]
 
 
 def build(name: str, dtype: torch.dtype = torch.float32) -> torch.nn.Module:

@@ -56,7 +56,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from minilib.models.families import Family, family_of, model_inputs
+from minilib.models.families import Family, family_of, model_inputs, token_grid
 from minilib.models.hooks import check_finite, frozen
 
 __all__ = ["COMPENSATIONS", "FITS", "RIDGE", "Compensation", "LayerStats", "LayerFix", "collect_stats",
@@ -157,7 +157,7 @@ class _Accumulator:
 
     def _hook(self, index: int, stop: bool):
         def fn(_m: nn.Module, args: tuple) -> None:
-            a = args[0]
+            a = token_grid(args[0], self.rows.shape)
             check_finite(a, "activations", index)
             x = torch.cat([a.double(), torch.ones(*a.shape[:2], 1, dtype=torch.float64, device=a.device)], -1)
             if index not in self.out:

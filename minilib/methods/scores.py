@@ -34,7 +34,7 @@ from scipy.stats import rankdata
 from torch import nn
 
 from minilib.estimator.entropy import squared_distances
-from minilib.models.families import Family, family_of, model_inputs
+from minilib.models.families import Family, family_of, model_inputs, token_grid
 from minilib.models.hooks import capture_activations, gradient_pass
 
 Scores = list[np.ndarray]
@@ -159,7 +159,7 @@ def token_moments(model: nn.Module, batches: Iterable[Batch]) -> list[torch.Tens
 
     def hook(index: int):
         def fn(_m, args):
-            a = args[0].double().cpu()
+            a = token_grid(args[0], current[0]["input_ids"].shape).double().cpu()
             mask = current[0].get("attention_mask")
             rows = a.reshape(-1, a.shape[-1]) if mask is None else a[mask.bool()]
             sums[index] += torch.stack([torch.full_like(rows[0], len(rows)), rows.sum(0), rows.pow(2).sum(0)])
@@ -311,10 +311,11 @@ def least_squares_tuning(dense: nn.Module, pruned: nn.Module, batches: Iterable[
             for b in batches:
                 pruned(**model_inputs(pruned, b))
                 mask = b.get("attention_mask")
-                rows = (torch.ones(captured["a"].shape[:2], dtype=torch.bool) if mask is None else mask.bool())
+                rows = (torch.ones(b["input_ids"].shape, dtype=torch.bool) if mask is None else mask.bool())
                 rows = rows.to(captured["a"].device)
-                a = captured["a"][rows].double()  # (tokens, kept), the pruned model's activations
-                y = down_d(family.activation(block_d, captured["x"]))[rows].double()  # dense FFN, same input
+                shape = b["input_ids"].shape
+                a = token_grid(captured["a"], shape)[rows].double()  # (tokens, kept), the pruned model's activations
+                y = token_grid(down_d(family.activation(block_d, captured["x"])), shape)[rows].double()  # dense FFN
                 if down_p.bias is not None:
                     y = y - down_p.bias.double()
                 C += a.T @ a

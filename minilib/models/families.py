@@ -1,51 +1,84 @@
 """Model families: the one place that knows where a transformer keeps its FFN neurons.
 
 Every supported model computes, in each of its blocks, a feed-forward network ``y = down(a)``
-whose **neurons** are the inputs ``a_j`` of one linear map ``down``:
+whose **neurons** are the inputs ``a_j`` of one linear map ``down``. A plain FFN has
+``a = act(up(x))``; a gated one (GLU) has ``a = act(gate(x)) · up(x)``, with ``gate`` and ``up``
+either two maps or the two halves of one fused map (Phi-3's ``gate_up_proj``, ModernBERT's ``Wi``).
+Four families, by what a sample of a neuron is (a sentence for an encoder, a token for a decoder)
+and by the FFN's arithmetic:
 
-=================  ==========================================  ==============================
-family             ``a`` (one entry per neuron)                 ``down``
-=================  ==========================================  ==============================
-``encoder-ffn``    ``GELU(intermediate.dense(x))``              ``output.dense``
-(BERT, MiniLM,
-RoBERTa, ELECTRA)
-``gated-mlp``      ``silu(gate_proj(x)) · up_proj(x)``          ``mlp.down_proj``
-(Llama, SmolLM2,
-Mistral, Qwen2/3)
-=================  ==========================================  ==============================
+===============  ==========================================  =======================================
+family           architectures (``config.model_type``)        where the FFN is (inside each block)
+===============  ==========================================  =======================================
+``encoder-ffn``  BERT, MiniLM, RoBERTa, XLM-R, ELECTRA,       ``intermediate.dense`` → ``output.dense``
+                 CamemBERT, DeBERTa(-v2); DistilBERT          (DistilBERT: ``ffn.lin1`` → ``ffn.lin2``)
+``encoder-glu``  ModernBERT                                   fused ``mlp.Wi`` → ``mlp.Wo``
+``decoder-mlp``  GPT-2, OPT, GPT-NeoX (Pythia)                ``mlp.c_fc`` → ``mlp.c_proj`` (GPT-2's
+                                                              transposed ``Conv1D``), ``fc1`` → ``fc2``,
+                                                              ``mlp.dense_h_to_4h`` → ``mlp.dense_4h_to_h``
+``gated-mlp``    Llama, SmolLM2, Mistral, Qwen2/3, Gemma 1-3, ``mlp.gate_proj``, ``mlp.up_proj`` →
+                 Phi-3                                        ``mlp.down_proj`` (Phi-3: fused
+                                                              ``mlp.gate_up_proj``)
+===============  ==========================================  =======================================
+
+One :class:`Layout` per architecture names these paths; :data:`FAMILIES` holds one family object per
+layout, and any other model (mixture-of-experts ones included) fails at once with one line naming the
+supported architectures (:func:`family_of`).
 
 So one forward pre-hook on ``down`` captures the activations and carries the gradient mask of
-every method (:mod:`minilib.models.hooks`), and removing neuron ``j`` deletes row ``j`` of every
-up-projection and column ``j`` of ``down`` (exact: the pruned model computes what the dense one
-computes with ``a_j = 0``). A family also says what the subsidiary KL criterion (Eq. 2) compares
-(:meth:`Family.representation`), which output distribution HFPrune's entropy reads
-(:meth:`Family.output_distribution`), and how many multiply-adds a block costs.
+every method (:mod:`minilib.models.hooks`), and removing neuron ``j`` deletes its output row of every
+up-projection (both halves of a fused one) and column ``j`` of ``down`` (exact: the pruned model
+computes what the dense one computes with ``a_j = 0``). A family also says what the subsidiary KL
+criterion (Eq. 2) compares (:meth:`Family.representation`), which output distribution HFPrune's
+entropy reads (:meth:`Family.output_distribution`), and how many multiply-adds a block costs.
+:meth:`Family.down` always gives ``down`` as an ``nn.Linear`` would look (GPT-2's ``Conv1D`` through
+a transposed view), so no other module needs to know about weight layouts.
 
 Compensation (chapter 9) may give ``down`` a bias it did not have (:meth:`Family.ensure_down_bias`):
-Llama's config switches it on with ``mlp_bias`` (the model reloads with ``from_pretrained``), Mistral,
-Qwen2 and Qwen3 have no such switch and record ``config.ffn_down_bias`` for
-:func:`minilib.models.surgery.load_pruned`. No supported family's config holds per-layer FFN widths in
+through the config's own switch where there is one (Llama's and ModernBERT's ``mlp_bias``, so the model
+reloads with ``from_pretrained``), else recorded as ``config.ffn_down_bias`` for
+:func:`minilib.models.surgery.load_pruned`. No supported config holds per-layer FFN widths in
 ``transformers``, so a non-uniform model records ``config.ffn_sizes`` and reloads through ``load_pruned``.
-
-Adding a family is one small subclass registered in :data:`FAMILIES`; any other model fails at
-once with one line naming the supported families (:func:`family_of`).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
-__all__ = ["Family", "EncoderFFN", "GatedMLP", "FAMILIES", "family_of", "check_keep", "slice_linear", "with_bias",
-           "model_inputs", "SIMILARITY_SCALE"]
+__all__ = ["Layout", "Family", "Encoder", "Decoder", "FAMILIES", "family_of", "check_keep", "slice_layer",
+           "with_bias", "model_inputs", "token_grid", "SIMILARITY_SCALE"]
 
 # The inverse temperature of sentence-transformers' in-batch contrastive loss, which trained all-MiniLM-L6-v2.
 SIMILARITY_SCALE = 20.0
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one architecture keeps its FFN: attribute paths inside each block, and its config's width."""
+
+    model_types: tuple[str, ...]  # the ``config.model_type`` values it serves
+    examples: str  # what users call these models, for messages
+    blocks: str  # the ModuleList of blocks, from the base model
+    up: tuple[str, ...]  # (up,) plain; (gate, up) gated; (gate_up,) gated and fused, halves in that order
+    act: str  # the activation module
+    down: str  # the linear map whose inputs are the neurons
+    width: str = "intermediate_size"  # the config attribute holding the FFN width
+    fused: bool = False  # up[0] holds gate and up as its two halves of output rows
+    bias_switch: str | None = None  # the config flag that gives the FFN's linear maps biases, if any
+
+    @property
+    def gated(self) -> bool:
+        return len(self.up) == 2 or self.fused
 
 
 def check_keep(keep: Sequence[Sequence[int]] | Mapping[int, Sequence[int]], sizes: list[int]) -> list[torch.Tensor]:
@@ -59,7 +92,8 @@ def check_keep(keep: Sequence[Sequence[int]] | Mapping[int, Sequence[int]], size
         raise ValueError(f"keep has {len(keep)} entries but the model has {len(sizes)} layers; give one per layer")
     out = []
     for layer, (idx, n) in enumerate(zip(keep, sizes)):
-        idx = torch.as_tensor(list(idx) if not isinstance(idx, torch.Tensor) else idx, dtype=torch.long).flatten()
+        idx = torch.as_tensor(list(idx) if not isinstance(idx, torch.Tensor) else idx, dtype=torch.long,
+                              device="cpu").flatten()  # cpu also inside a meta-device context (load_pruned)
         if idx.numel() == 0:
             raise ValueError(f"layer {layer}: keep at least one neuron (an empty FFN cannot be saved and reloaded)")
         if idx.min() < 0 or idx.max() >= n:
@@ -70,15 +104,46 @@ def check_keep(keep: Sequence[Sequence[int]] | Mapping[int, Sequence[int]], size
     return out
 
 
-def slice_linear(linear: nn.Linear, idx: torch.Tensor, dim: int) -> nn.Linear:
-    """A new Linear keeping ``idx`` along the weight's ``dim`` (0: outputs, 1: inputs)."""
-    idx = idx.to(linear.weight.device)
-    weight = linear.weight.detach().index_select(dim, idx).clone()
-    bias = linear.bias.detach().clone() if linear.bias is not None else None
+class TransposedView:
+    """``transformers``' ``Conv1D`` (GPT-2 stores ``weight`` as (in, out)) seen as an ``nn.Linear``:
+    ``weight`` is the transposed view, so reads and in-place writes reach the module's own storage;
+    calls, hooks, ``bias`` and ``parameters()`` go to the module."""
+
+    def __init__(self, module: Conv1D):
+        self.module = module
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.module.weight.T
+
+    @property
+    def in_features(self) -> int:
+        return self.module.weight.shape[0]
+
+    @property
+    def out_features(self) -> int:
+        return self.module.weight.shape[1]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.module, name)
+
+
+def slice_layer(layer: nn.Linear | Conv1D, idx: torch.Tensor, dim: int) -> nn.Linear | Conv1D:
+    """A new layer of the same kind keeping ``idx`` of its outputs (``dim=0``) or inputs (``dim=1``)."""
+    transposed = isinstance(layer, Conv1D)
+    idx = idx.to(layer.weight.device)
+    weight = layer.weight.detach().index_select(1 - dim if transposed else dim, idx).clone()
+    bias = layer.bias.detach().clone() if layer.bias is not None else None
     if bias is not None and dim == 0:
         bias = bias[idx]
-    new = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None,
-                    device=weight.device, dtype=weight.dtype)
+    if transposed:
+        new = Conv1D(weight.shape[1], weight.shape[0]).to(device=weight.device, dtype=weight.dtype)
+    else:
+        new = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device=weight.device,
+                        dtype=weight.dtype)
     with torch.no_grad():
         new.weight.copy_(weight)
         if bias is not None:
@@ -96,10 +161,24 @@ def with_bias(linear: nn.Linear) -> nn.Linear:
     return new
 
 
+@functools.cache
+def _forward_arguments(cls: type) -> frozenset[str]:
+    return frozenset(inspect.signature(cls.forward).parameters)
+
+
 def model_inputs(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The forward arguments of a batch, on the model's device (labels and other columns left out)."""
+    """The forward arguments of a batch that the model takes, on its device (labels and other columns,
+    and token types for a model without them such as DistilBERT, left out)."""
     device = next(model.parameters()).device
-    return {k: batch[k].to(device) for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+    accepted = _forward_arguments(type(model))
+    return {k: batch[k].to(device) for k in ("input_ids", "attention_mask", "token_type_ids")
+            if k in batch and k in accepted}
+
+
+def token_grid(a: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """What ``down`` received as (batch, tokens, neurons) for a batch of ``input_ids`` of ``shape``:
+    OPT's blocks flatten the tokens before their FFN."""
+    return a if a.ndim == 3 else a.view(*shape, a.shape[-1])
 
 
 def _masked_mean(hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -121,41 +200,39 @@ def _set(module: nn.Module, path: str, value: nn.Module) -> None:
 
 
 class Family(ABC):
-    """Where one family of models keeps its FFN neurons (subclass and register in :data:`FAMILIES`).
+    """One architecture's FFN (its :class:`Layout`) and what a sample of its neurons is.
 
-    A subclass names the layout by attribute paths inside a block (``down_path``, ``up_paths``,
-    ``ffn_input_path``) and gives what depends on the family's arithmetic (the abstract methods).
+    :class:`Encoder` and :class:`Decoder` give what depends on the model's role (representation,
+    output distribution, loss, attention cost); the layout gives where the neurons are.
     """
 
-    name: str = ""
-    model_types: frozenset[str] = frozenset()  # ``config.model_type`` values this family serves
-    examples: str = ""
     causal: bool = False  # one sample of a neuron is a token (decoders) rather than a sentence
     batch_size: int = 32  # calibration texts per forward pass by default
-    down_path: str = ""  # the linear map whose inputs are the neurons
-    up_paths: tuple[str, ...] = ()  # the up-projections, one output row per neuron
-    ffn_input_path: str = ""  # the module whose first input is the FFN's input ``x``
-    bias_switch: str | None = None  # the config flag that gives the FFN's linear maps biases, if any
     # compensation's default for each sequence's first token (chapter 9 measured both): a decoder's is
     # fitted like any other (SmolLM2: within 0.2% either way), an encoder's [CLS] is left out
     fit_first_token: bool = True
 
-    # -- what each family defines ---------------------------------------------------------------
-    @abstractmethod
-    def blocks(self, model: nn.Module) -> nn.ModuleList:
-        """The model's blocks (checked to have the family's layout)."""
+    def __init__(self, layout: Layout):
+        self.layout = layout
 
-    @abstractmethod
-    def activation(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """``a`` from the FFN's input ``x`` (what ``down`` receives)."""
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name}: {self.layout.examples})"
 
-    @abstractmethod
-    def magnitude(self, block: nn.Module) -> torch.Tensor:
-        """The weight-magnitude score of each neuron (higher = keep)."""
+    @property
+    def name(self) -> str:
+        """``encoder-ffn``, ``encoder-glu``, ``decoder-mlp`` or ``gated-mlp``."""
+        if self.causal:
+            return "gated-mlp" if self.layout.gated else "decoder-mlp"
+        return "encoder-glu" if self.layout.gated else "encoder-ffn"
 
+    @property
+    def model_types(self) -> tuple[str, ...]:
+        return self.layout.model_types
+
+    # -- what each role defines -------------------------------------------------------------------
     @abstractmethod
-    def block_macs(self, config: Any, neurons: int, seq_len: float) -> float:
-        """Multiply-adds of one block with ``neurons`` FFN neurons for a sequence of ``seq_len`` tokens."""
+    def attention_macs(self, config: Any, seq_len: float) -> float:
+        """Multiply-adds of one block's attention for a sequence of ``seq_len`` tokens."""
 
     @abstractmethod
     def representation(self, model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -170,44 +247,88 @@ class Family(ABC):
     def supervised_loss(self, model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The task loss, summed over samples (each sample's mask gradient is its own)."""
 
-    # -- shared logic -----------------------------------------------------------------------------
-    def down(self, block: nn.Module) -> nn.Linear:
-        return _get(block, self.down_path)
-
-    def ups(self, block: nn.Module) -> dict[str, nn.Linear]:
-        return {path: _get(block, path) for path in self.up_paths}
-
-    def ffn_input(self, block: nn.Module) -> nn.Module:
-        return _get(block, self.ffn_input_path)
-
-    def sizes(self, model: nn.Module) -> list[int]:
-        """The number of FFN neurons in each block."""
-        return [self.down(b).in_features for b in self.blocks(model)]
-
+    # -- the layout -------------------------------------------------------------------------------
     def base(self, model: nn.Module) -> nn.Module:
         return getattr(model, "base_model", model)
 
     def has_head(self, model: nn.Module) -> bool:
         return self.base(model) is not model
 
+    def blocks(self, model: nn.Module) -> nn.ModuleList:
+        """The model's blocks (checked to have the layout's FFN)."""
+        lay = self.layout
+        try:
+            blocks = _get(self.base(model), lay.blocks)
+            for block in blocks:
+                for path in (*lay.up, lay.act, lay.down):
+                    _get(block, path)
+        except AttributeError:
+            raise ValueError(f"{type(model).__name__} has no {lay.blocks}[i] with {', '.join(lay.up)}, {lay.act} and "
+                             f"{lay.down} (the {lay.examples.split(',')[0]} layout)") from None
+        return blocks
+
+    def down(self, block: nn.Module) -> nn.Linear | TransposedView:
+        """``down`` as an ``nn.Linear`` looks: ``weight`` is (hidden, neurons)."""
+        layer = _get(block, self.layout.down)
+        return TransposedView(layer) if isinstance(layer, Conv1D) else layer
+
+    def ups(self, block: nn.Module) -> dict[str, nn.Module]:
+        return {path: _get(block, path) for path in self.layout.up}
+
+    def ffn_input(self, block: nn.Module) -> nn.Module:
+        """The module whose first input is the FFN's input ``x``."""
+        return _get(block, self.layout.up[0])
+
+    def up_weights(self, block: nn.Module) -> list[torch.Tensor]:
+        """The up-projections' weights, (neurons, hidden) each: ``[up]`` or ``[gate, up]``."""
+        weights = [m.weight.T if isinstance(m, Conv1D) else m.weight for m in self.ups(block).values()]
+        return list(weights[0].chunk(2)) if self.layout.fused else weights
+
+    def activation(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """``a`` from the FFN's input ``x`` (what ``down`` receives)."""
+        act, ups = _get(block, self.layout.act), list(self.ups(block).values())
+        if not self.layout.gated:
+            return act(ups[0](x))
+        gate, up = ups[0](x).chunk(2, -1) if self.layout.fused else (ups[0](x), ups[1](x))
+        return act(gate) * up
+
+    def magnitude(self, block: nn.Module) -> torch.Tensor:
+        """The weight-magnitude score of each neuron (higher = keep): ``‖up_j‖₁``, the L1 norm of its input
+        weights (Li et al., 2017), for a plain FFN; ``‖gate_j‖₁ + ‖up_j‖₁ + ‖down_{:,j}‖₁``, every weight of
+        the neuron, for a gated one (where no single projection sets the neuron's scale)."""
+        scores = sum(w.detach().abs().sum(1) for w in self.up_weights(block))
+        if self.layout.gated:
+            scores = scores + self.down(block).weight.detach().abs().sum(0)
+        return scores
+
+    def width(self, config: Any) -> int:
+        """The dense FFN width in the config (GPT-2's ``n_inner`` of ``None`` means 4 × hidden)."""
+        value = getattr(config, self.layout.width, None)
+        return int(value) if value is not None else 4 * config.hidden_size
+
+    def sizes(self, model: nn.Module) -> list[int]:
+        """The number of FFN neurons in each block."""
+        return [self.down(b).in_features for b in self.blocks(model)]
+
     @torch.no_grad()
     def prune(self, model: nn.Module, keep: Sequence[Sequence[int]] | Mapping[int, Sequence[int]]) -> nn.Module:
         """Remove every FFN neuron not in ``keep``, in place; returns the model.
 
-        The config records the new size: ``intermediate_size`` when every block keeps the same
-        number (an ordinary ``from_pretrained`` folder), else ``config.ffn_sizes``.
+        The config records the new size: its width attribute (``intermediate_size`` mostly) when every
+        block keeps the same number (an ordinary ``from_pretrained`` folder), else ``config.ffn_sizes``.
         """
         sizes = self.sizes(model)
         kept = check_keep(keep, sizes)
         for block, idx, n in zip(self.blocks(model), kept, sizes):
             if len(idx) == n:  # every neuron kept: nothing to cut
                 continue
-            for path, linear in self.ups(block).items():
-                _set(block, path, slice_linear(linear, idx, 0))
-            _set(block, self.down_path, slice_linear(self.down(block), idx, 1))
+            rows = torch.cat([idx, idx + n]) if self.layout.fused else idx
+            for path, layer in self.ups(block).items():
+                _set(block, path, slice_layer(layer, rows, 0))
+            _set(block, self.layout.down, slice_layer(_get(block, self.layout.down), idx, 1))
         sizes = [len(i) for i in kept]
         if len(set(sizes)) == 1:
-            model.config.intermediate_size = sizes[0]
+            setattr(model.config, self.layout.width, sizes[0])
             if hasattr(model.config, "ffn_sizes"):
                 del model.config.ffn_sizes
         else:
@@ -218,15 +339,15 @@ class Family(ABC):
     def ensure_down_bias(self, model: nn.Module) -> None:
         """Give every block's ``down`` a bias (zeros) if it has none, so compensation has a place for the
         removed neurons' mean output, and record it so the model reloads: through the config's own switch
-        where the family has one (:attr:`bias_switch`, e.g. Llama's ``mlp_bias``, which also gives the
+        where the layout has one (:attr:`Layout.bias_switch`, e.g. Llama's ``mlp_bias``, which also gives the
         up-projections zero biases), else as ``config.ffn_down_bias`` for
         :func:`minilib.models.surgery.load_pruned`."""
         blocks = self.blocks(model)
         if all(self.down(b).bias is not None for b in blocks):
             return
-        switch = self.bias_switch if hasattr(model.config, self.bias_switch or "\0") else None
+        switch = self.layout.bias_switch if hasattr(model.config, self.layout.bias_switch or "\0") else None
         for block in blocks:
-            paths = (*self.up_paths, self.down_path) if switch else (self.down_path,)
+            paths = (*self.layout.up, self.layout.down) if switch else (self.layout.down,)
             for path in paths:
                 linear = _get(block, path)
                 if linear.bias is None:
@@ -236,9 +357,15 @@ class Family(ABC):
         else:
             model.config.ffn_down_bias = True
 
+    def block_macs(self, config: Any, neurons: int, seq_len: float) -> float:
+        """Multiply-adds of one block with ``neurons`` FFN neurons for a sequence of ``seq_len`` tokens:
+        the attention (:meth:`attention_macs`) and ``2·L·d·n`` for a plain FFN, ``3·L·d·n`` for a gated one."""
+        ffn = (3 if self.layout.gated else 2) * seq_len * config.hidden_size * neurons
+        return self.attention_macs(config, seq_len) + ffn
+
     def macs(self, config: Any, sizes: Sequence[int] | None = None, seq_len: float = 128.0) -> float:
         """Multiply-adds of all blocks (embeddings and heads excluded) for one sequence."""
-        sizes = list(sizes) if sizes is not None else [config.intermediate_size] * config.num_hidden_layers
+        sizes = list(sizes) if sizes is not None else [self.width(config)] * config.num_hidden_layers
         if len(sizes) != config.num_hidden_layers:
             raise ValueError(f"got {len(sizes)} layer sizes but the config has {config.num_hidden_layers} layers")
         return sum(self.block_macs(config, n, float(seq_len)) for n in sizes)
@@ -258,34 +385,17 @@ class Family(ABC):
         raise ValueError(f"reduction must be 'mean', 'cls' or 'tokens', got {reduction!r}")
 
 
-class EncoderFFN(Family):
-    """BERT-style encoders: ``layer.intermediate.dense`` → GELU → ``layer.output.dense``."""
+class Encoder(Family):
+    """Bidirectional encoders: a sample of a neuron is a sentence."""
 
-    name = "encoder-ffn"
-    model_types = frozenset({"bert", "roberta", "xlm-roberta", "electra", "camembert"})
-    examples = "BERT, MiniLM, RoBERTa, ELECTRA"
-    down_path, up_paths, ffn_input_path = "output.dense", ("intermediate.dense",), "intermediate"
     # [CLS] out: a neuron firing on it alone made bias compensation spread its mean over every token
     fit_first_token = False
 
-    def blocks(self, model: nn.Module) -> nn.ModuleList:
-        layers = getattr(getattr(self.base(model), "encoder", None), "layer", None)
-        if layers is None or not all(hasattr(layer, "intermediate") for layer in layers):
-            raise ValueError(f"{type(model).__name__} has no encoder.layer[i].intermediate (the BERT layout)")
-        return layers
-
-    def activation(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return block.intermediate(x)
-
-    def magnitude(self, block: nn.Module) -> torch.Tensor:
-        """``‖W1[j, :]‖₁``, the L1 norm of the neuron's input weights (Li et al., 2017)."""
-        return block.intermediate.dense.weight.detach().abs().sum(1)
-
-    def block_macs(self, config: Any, neurons: int, seq_len: float) -> float:
-        """Kwon et al. (2022): ``H·(3·L·d·d_h + 2·L²·d_h + L·d_h·d)`` attention + ``n·2·L·d`` FFN."""
+    def attention_macs(self, config: Any, seq_len: float) -> float:
+        """Kwon et al. (2022): ``H·(3·L·d·d_h + 2·L²·d_h + L·d_h·d)``."""
         d, heads, L = config.hidden_size, config.num_attention_heads, seq_len
         d_h = d // heads
-        return heads * (3 * L * d * d_h + 2 * L * L * d_h + L * d_h * d) + neurons * 2 * L * d
+        return heads * (3 * L * d * d_h + 2 * L * L * d_h + L * d_h * d)
 
     def representation(self, model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The sentence representation: what a task head reads (BERT's pooler output when the model has
@@ -330,41 +440,21 @@ class EncoderFFN(Family):
         return F.cross_entropy(logits, labels, reduction="sum")
 
 
-class GatedMLP(Family):
-    """Llama-style decoders: ``mlp.down_proj(silu(mlp.gate_proj(x)) · mlp.up_proj(x))``."""
 
-    name = "gated-mlp"
-    model_types = frozenset({"llama", "mistral", "qwen2", "qwen3"})
-    examples = "Llama, SmolLM2, Mistral, Qwen2, Qwen3"
+class Decoder(Family):
+    """Causal language models: a sample of a neuron is a token."""
+
     causal = True
     batch_size = 4  # B·T·V log-probabilities in float64 (V ≈ 50k): 4 × 128 tokens ≈ 0.2 GB per copy
-    down_path, up_paths, ffn_input_path = "mlp.down_proj", ("mlp.gate_proj", "mlp.up_proj"), "mlp"
-    bias_switch = "mlp_bias"  # Llama's config has it; Mistral, Qwen2 and Qwen3 have no FFN biases at all
 
-    def blocks(self, model: nn.Module) -> nn.ModuleList:
-        layers = getattr(self.base(model), "layers", None)
-        if layers is None or not all(hasattr(getattr(b, "mlp", None), "down_proj") for b in layers):
-            raise ValueError(f"{type(model).__name__} has no layers[i].mlp.gate_proj/up_proj/down_proj (the Llama layout)")
-        return layers
-
-    def activation(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return block.mlp.act_fn(block.mlp.gate_proj(x)) * block.mlp.up_proj(x)
-
-    def magnitude(self, block: nn.Module) -> torch.Tensor:
-        """``‖gate_j‖₁ + ‖up_j‖₁ + ‖down_{:,j}‖₁``: every weight of the neuron (in a gated MLP no single
-        projection sets the neuron's scale)."""
-        m = block.mlp
-        return (m.gate_proj.weight.abs().sum(1) + m.up_proj.weight.abs().sum(1)
-                + m.down_proj.weight.abs().sum(0)).detach()
-
-    def block_macs(self, config: Any, neurons: int, seq_len: float) -> float:
+    def attention_macs(self, config: Any, seq_len: float) -> float:
         """Q and O ``2·L·d²``, K and V ``2·L·d·d_kv``, scores and weighted sum ``2·L²·d`` (full, not
-        causal-halved), MLP ``3·L·d·n``."""
+        causal-halved)."""
         d, L = config.hidden_size, seq_len
         d_h = getattr(config, "head_dim", None) or d // config.num_attention_heads
         q = config.num_attention_heads * d_h
-        kv = getattr(config, "num_key_value_heads", config.num_attention_heads) * d_h
-        return L * d * (2 * q + 2 * kv) + 2 * L * L * q + 3 * L * d * neurons
+        kv = (getattr(config, "num_key_value_heads", None) or config.num_attention_heads) * d_h
+        return L * d * (2 * q + 2 * kv) + 2 * L * L * q
 
     def representation(self, model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The final (normed) hidden state at every sampled token: what the LM head reads."""
@@ -391,7 +481,30 @@ class GatedMLP(Family):
         return (nll if valid is None else nll * valid).sum()
 
 
-FAMILIES: tuple[Family, ...] = (EncoderFFN(), GatedMLP())
+
+_BERT = dict(blocks="encoder.layer", up=("intermediate.dense",), act="intermediate.intermediate_act_fn",
+             down="output.dense")
+_GATED = dict(blocks="layers", up=("mlp.gate_proj", "mlp.up_proj"), act="mlp.act_fn", down="mlp.down_proj")
+
+FAMILIES: tuple[Family, ...] = (
+    Encoder(Layout(("bert", "roberta", "xlm-roberta", "electra", "camembert"),
+                   "BERT, MiniLM, RoBERTa, XLM-R, ELECTRA", **_BERT)),
+    Encoder(Layout(("deberta", "deberta-v2"), "DeBERTa", **_BERT)),
+    Encoder(Layout(("distilbert",), "DistilBERT", "transformer.layer", ("ffn.lin1",), "ffn.activation", "ffn.lin2",
+                   width="hidden_dim")),
+    Encoder(Layout(("modernbert",), "ModernBERT", "layers", ("mlp.Wi",), "mlp.act", "mlp.Wo", fused=True,
+                   bias_switch="mlp_bias")),
+    Decoder(Layout(("gpt2",), "GPT-2", "h", ("mlp.c_fc",), "mlp.act", "mlp.c_proj", width="n_inner")),
+    Decoder(Layout(("opt",), "OPT", "decoder.layers", ("fc1",), "activation_fn", "fc2", width="ffn_dim")),
+    Decoder(Layout(("gpt_neox",), "GPT-NeoX, Pythia", "layers", ("mlp.dense_h_to_4h",), "mlp.act",
+                   "mlp.dense_4h_to_h")),
+    # Llama's config switches FFN biases on; Mistral, Qwen2/3 and Gemma have no such switch
+    Decoder(Layout(("llama",), "Llama, SmolLM2", **_GATED, bias_switch="mlp_bias")),
+    Decoder(Layout(("mistral", "qwen2", "qwen3"), "Mistral, Qwen2, Qwen3", **_GATED)),
+    Decoder(Layout(("gemma", "gemma2", "gemma3_text"), "Gemma, Gemma 2, Gemma 3", **_GATED)),
+    Decoder(Layout(("phi3",), "Phi-3", "layers", ("mlp.gate_up_proj",), "mlp.activation_fn", "mlp.down_proj",
+                   fused=True)),
+)
 
 
 def family_of(model_or_config: nn.Module | Any) -> Family:
@@ -401,6 +514,6 @@ def family_of(model_or_config: nn.Module | Any) -> Family:
     for family in FAMILIES:
         if model_type in family.model_types:
             return family
-    supported = "; ".join(f"{f.name} ({f.examples})" for f in FAMILIES)
+    supported = "; ".join(f"{f.layout.examples} ({f.name})" for f in FAMILIES)
     raise ValueError(f"unsupported architecture {model_type or type(model_or_config).__name__!r}: minilib prunes "
                      f"the FFN neurons of {supported}")

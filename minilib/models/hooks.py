@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from minilib.models.families import Family, family_of, model_inputs
+from minilib.models.families import Family, family_of, model_inputs, token_grid
 
 Batch = Mapping[str, torch.Tensor]
 
@@ -69,7 +69,7 @@ def capture_activations(model: nn.Module, batches: Iterable[Batch], reduction: s
 
     def hook(index: int):
         def fn(_module: nn.Module, args: tuple) -> None:
-            a = args[0].float()
+            a = token_grid(args[0], current[0]["input_ids"].shape).float()
             check_finite(a, "activations", index)
             captured[index].append(family.samples(a.cpu(), current[0], reduction))
         return fn
@@ -107,20 +107,22 @@ def gradient_pass(model: nn.Module, batches: Iterable[Batch], objective: Callabl
     family = family or family_of(model)
     blocks = family.blocks(model)
     state: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+    current: list[Batch] = []
 
     def hook(index: int):
         def fn(_m: nn.Module, args: tuple) -> tuple:
-            a = args[0]
+            a = token_grid(args[0], current[0]["input_ids"].shape)
             mask = torch.ones(a.shape[0], 1, a.shape[-1], dtype=a.dtype, device=a.device, requires_grad=True)
             out = a * mask  # equal to a; its gradient is ∂L/∂a, the mask's is Σ_tokens a ∂L/∂a
             state[index] = (a.detach(), out, mask)
-            return (out,)
+            return (out.view_as(args[0]),)
         return fn
 
     with frozen(model):
         handles = [family.down(b).register_forward_pre_hook(hook(i)) for i, b in enumerate(blocks)]
         try:
             for batch in tqdm(batches, desc=desc, unit="batch", disable=not progress):
+                current[:] = [batch]
                 with torch.enable_grad():
                     loss = objective(model, batch)
                     layers = sorted(state)

@@ -5,7 +5,7 @@ Removing neuron ``j`` of a block deletes row ``j`` of every up-projection and co
 what the dense model computes with those neurons' activations set to zero (tests check both).
 
 Blocks may keep different numbers of neurons. A uniformly pruned model is an ordinary model of
-its class with a smaller ``intermediate_size`` and reloads with ``from_pretrained``; a non-uniform
+its class with a smaller FFN width in its config and reloads with ``from_pretrained``; a non-uniform
 one records its sizes in ``config.ffn_sizes`` and reloads with :func:`load_pruned` (which also
 reads uniform and dense folders).
 
@@ -25,7 +25,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedModel
 
@@ -49,7 +48,7 @@ def prune_ffn(model: PreTrainedModel, keep: Sequence[Sequence[int]] | Mapping[in
 
     ``keep`` gives the kept neuron indices of each block (a sequence with one entry per block,
     or a mapping block → indices where missing blocks keep everything). The config is updated:
-    ``intermediate_size`` when every block keeps the same number, else ``config.ffn_sizes``.
+    its width (``intermediate_size`` mostly) when every block keeps the same number, else ``config.ffn_sizes``.
     """
     return family_of(model).prune(model, keep)
 
@@ -66,15 +65,23 @@ def load_pruned(path: str | os.PathLike, model_class: type[PreTrainedModel] = Au
     down_bias = getattr(config, "ffn_down_bias", False)
     if sizes is None and not down_bias:
         return model_class.from_pretrained(path)
-    # full-size blocks (an Auto class builds from_config, a model class from its config), cut, then loaded
-    model = model_class.from_config(config) if hasattr(model_class, "from_config") else model_class(config)
-    if sizes is not None:
-        prune_ffn(model, [range(n) for n in sizes])
-    if down_bias:
-        family_of(model).ensure_down_bias(model)
-    missing, unexpected = model.load_state_dict(load_file(path / "model.safetensors"), strict=False)
-    if unexpected or any("position_ids" not in k for k in missing):
-        raise ValueError(f"{path} does not match its config: missing {missing}, unexpected {unexpected}")
+    cls = getattr(model_class, "_model_mapping", {}).get(type(config), model_class)  # an Auto class's own
+
+    class Pruned(cls):  # built in the pruned shapes, so from_pretrained loads it as any model (renamed, tied keys)
+        def __init__(self, config, *args, **kwargs):
+            super().__init__(config, *args, **kwargs)
+            if sizes is not None:
+                prune_ffn(self, [range(n) for n in sizes])
+            if down_bias:
+                family_of(self).ensure_down_bias(self)
+
+    # under the class's own names, so transformers applies its checkpoint conversions (GPT-NeoX's embed_out)
+    Pruned.__name__, Pruned.__qualname__, Pruned.__module__ = cls.__name__, cls.__qualname__, cls.__module__
+    model, info = Pruned.from_pretrained(path, output_loading_info=True)
+    wrong = {k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
+    if wrong:
+        raise ValueError(f"{path} does not match its config: {wrong}")
+    model.__class__ = cls
     return model.eval()
 
 
@@ -91,7 +98,7 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
 def macs(config, ffn: Sequence[int] | None = None, seq_len: float = 128.0) -> float:
     """Multiply-accumulates of the blocks for one sequence of ``seq_len`` tokens.
 
-    ``ffn`` gives the neurons per block (default: ``config.intermediate_size`` everywhere); the
+    ``ffn`` gives the neurons per block (default: the config's dense width everywhere); the
     per-block count is the family's (:meth:`minilib.models.families.Family.block_macs`).
     """
     return family_of(config).macs(config, ffn, seq_len)
@@ -103,7 +110,7 @@ def relative_flops(config, kept: Sequence[int], seq_len: float = 128.0) -> dict[
     ``config`` is the *dense* model's config; ``kept`` the neurons kept per block. The second
     ratio is called ``"encoder"`` for the BERT chapters' tables, whatever the family.
     """
-    dense = [config.intermediate_size] * config.num_hidden_layers
+    dense = [family_of(config).width(config)] * config.num_hidden_layers
     return {"ffn": sum(kept) / sum(dense), "encoder": macs(config, kept, seq_len) / macs(config, dense, seq_len)}
 
 
