@@ -1,6 +1,7 @@
 # One-command set-up: each target builds the virtual environment it needs.
 #   make book   execute every notebook (PROFILE=quick by default) and build the HTML book
 #   make test   run the test suite (unit tests + every notebook through papermill)
+#   make check-install  build the wheel, install it away from the checkout, prune every architecture with it
 #   make bench  print the benchmarks (all-pairs MI; fine-tuning vs transformers.Trainer; pruned latency)
 #   make -j2 results  regenerate the committed result tables (full profile; hours on 2 cores; clean tree only)
 #   make clean-cache  delete every cached artefact (fine-tunes, MI maps, sweep cells)
@@ -14,7 +15,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: venv book test bench results clean clean-cache
+.PHONY: venv book test check-install bench results clean clean-cache
 
 venv: $(VENV)/.installed
 
@@ -37,6 +38,9 @@ book: venv
 
 test: venv
 	$(PY) -m pytest
+
+check-install: venv
+	$(PY) tools/check_install.py
 
 bench: venv
 	$(PY) benchmarks/bench_pairwise_mi.py --out results/bench_pairwise_mi.csv  # chapter 3b (~6 min)

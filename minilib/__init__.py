@@ -6,12 +6,13 @@
 
 from typing import Any
 
-__all__ = ["prune", "PruningReport"]
+__version__ = "0.1.0"
+__all__ = ["prune", "PruningReport", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
     # Imported on first use: the estimator chapters should not pay for loading transformers.
-    if name in __all__:
+    if name in ("prune", "PruningReport"):
         from minilib import api
 
         return getattr(api, name)

@@ -20,7 +20,6 @@ import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from minilib import __version__
 from minilib.cache import code_revision
 from minilib.data.calibration import as_batches, count_samples, has_labels
 from minilib.models.families import Family, family_of
@@ -37,17 +37,10 @@ from minilib.methods.compensation import Compensation, compensate
 from minilib.models.surgery import count_parameters, macs
 from minilib.methods.scores import keep_fraction
 
-__all__ = ["PruningReport", "prune", "check_samples", "minilib_version", "MIN_SAMPLES"]
+__all__ = ["PruningReport", "prune", "check_samples", "MIN_SAMPLES"]
 
 # Below this many samples per MI batch, Scott's rule (N^(−1/5)) and the kernel alignment are noise.
 MIN_SAMPLES = 16
-
-
-def minilib_version() -> str:
-    try:
-        return version("minilib")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
-        return "unknown"
 
 
 @dataclass
@@ -211,5 +204,5 @@ def prune(model: nn.Module, calibration: Any, keep: float, method: str = "mi-mds
         kept=[[int(i) for i in np.sort(k)] for k in keep_sets], allocation=allocation,
         compensation={**comp.as_dict(), "layers": [f.summary() for f in fixes]},
         seconds={k: round(v, 3) for k, v in times.items()}, device=str(param.device),
-        dtype=str(param.dtype).replace("torch.", ""), minilib_version=minilib_version(), code_revision=code_revision())
+        dtype=str(param.dtype).replace("torch.", ""), minilib_version=__version__, code_revision=code_revision())
     return pruned, report

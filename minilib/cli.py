@@ -53,7 +53,11 @@ def prune_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="minilib prune", description="Prune the FFN neurons of a Hugging Face model.")
     p.add_argument("model", help="a local model folder or a Hub id")
     p.add_argument("--calibration", required=True,
-                   help="a text file (one example per line), a .jsonl/.csv with a 'text' column, or glue:TASK")
+                   help="a .txt file (one example per line), a .jsonl/.csv/.tsv file with a text column, glue:TASK, "
+                   "or hf:NAME[:CONFIG]:SPLIT[:COLUMN] (a Hub dataset or a folder from save_to_disk)")
+    p.add_argument("--text-column", help="the text column of a table or dataset (default: text)")
+    p.add_argument("--pair-column", help="the second text of a pair task (default: text_pair, when present)")
+    p.add_argument("--label-column", help="the labels, for supervised methods (default: label, when present)")
     p.add_argument("--keep", required=True, type=_fraction, help="fraction of each layer's FFN neurons kept, (0, 1]")
     p.add_argument("--method", default="mi-mds", choices=list(METHODS), metavar="NAME",
                    help=f"one of {', '.join(METHODS)} (default: mi-mds)")
@@ -194,7 +198,8 @@ def prune_main(argv: Sequence[str] | None = None) -> None:
     out = Path(args.out)
     _check_out(out, args.overwrite, args.model)
     device = _device(args.device)
-    data = read_file(args.calibration, seed=args.seed)
+    data = read_file(args.calibration, seed=args.seed, text=args.text_column, pair=args.pair_column,
+                     label=args.label_column)
     if args.max_examples:
         data = data.select(range(min(args.max_examples, len(data))))
     config = _model_config(args.model)

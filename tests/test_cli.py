@@ -129,9 +129,12 @@ def test_bad_arguments_fail_in_one_line(folders, tmp_path, capsys, extra, messag
 
 def test_bad_inputs_fail_in_one_line(folders, tmp_path, capsys):
     base = ["--keep", "0.5", "--out", str(tmp_path / "o")]
-    gpt2 = tmp_path / "gpt2"
-    from transformers import GPT2Config, GPT2Model
-    GPT2Model(GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=10)).save_pretrained(gpt2)
+    moe = tmp_path / "mixtral"
+    from transformers import MixtralConfig, MixtralForCausalLM
+    MixtralForCausalLM(MixtralConfig(vocab_size=10, hidden_size=8, intermediate_size=8, num_hidden_layers=1,
+                                     num_attention_heads=2, num_key_value_heads=1)).save_pretrained(moe)
+    ragged = tmp_path / "ragged.tsv"
+    ragged.write_text("sentence\tlabel\nw1 w2\t1\nw3\tw4\t0\n")
     empty, binary, few = tmp_path / "empty.txt", tmp_path / "bin.txt", tmp_path / "few.txt"
     empty.write_text("\n\n")
     binary.write_bytes(b"\xff\xfe\x00\x81" * 10)
@@ -140,7 +143,10 @@ def test_bad_inputs_fail_in_one_line(folders, tmp_path, capsys):
     no_weights.mkdir()
     (no_weights / "config.json").write_text((folders / "bert-bare" / "config.json").read_text())
     cases = {
-        (str(gpt2), str(folders / "calib.txt")): "unsupported architecture 'gpt2'",
+        (str(moe), str(folders / "calib.txt")): "unsupported architecture 'mixtral'",
+        (str(folders / "bert-bare"), str(ragged)): "line 3: its fields do not match the header's 2 tab-separated",
+        (str(folders / "bert-bare"), str(folders / "pairs.jsonl") + ".gz"): "does not exist",
+        (str(folders / "bert-bare"), "hf:only-a-name"): "write hf:NAME[:CONFIG]:SPLIT[:COLUMN]",
         (str(no_weights), str(folders / "calib.txt")): "has no weights",
         (str(tmp_path / "missing"), str(folders / "calib.txt")): "cannot load",
         (str(folders / "bert-bare"), str(empty)): "has no examples",

@@ -7,9 +7,16 @@ Accepted (:func:`as_batches`):
   already tokenised one (``input_ids``, optionally ``attention_mask``, ``token_type_ids``, ``label``);
 * any iterable of tokenised batches (a ``DataLoader`` of dicts with ``input_ids``…), used as it is.
 
-Files (:func:`read_file`, the command line's ``--calibration``): a text file with one example per
-line, a ``.jsonl`` or ``.csv`` with a ``text`` column (optional ``text_pair``, ``label``), or
-``glue:TASK`` for the paper's sample: a seeded random 1% of the task's training set (§4.1).
+Sources (:func:`read_file`, the command line's ``--calibration``):
+
+* a ``.txt`` file: one example per line (blank lines skipped);
+* a ``.jsonl``, ``.csv`` or ``.tsv`` file with a text column (``text`` unless named), and optional
+  pair and label columns (``text_pair`` and ``label`` when present, unless named);
+* ``glue:TASK``: the paper's sample, a seeded random 1% of the task's training set (§4.1);
+* ``hf:NAME[:CONFIG]:SPLIT[:COLUMN]``: a Hugging Face dataset from the Hub, or a folder written by
+  ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk`` (empty texts skipped). With three fields the
+  second is read as the split when it looks like one (``train``, ``validation``, ``test``, ``dev``,
+  with an optional slice such as ``train[:1000]``), else as the config: ``hf:wikitext:wikitext-2-raw-v1:train``.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -141,29 +149,119 @@ def glue_sample(task: str, fraction: float = 0.01, seed: int = 0, data_dir: str 
                                                         else {})})
 
 
-def read_file(spec: str, seed: int = 0, data_dir: str | os.PathLike | None = None):
-    """Calibration data from the command line: a file path or ``glue:TASK`` (see the module docstring)."""
-    if spec.startswith("glue:"):
-        return glue_sample(spec.split(":", 1)[1], seed=seed, data_dir=data_dir)
-    path = Path(spec)
-    if not path.is_file():
-        raise FileNotFoundError(f"calibration file {path} does not exist; give a .txt, .jsonl or .csv file or glue:TASK")
-    try:
-        if path.suffix == ".jsonl":
-            rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        elif path.suffix == ".csv":
-            with path.open(encoding="utf-8", newline="") as f:
-                rows = list(csv.DictReader(f))
-        else:
-            rows = [{"text": line} for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"cannot read calibration file {path}: {err}; give UTF-8 text, JSON lines or CSV") from None
-    if not rows:
-        raise ValueError(f"calibration file {path} has no examples")
-    if not all(isinstance(r, dict) and "text" in r for r in rows):
-        raise ValueError(f"every row of {path} needs a 'text' field (and optional 'text_pair', 'label')")
-    columns = {c: [r.get(c) for r in rows] for c in ("text", "text_pair", "label") if any(c in r for r in rows)}
+_SPLIT = re.compile(r"^(train|validation|valid|test|dev)(\[.*\])?$")
+
+
+def _columns(rows: Dataset | list[dict], source: str, text: str | None, pair: str | None,
+             label: str | None) -> Dataset:
+    """The text, pair and label columns of ``rows``, renamed to ``text``, ``text_pair``, ``label``."""
+    names = rows.column_names if isinstance(rows, Dataset) else list(dict.fromkeys(k for r in rows for k in r))
+    wanted = {"text": text or "text", "text_pair": pair, "label": label}
+    for key, default in (("text_pair", "text_pair"), ("label", "label")):
+        if wanted[key] is None and default in names:
+            wanted[key] = default
+    for key, column in wanted.items():
+        if column is not None and column not in names:
+            option = {"text": "--text-column", "text_pair": "--pair-column", "label": "--label-column"}[key]
+            raise ValueError(f"{source} has no column {column!r} (it has {', '.join(map(str, names))}); "
+                             f"name the {key.replace('_', ' ')} column with {option}")
+    picked = {key: column for key, column in wanted.items() if column is not None}
+    if isinstance(rows, Dataset):
+        columns = {key: rows[column] for key, column in picked.items()}
+    else:
+        columns = {key: [r.get(column) for r in rows] for key, column in picked.items()}
     if "label" in columns:
-        labels = np.asarray(columns["label"], dtype=float)
+        try:
+            labels = np.asarray(columns["label"], dtype=float)
+        except (TypeError, ValueError):
+            raise ValueError(f"the label column {picked['label']!r} of {source} is not numeric; give the model's "
+                             "class ids") from None
         columns["label"] = labels.astype(int).tolist() if np.all(labels == labels.round()) else labels.tolist()
     return Dataset.from_dict(columns)
+
+
+def _table(path: Path, delimiter: str) -> list[dict]:
+    """Rows of a CSV or TSV file with a header; a row with more or fewer fields than the header is an error."""
+    with path.open(encoding="utf-8-sig", newline="") as f:  # -sig: a byte-order mark (MRPC's) is not a column
+        # GLUE's .tsv files hold unbalanced quotes in their texts: a tab-separated file is read unquoted
+        reader = csv.DictReader(f, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
+        rows = []
+        for row in reader:
+            if None in row or None in row.values():
+                kind = "tab" if delimiter == "\t" else "comma"
+                raise ValueError(f"{path} line {reader.line_num}: its fields do not match the header's "
+                                 f"{len(reader.fieldnames)} {kind}-separated columns; is it really a {path.suffix} file?")
+            rows.append(row)
+    return rows
+
+
+def _hub(spec: str, text: str | None, pair: str | None, label: str | None) -> Dataset:
+    """``hf:NAME[:CONFIG]:SPLIT[:COLUMN]`` (see the module docstring)."""
+    from datasets import DatasetDict, load_dataset, load_from_disk
+
+    fields = spec.split(":")[1:]
+    if not 2 <= len(fields) <= 4 or not all(fields):
+        raise ValueError(f"{spec!r}: write hf:NAME[:CONFIG]:SPLIT[:COLUMN], e.g. hf:wikitext:wikitext-2-raw-v1:train")
+    if len(fields) == 2:
+        name, config, split, column = fields[0], None, fields[1], None
+    elif len(fields) == 3 and _SPLIT.match(fields[1]):
+        name, config, split, column = fields[0], None, fields[1], fields[2]
+    elif len(fields) == 3:
+        name, config, split, column = fields[0], fields[1], fields[2], None
+    else:
+        name, config, split, column = fields
+    text = column or text
+    if Path(name).is_dir():
+        saved = load_from_disk(name)
+        if "[" in split:
+            raise ValueError(f"{spec!r}: a saved dataset's split takes no slice; use --max-examples")
+        if isinstance(saved, DatasetDict):
+            if split not in saved:
+                raise ValueError(f"{name} has no split {split!r}; it has {', '.join(saved)}")
+            saved = saved[split]
+        data = saved
+    else:
+        try:
+            data = load_dataset(name, config, split=split)
+        except Exception as err:  # the Hub's errors are long; the first line says what went wrong
+            raise ValueError(f"cannot load {spec!r}: {str(err).splitlines()[0][:200]}") from None
+    data = _columns(data, spec, text, pair, label)
+    return data.filter(lambda t: bool(t and t.strip()), input_columns="text", keep_in_memory=True)
+
+
+def read_file(spec: str, seed: int = 0, data_dir: str | os.PathLike | None = None, *, text: str | None = None,
+              pair: str | None = None, label: str | None = None) -> Dataset:
+    """Calibration data from the command line: a file, ``glue:TASK`` or ``hf:…`` (see the module docstring).
+
+    ``text``, ``pair`` and ``label`` name the columns of a table or dataset (default: ``text``, and
+    ``text_pair`` and ``label`` when present); the result has columns ``text`` (``text_pair``, ``label``).
+    """
+    if spec.startswith("glue:"):
+        return glue_sample(spec.split(":", 1)[1], seed=seed, data_dir=data_dir)
+    if spec.startswith("hf:"):
+        return _hub(spec, text, pair, label)
+    path = Path(spec)
+    if not path.is_file():
+        raise FileNotFoundError(f"calibration file {path} does not exist; give a .txt, .jsonl, .csv or .tsv file, "
+                                "glue:TASK or hf:NAME[:CONFIG]:SPLIT")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".jsonl":
+            rows = [json.loads(line) for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+            if not all(isinstance(r, dict) for r in rows):
+                raise ValueError(f"{path}: every line of a .jsonl file must be a JSON object")
+        elif suffix in (".csv", ".tsv"):
+            rows = _table(path, "\t" if suffix == ".tsv" else ",")
+        elif suffix in (".txt", ""):
+            rows = [{"text": line} for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+            if rows and all("\t" in r["text"] for r in rows[:50]):  # a table, not sentences
+                raise ValueError(f"{path} has tab-separated fields; name it .tsv (with a header) to read its columns")
+        else:
+            raise ValueError(f"calibration file {path}: unknown extension {path.suffix!r}; use .txt, .jsonl, .csv "
+                             "or .tsv")
+    except (UnicodeDecodeError, json.JSONDecodeError, csv.Error) as err:
+        raise ValueError(f"cannot read calibration file {path}: {err}; give UTF-8 text, JSON lines, CSV or TSV"
+                         ) from None
+    if not rows:
+        raise ValueError(f"calibration file {path} has no examples")
+    return _columns(rows, str(path), text, pair, label)
