@@ -3,6 +3,7 @@
 Commands::
 
     minilib prune MODEL --calibration DATA --keep FRACTION --method NAME --out DIR [options]
+    minilib evaluate DIR  perplexity / zero-shot (decoders) or GLUE dev (encoders) (minilib.evaluation)
     minilib pretrain …    the offline BERT-tiny encoder (minilib.models.pretrain)
     minilib finetune …    GLUE fine-tunes with the paper's hyperparameters (minilib.experiments.finetune)
     minilib sweep …       the BERT-tiny pruning sweep and ablations (minilib.experiments.glue_sweep)
@@ -156,18 +157,21 @@ def _model_config(source: str):
 
 
 def load_model(source: str, config=None, dtype: str = "float32"):
-    """A model of the class its config names (``architectures``), else ``AutoModel``, with its tokenizer."""
+    """A model of the class its config names (``architectures``), else ``AutoModel``, with its tokenizer
+    (a pruned model whose layers differ in width or gained a bias too: :func:`~minilib.models.surgery.load_pruned`)."""
     import torch
     import transformers
     from transformers import AutoModel, AutoTokenizer
 
     from minilib.models.bert import quiet
 
+    from minilib.models.surgery import load_pruned
+
     config = config or _model_config(source)
     names = getattr(config, "architectures", None) or []
     cls = getattr(transformers, names[0], None) if names else None
     with quiet():
-        model = (cls or AutoModel).from_pretrained(source, dtype=getattr(torch, dtype))
+        model = load_pruned(source, cls or AutoModel, dtype=getattr(torch, dtype))
         tokenizer = AutoTokenizer.from_pretrained(source)
     return model.eval(), tokenizer
 
@@ -246,6 +250,8 @@ def _commands() -> dict[str, tuple[str, Callable[[Sequence[str] | None], None]]]
             "critical": ("single neurons whose removal breaks a fine-tune (chapter 8)", lazy("experiments.critical")),
             "reconstruct": ("compensation and allocation of every method on a causal LM (chapter 9)",
                             lazy("experiments.reconstruct")),
+            "evaluate": ("score a saved model as the book's tables do (perplexity, zero-shot, GLUE dev)",
+                         lazy("evaluation")),
             "redundancy": ("does each method remove the redundant neurons? (chapter 8)",
                            lazy("experiments.redundancy")),
             "cache": ("where the cache is, or clear it", cache_main)}

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -139,3 +140,19 @@ def test_the_zero_shot_sweep_scores_the_sweeps_own_pruned_models(word_lm, tmp_pa
         lm_sweep.zeroshot_summary(table, "f1")
     with pytest.raises(ValueError, match="needs the model's tokenizer"):
         lm_sweep.zeroshot_sweep(lm_sweep.Setup(model, setup.eval_windows, setup.calib_windows, "x", tmp_path), **kw)
+
+
+def test_minilib_evaluate_gives_the_same_zero_shot_rows(word_lm, tmp_path, capsys):
+    from minilib import cli
+
+    model, tok = word_lm
+    model.save_pretrained(tmp_path / "lm")
+    tok.save_pretrained(tmp_path / "lm")
+    text = tmp_path / "text.txt"
+    text.write_text(" ".join(d["goal"] for d in zeroshot.documents("piqa")[:40]))
+    cli.main(["evaluate", str(tmp_path / "lm"), "--text", str(text), "--windows", "1", "--length", "32",
+              "--zeroshot", "piqa", "--limit", "4", "--out", str(tmp_path / "scores.csv")])
+    table = pd.read_csv(tmp_path / "scores.csv")
+    direct = zeroshot.evaluate(model, tok, ["piqa"], 4, 0).set_index("metric").value.to_dict()
+    assert table[table.task == "piqa"].set_index("metric").value.to_dict() == pytest.approx(direct)
+    assert table.metric.iloc[0] == "perplexity" and "acc" in capsys.readouterr().out

@@ -215,7 +215,7 @@ def compute_metrics(task: Task | str, predictions: np.ndarray, labels: np.ndarra
 
 
 def encode(dataset: Dataset, tokenizer, max_length: int = 128) -> Dataset:
-    """Tokenise a split with a BERT tokenizer: ``input_ids``, ``token_type_ids``, ``label``; no padding.
+    """Tokenise a split: ``input_ids``, ``token_type_ids`` (where the tokenizer makes them), ``label``; no padding.
 
     Padding is left to :class:`Batches`, which pads each batch to its own longest
     sequence. ``max_length`` 128 is the usual GLUE choice (the paper does not say; open decision 11 in the book's introduction).
@@ -224,8 +224,10 @@ def encode(dataset: Dataset, tokenizer, max_length: int = 128) -> Dataset:
         raise ValueError(f"max_length={max_length} is too short for [CLS] text [SEP]; use e.g. 128")
     args = [list(dataset[c]) for c in ("text_a", "text_b") if c in dataset.column_names]
     enc = tokenizer(*args, truncation=True, max_length=max_length, return_attention_mask=False)
-    return Dataset.from_dict({"label": list(dataset["label"]), "input_ids": enc["input_ids"],
-                              "token_type_ids": enc["token_type_ids"]})
+    columns = {"label": list(dataset["label"]), "input_ids": enc["input_ids"]}
+    if "token_type_ids" in enc:  # RoBERTa's, DistilBERT's and ModernBERT's tokenizers give none
+        columns["token_type_ids"] = enc["token_type_ids"]
+    return Dataset.from_dict(columns)
 
 
 class Batches:

@@ -23,6 +23,7 @@ import statistics
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -53,18 +54,21 @@ def prune_ffn(model: PreTrainedModel, keep: Sequence[Sequence[int]] | Mapping[in
     return family_of(model).prune(model, keep)
 
 
-def load_pruned(path: str | os.PathLike, model_class: type[PreTrainedModel] = AutoModelForSequenceClassification
-                ) -> PreTrainedModel:
+def load_pruned(path: str | os.PathLike, model_class: type[PreTrainedModel] = AutoModelForSequenceClassification,
+                **kwargs: Any) -> PreTrainedModel:
     """Load a model saved after :func:`prune_ffn`, uniform or not, with or without a compensation bias
-    (``from_pretrained`` covers a uniform model whose family's config can switch the bias on)."""
+    (``from_pretrained`` covers a uniform model whose family's config can switch the bias on); ``kwargs``
+    go to ``from_pretrained`` (``dtype=…``). A dense model loads as ``from_pretrained`` would load it."""
     path = Path(path)
+    if not path.exists():  # a Hub id: an ordinary model
+        return model_class.from_pretrained(str(path), **kwargs)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"no model at {path} (config.json missing); save one with model.save_pretrained")
     config = AutoConfig.from_pretrained(path)
     sizes = getattr(config, "ffn_sizes", None)
     down_bias = getattr(config, "ffn_down_bias", False)
     if sizes is None and not down_bias:
-        return model_class.from_pretrained(path)
+        return model_class.from_pretrained(path, **kwargs)
     cls = getattr(model_class, "_model_mapping", {}).get(type(config), model_class)  # an Auto class's own
 
     class Pruned(cls):  # built in the pruned shapes, so from_pretrained loads it as any model (renamed, tied keys)
@@ -77,7 +81,7 @@ def load_pruned(path: str | os.PathLike, model_class: type[PreTrainedModel] = Au
 
     # under the class's own names, so transformers applies its checkpoint conversions (GPT-NeoX's embed_out)
     Pruned.__name__, Pruned.__qualname__, Pruned.__module__ = cls.__name__, cls.__qualname__, cls.__module__
-    model, info = Pruned.from_pretrained(path, output_loading_info=True)
+    model, info = Pruned.from_pretrained(path, output_loading_info=True, **kwargs)
     wrong = {k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
     if wrong:
         raise ValueError(f"{path} does not match its config: {wrong}")
