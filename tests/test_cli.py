@@ -90,10 +90,10 @@ def test_supervised_method_reads_labels_from_a_jsonl(folders, tmp_path):
 
 def test_subcommands_share_the_entry_point():
     done = _cli("--help")
-    assert done.returncode == 0 and all(c in done.stdout for c in ("prune", "pretrain", "finetune", "sweep", "lm", "critical",
+    assert done.returncode == 0 and all(c in done.stdout for c in ("prune", "evaluate", "pretrain", "finetune", "sweep", "lm", "critical",
                                                                  "cache"))
     assert _cli("nope").stderr.strip() == "error: unknown command 'nope'; choose from prune, pretrain, finetune, " \
-                                          "sweep, lm, critical, reconstruct, redundancy, cache"
+                                          "sweep, lm, critical, reconstruct, evaluate, redundancy, cache"
 
 
 def _error(capsys, argv) -> str:
