@@ -15,6 +15,7 @@ MI estimator and the compensation's least squares work in float64.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -64,7 +65,8 @@ class PruningReport:
     kept: list[list[int]] = field(default_factory=list)  # each block's kept neurons, in order (compare two with agreement())
     allocation: str = "uniform"
     compensation: dict = field(default_factory=dict)  # its settings and, per layer, what the guard measured
-    seconds: dict = field(default_factory=dict)
+    seconds: dict = field(default_factory=dict)  # load, calibration (reading it), select, surgery, save
+    stages: dict = field(default_factory=dict)  # inside select and surgery, by minilib.estimate's stage names
     device: str = "cpu"
     dtype: str = "float32"
     minilib_version: str = ""
@@ -190,7 +192,8 @@ def prune(model: nn.Module, calibration: Any, keep: float, method: str = "mi-mds
     tuned = spec.tune(state, keep_sets) if spec.tune is not None else None  # a pruned copy fitted to the dense model
     stats = state.compensation_stats(collect=False)  # if the selection read them
     partners = spec.partners(state, keep_sets) if mode == "merge" else None
-    pruned, fixes = compensate(model, keep_sets, batches, comp, partners, stats, seed, progress)
+    with state.timed("compensation") if mode != "none" else contextlib.nullcontext():
+        pruned, fixes = compensate(model, keep_sets, batches, comp, partners, stats, seed, progress)
     if tuned is not None:
         pruned.load_state_dict(tuned.state_dict())
     times["surgery"] = time.perf_counter() - t0  # with the compensation
@@ -203,6 +206,7 @@ def prune(model: nn.Module, calibration: Any, keep: float, method: str = "mi-mds
         calibration={**samples, "batches": len(batches), "labels": labelled},
         kept=[[int(i) for i in np.sort(k)] for k in keep_sets], allocation=allocation,
         compensation={**comp.as_dict(), "layers": [f.summary() for f in fixes]},
-        seconds={k: round(v, 3) for k, v in times.items()}, device=str(param.device),
+        seconds={k: round(v, 3) for k, v in times.items()}, stages={k: round(v, 3) for k, v in state.seconds.items()},
+        device=str(param.device),
         dtype=str(param.dtype).replace("torch.", ""), minilib_version=__version__, code_revision=code_revision())
     return pruned, report

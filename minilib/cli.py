@@ -62,7 +62,9 @@ def prune_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", required=True, type=_fraction, help="fraction of each layer's FFN neurons kept, (0, 1]")
     p.add_argument("--method", default="mi-mds", choices=list(METHODS), metavar="NAME",
                    help=f"one of {', '.join(METHODS)} (default: mi-mds)")
-    p.add_argument("--out", required=True, help="output folder: the model, its tokenizer and pruning.json")
+    p.add_argument("--out", help="output folder: the model, its tokenizer and pruning.json (required unless --estimate)")
+    p.add_argument("--estimate", action="store_true",
+                   help="print each stage's predicted time and peak memory (minilib.estimate) and stop; loads no weights")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when available)")
@@ -199,8 +201,11 @@ def prune_main(argv: Sequence[str] | None = None) -> None:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
-    out = Path(args.out)
-    _check_out(out, args.overwrite, args.model)
+    if not args.out and not args.estimate:
+        raise ValueError("--out is required: the folder the pruned model is written to (or pass --estimate)")
+    out = Path(args.out or ".")
+    if not args.estimate:
+        _check_out(out, args.overwrite, args.model)
     device = _device(args.device)
     data = read_file(args.calibration, seed=args.seed, text=args.text_column, pair=args.pair_column,
                      label=args.label_column)
@@ -211,6 +216,9 @@ def prune_main(argv: Sequence[str] | None = None) -> None:
     keep_fraction(family.width(config), args.keep)
     check_method(args.method, family.causal or "label" in data.column_names)
     check_samples(args.method, family, settings, len(data))
+    if args.estimate:
+        print(_estimate(args, config, family, data, settings, mode, device))
+        return
 
     start = time.perf_counter()
     model, tokenizer = load_model(args.model, config, args.dtype)
@@ -232,6 +240,39 @@ def prune_main(argv: Sequence[str] | None = None) -> None:
     reload = (f"{type(pruned).__name__}.from_pretrained({str(out)!r})" if plain else
               f"minilib.models.surgery.load_pruned({str(out)!r}, {type(pruned).__name__})")
     print(f"wrote {out} (reload with {reload})")
+
+
+def _estimate(args: argparse.Namespace, config, family, data, settings, mode: str, device) -> str:
+    """``--estimate``: the stages' predicted time and memory, from the calibration data and the config alone."""
+    import torch
+    import transformers
+    from transformers import AutoModel, AutoTokenizer
+
+    from minilib.data.calibration import as_batches, count_samples
+    from minilib.estimate import estimate
+
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    samples = count_samples(as_batches(data, tokenizer, args.batch_size or family.batch_size, args.max_length))
+    names = getattr(config, "architectures", None) or []
+    cls = getattr(transformers, names[0], None) if names else None
+    with torch.device("meta"):  # the architecture's shapes without its weights
+        model = cls(config) if cls is not None else AutoModel.from_config(config)
+    parameters = sum(p.numel() for p in model.parameters())
+    table = estimate(config, args.method, settings, samples["examples"], samples["tokens"], args.keep,
+                     parameters=parameters, dtype_bytes=torch.finfo(getattr(torch, args.dtype)).bits // 8,
+                     compensation=mode, device=str(device))
+    lines = [f"estimate for {args.method} on {args.model} ({parameters:,} parameters, {family.name}), "
+             f"{samples['examples']:,} calibration examples, {samples['tokens']:,} tokens, keep {args.keep}:"]
+    for r in table.itertuples():
+        up_to = f"up to {_duration(r.up_to_seconds)}" if r.up_to_seconds > r.seconds * 1.01 else ""
+        lines.append(f"  {r.stage:<17}{_duration(r.seconds):>10} {up_to:>16}  peak {r.peak_gb:7.2f} GB  {r.basis}")
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
 def _commands() -> dict[str, tuple[str, Callable[[Sequence[str] | None], None]]]:

@@ -23,7 +23,7 @@ import pandas as pd
 
 from minilib.estimator.pairwise import DEFAULT_TOL, memory_bytes
 
-__all__ = ["Workload", "WORKLOADS", "PATHS", "Rates", "rates_from_benchmark", "predict", "cost_table"]
+__all__ = ["Workload", "WORKLOADS", "PATHS", "Rates", "BOOK_CPU_RATES", "BOOK_CPU_RATES_HIGH_RANK", "rates_from_benchmark", "predict", "cost_table"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,19 @@ class Rates:
         """The same paths ``factor`` times faster: an assumption for a device that was not measured."""
         return Rates(device, {k: v * factor for k, v in self.pairs_per_s.items()}, self.width_s_per_neuron / factor,
                      source)
+
+
+#: The book's machine (2 CPU threads, idle) at commit b300ca5, on real activations: the default paths from
+#: SmolLM2-135M's whole map of one batch of 100 tokens (30 × 1,178,880 pairs; results/mi-map-smollm2.csv),
+#: exact and α = 2 on its first layer (results/bench_pairwise_mi-smollm2.csv). A test keeps them equal to
+#: those tables; they ship with the package, which has no results/ folder.
+BOOK_CPU_RATES = Rates("cpu", {"default": 87_870.0, "default-torch": 68_515.0, "exact": 8_020.0,
+                               "alpha2": 3_849_000.0}, 1.074e-3,
+                       "rates of the book's 2-thread CPU on SmolLM2-135M's activations (b300ca5)")
+#: The same machine on SmolLM2's first layer alone, the highest-rank layer measured: the low-rank paths'
+#: rates fall with the rank of the activations, which is not known before the map is computed.
+BOOK_CPU_RATES_HIGH_RANK = Rates("cpu", {**BOOK_CPU_RATES.pairs_per_s, "default": 28_758.0, "default-torch": 9_580.0},
+                                 BOOK_CPU_RATES.width_s_per_neuron, "SmolLM2-135M's first layer (b300ca5)")
 
 
 def rates_from_benchmark(path: str | os.PathLike, device: str = "cpu") -> Rates:

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import copy
 import os
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
@@ -140,6 +142,21 @@ class PruningState(ABC):
         self.scores: dict[str, object] = {}  # per-method scores and matrices, computed once
         self.embeddings: dict[tuple[str, int, int], np.ndarray] = {}
         self.maps: dict[str, MIMap] = {}
+        self.seconds: dict[str, float] = {}  # wall time of each stage (minilib.estimate's names)
+        self._inner: list[float] = []
+
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        """Add the wall time of ``stage`` to :attr:`seconds`, less that of the stages timed inside it."""
+        start = time.perf_counter()
+        self._inner.append(0.0)
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - start
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + elapsed - self._inner.pop()
+            if self._inner:
+                self._inner[-1] += elapsed
 
     @abstractmethod
     def compute_mi_map(self, widths: str) -> MIMap:
@@ -156,7 +173,8 @@ class PruningState(ABC):
     def mi_map_with(self, widths: str) -> MIMap:
         """The MI map with per-neuron ``"aligned"`` widths (the method) or plain ``"scott"`` ones (Fig. 3)."""
         if widths not in self.maps:
-            self.maps[widths] = self.compute_mi_map(widths)
+            with self.timed("MI map"):
+                self.maps[widths] = self.compute_mi_map(widths)
         return self.maps[widths]
 
     @property
@@ -210,9 +228,11 @@ class PruningState(ABC):
         key = f"stats-{skip_first}-{held_out}"
         if not collect:
             return self.scores.get(key)
-        return self.cached(key, lambda: cp.collect_stats(
-            self.model, self.fit_batches, range(len(self.sizes)), skip_first=skip_first, held_out=held_out,
-            seed=self.seed, progress=self.progress))
+        def collect() -> dict[int, cp.LayerStats]:
+            with self.timed("compensation"):
+                return cp.collect_stats(self.model, self.fit_batches, range(len(self.sizes)), skip_first=skip_first,
+                                        held_out=held_out, seed=self.seed, progress=self.progress)
+        return self.cached(key, collect)
 
 
 class Calibrated(PruningState):
@@ -230,7 +250,8 @@ class Calibrated(PruningState):
     @cached_property
     def activations(self) -> list[torch.Tensor]:
         """Every block's activations on the calibration sample, rows in a seeded random order."""
-        acts = capture_activations(self.model, self.batches, self.settings.reduction, self.family, self.progress)
+        with self.timed("calibration pass"):
+            acts = capture_activations(self.model, self.batches, self.settings.reduction, self.family, self.progress)
         perm = torch.as_tensor(np.random.default_rng(self.seed).permutation(acts[0].shape[0]))
         return [a[perm] for a in acts]
 
@@ -294,7 +315,12 @@ class Method:
 
 
 def _scored(name: str, compute: Callable[[PruningState], sc.Scores]) -> Callable[[PruningState, int], sc.Scores]:
-    return lambda state, _seed: state.cached(name, lambda: compute(state))
+    def score(state: PruningState, _seed: int) -> sc.Scores:
+        def run() -> sc.Scores:
+            with state.timed("calibration pass"):  # a pass (or a gradient pass) over the calibration data
+                return compute(state)
+        return state.cached(name, run)
+    return score
 
 
 def mds_candidates(state: PruningState, keep: int | Sequence[int], seeds: Sequence[int], matrix: str = "mi",
@@ -311,17 +337,19 @@ def mds_candidates(state: PruningState, keep: int | Sequence[int], seeds: Sequen
     counts = [keep] * m.n_layers if isinstance(keep, (int, np.integer)) else list(keep)
     weights = METHODS[importance].score(state, 0) if importance else [None] * m.n_layers
     cluster = state.settings.cluster
-    return [[selection.mds_select(S[layer], counts[layer], s, alive=m.alive[layer], importance=weights[layer],
-                                  embedding=state.embedding(matrix, layer, s) if cluster == "kmeans" else None,
-                                  cluster=cluster)
-             for layer in range(m.n_layers)] for s in seeds]
+    with state.timed("selection"):
+        return [[selection.mds_select(S[layer], counts[layer], s, alive=m.alive[layer], importance=weights[layer],
+                                      embedding=state.embedding(matrix, layer, s) if cluster == "kmeans" else None,
+                                      cluster=cluster)
+                 for layer in range(m.n_layers)] for s in seeds]
 
 
 def kl_choice(state: PruningState, candidates: Sequence[Sequence[np.ndarray]],
               dims: int | None = None) -> tuple[int, list[float]]:
     """The subsidiary condition (Eq. 2) on the calibration sample: (winner, every KL)."""
-    return selection.choose_by_kl(candidates, lambda keep: state.represent(state.pruned(keep)), state.representation,
-                                  dims)
+    with state.timed("KL choice"):
+        return selection.choose_by_kl(candidates, lambda keep: state.represent(state.pruned(keep)), state.representation,
+                                      dims)
 
 
 def kl_dims_sensitivity(state: PruningState, candidates: Sequence[Sequence[np.ndarray]],
@@ -345,8 +373,9 @@ def _mds_kl(matrix: str, importance: str | None = None) -> Rule:
 
 def _algorithm1(state: PruningState, keep: list[int], seed: int) -> list[np.ndarray]:
     m = state.mi_map
-    return [selection.algorithm1(m.mi[layer], keep[layer], seed=seed, alive=m.alive[layer])
-            for layer in range(m.n_layers)]
+    with state.timed("selection"):
+        return [selection.algorithm1(m.mi[layer], keep[layer], seed=seed, alive=m.alive[layer])
+                for layer in range(m.n_layers)]
 
 
 def _greedy_reconstruction(state: PruningState, keep: list[int], _seed: int) -> list[np.ndarray]:
