@@ -77,7 +77,7 @@ class MIMap:
         return m
 
     def top_pairs(self, layer: int, k: int = 10, by: str = "mi") -> list[tuple[int, int, float]]:
-        """The ``k`` most redundant pairs of alive neurons ``(i, j, value)`` by MI or |Pearson|."""
+        """The ``k`` most redundant pairs of alive neurons ``(i, j, value)`` by MI or ``|Pearson r|``."""
         m = self.mi[layer] if by == "mi" else np.abs(self.pearson[layer])
         iu = np.triu_indices(m.shape[0], 1)
         vals = m[iu]

@@ -47,25 +47,38 @@ Batch = Mapping[str, torch.Tensor]
 class Settings:
     """The choices of the paper's method (§3.3–3.4), with the paper's values where it states them.
 
-    alpha : Rényi order of the MI map (the paper: 1.01).
-    widths : ``"aligned"``, per-neuron kernel widths by alignment with the layer kernel and EMA
+    Parameters
+    ----------
+    alpha
+        Rényi order of the MI map (the paper: 1.01).
+    widths
+        ``"aligned"``, per-neuron kernel widths by alignment with the layer kernel and EMA
         (§3.4, Eqs. 4–8); ``"scott"``, Scott's rule for every neuron (the paper's Fig. 3 variant).
-    gamma, beta : Scott's constant γ (Eq. 4; the paper: 1) and the EMA factor β (Eq. 8; not
+    gamma, beta
+        Scott's constant γ (Eq. 4; the paper: 1) and the EMA factor β (Eq. 8; not
         stated, 0.9).
-    reduction : one sample of a neuron per sentence, ``"mean"`` over its tokens, or ``"cls"``, or
+    reduction
+        One sample of a neuron per sentence, ``"mean"`` over its tokens, or ``"cls"``, or
         every token (``"tokens"``); ``None`` = ``"mean"`` for encoders, ``"tokens"`` for decoders
         (the paper does not say; chapter 6 compares them).
-    mi_batch : samples per MI batch (the paper: 100); the MI map averages over batches.
-    max_batches : use at most this many MI batches (``None``: all).
-    mds_seeds : ``M``, the candidate keep-sets of the subsidiary KL condition (Eq. 2). The paper
+    mi_batch
+        Samples per MI batch (the paper: 100); the MI map averages over batches.
+    max_batches
+        Use at most this many MI batches (``None``: all).
+    mds_seeds
+        ``M``, the candidate keep-sets of the subsidiary KL condition (Eq. 2). The paper
         uses 500; 20 is the default here (chapter 6 measures 1, 5, 20, 100).
-    n_components : MDS dimensions (not stated in the paper; 8).
-    mds : ``"smacof"`` (metric MDS, one random start per seed; the book's tables) or ``"classical"``
+    n_components
+        MDS dimensions (not stated in the paper; 8).
+    mds
+        ``"smacof"`` (metric MDS, one random start per seed; the book's tables) or ``"classical"``
         (Torgerson's, one eigendecomposition per layer, seed-free: the M candidates then differ only in
         their k-means seeds); see :func:`minilib.methods.selection.mds_embedding`.
-    mds_mass : with classical MDS, keep the fewest axes holding this share of the positive eigenvalue
+    mds_mass
+        With classical MDS, keep the fewest axes holding this share of the positive eigenvalue
         mass instead of ``n_components`` (``None``: ``n_components``).
-    cluster : the cluster step. ``"kmedoids"`` (the default): FasterPAM on the distances of Eq. 1
+    cluster
+        The cluster step. ``"kmedoids"`` (the default): FasterPAM on the distances of Eq. 1
         themselves, one medoid kept per cluster; ``"agglomerative"``: average linkage on the same
         distances, each cluster's medoid kept (:func:`minilib.methods.selection.distance_clusters`);
         ``"kmeans"``: k-means on the ``n_components``-dimensional MDS coordinates, the member nearest
@@ -74,7 +87,8 @@ class Settings:
         neuron carries to go, and k-medoids removes them (the removed neurons' closest kept match
         1.5–2.1× Random's on MiniLM), where 8-D k-means removes the *least* redundant ones (0.3–0.7×).
         ``mi-mds-wanda`` keeps each cluster's highest-Wanda member instead (the importance rule).
-    mi_tol : certified error bound, in bits, of every entry of the MI map on its low-rank path
+    mi_tol
+        Certified error bound, in bits, of every entry of the MI map on its low-rank path
         (:func:`minilib.estimator.pairwise.pairwise_mutual_information`; ``None``: exact joint spectra).
     """
 
@@ -397,6 +411,7 @@ def _least_squares(state: PruningState, keep: Sequence[np.ndarray]) -> nn.Module
 GRAD = frozenset({"gradients"})
 ACTS = frozenset({"activations"})
 
+#: The one registry of pruning methods: name → :class:`Method` (the paper's, its peers, chapters 5-9).
 METHODS: dict[str, Method] = {
     "random": Method("U", "uniformly random neurons", score=lambda state, seed: sc.random_scores(state.sizes, seed),
                      trials=10),

@@ -16,8 +16,8 @@ family           architectures (``config.model_type``)        where the FFN is (
 ``decoder-mlp``  GPT-2, OPT, GPT-NeoX (Pythia)                ``mlp.c_fc`` → ``mlp.c_proj`` (GPT-2's
                                                               transposed ``Conv1D``), ``fc1`` → ``fc2``,
                                                               ``mlp.dense_h_to_4h`` → ``mlp.dense_4h_to_h``
-``gated-mlp``    Llama, SmolLM2, Mistral, Qwen2/3, Gemma 1-3, ``mlp.gate_proj``, ``mlp.up_proj`` →
-                 Phi-3                                        ``mlp.down_proj`` (Phi-3: fused
+``gated-mlp``    Llama, SmolLM2, Mistral, Qwen2/3,            ``mlp.gate_proj``, ``mlp.up_proj`` →
+                 Gemma 1-3, Phi-3                             ``mlp.down_proj`` (Phi-3: fused
                                                               ``mlp.gate_up_proj``)
 ===============  ==========================================  =======================================
 
