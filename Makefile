@@ -48,6 +48,7 @@ bench: venv
 		--out results/bench_pairwise_mi-smollm2.csv  # chapter 3b: a high-rank layer (~4 min)
 	$(PY) benchmarks/bench_mi_map.py --kernels numba torch --out results/mi-map-smollm2.csv  # chapter 3b (~20 min)
 	$(PY) benchmarks/bench_selection.py                                         # MDS, k-means at 1,536-11,008 neurons
+	$(PY) benchmarks/bench_estimate.py --out results/bench-estimate.csv  # --estimate against measured prunings (~15 min)
 	$(PY) benchmarks/bench_finetune.py
 	$(PY) benchmarks/bench_latency.py  # rewrites results/latency.csv (chapter 5)
 

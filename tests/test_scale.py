@@ -85,3 +85,19 @@ def test_headline_scores_average_trials_of_the_headline_metric():
                           "value": [10.0, 20.0, 99.0, 60.0, 81.0]})
     s = scale.headline_scores(table).set_index("task").score
     assert s.to_dict() == {"stsb": 15.0, "mrpc": 60.0}
+
+
+def test_verdict_asks_random_and_the_best_label_free_peer():
+    assert "wanda" in scale.LABEL_FREE_PEERS and "taylor" not in scale.LABEL_FREE_PEERS
+    assert not {"random", "mi-mds", "pcc-mds"} & set(scale.LABEL_FREE_PEERS)
+    scores = pd.DataFrame({"task": ["mrpc"] * 6 + ["stsb"] * 4, "keep": [0.5] * 10,
+                           "method": ["ours", "ours", "wanda", "taylor", "random", "random",
+                                      "ours", "wanda", "hfprune", "random"],
+                           "score": [70.0, 74.0, 71.0, 90.0, 60.0, 62.0, 30.0, 20.0, 25.0, 40.0]})
+    v = scale.verdict(scores, "ours").set_index("task")
+    assert (v.loc["mrpc", "random"], v.loc["mrpc", "best peer"]) == (61.0, "wanda")  # taylor is supervised
+    assert v.loc["mrpc", ["beats random", "beats peers"]].tolist() == [True, True]
+    assert (v.loc["stsb", "best peer"], v.loc["stsb", "beats random"], v.loc["stsb", "beats peers"]) == (
+        "hfprune", False, True)
+    ppl = scale.verdict(scores.assign(keep=0.8), "ours", by=("task",), lower_is_better=True).set_index("task")
+    assert ppl.loc["stsb", ["beats random", "beats peers"]].tolist() == [True, False]  # 30 < 40, 30 > 20

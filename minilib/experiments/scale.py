@@ -15,7 +15,8 @@ minus the worst one's (trials averaged first), with and without Random; a criter
 unsupervised when the registry labels it ``"U"`` (:data:`minilib.methods.METHODS`).
 
 :func:`gap_to_best` asks the other question of the chapter: how far one method is from the best of
-the others, at each task and keep fraction.
+the others, at each task and keep fraction; :func:`verdict` the paper's own: does a method beat Random
+and the label-free peers (:data:`LABEL_FREE_PEERS`) there?
 """
 
 from __future__ import annotations
@@ -26,7 +27,12 @@ from minilib.data import glue
 from minilib.methods import METHODS
 
 __all__ = ["headline", "headline_scores", "lm_scores", "retained_glue", "retained_lm", "retained_zeroshot", "criterion_spread",
-           "gap_to_best"]
+           "gap_to_best", "LABEL_FREE_PEERS", "verdict"]
+
+#: The registry's label-free criteria that read no similarity map: the paper's method's peers
+#: (Random is the baseline of :func:`verdict`, not a peer).
+LABEL_FREE_PEERS = tuple(m for m, spec in METHODS.items() if spec.labels == "U" and spec.similarity is None
+                         and m != "random")
 
 
 def headline(task: str) -> str:
@@ -126,4 +132,26 @@ def gap_to_best(scores: pd.DataFrame, method: str, by: tuple[str, ...] = ("task"
         gap = (best.score - ours.score.item()) if lower_is_better else (ours.score.item() - best.score)
         rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), method: ours.score.item(),
                      "best peer": best.method, "peer score": best.score, "gap": gap})
+    return pd.DataFrame(rows)
+
+
+def verdict(scores: pd.DataFrame, method: str, by: tuple[str, ...] = ("task", "keep"),
+            lower_is_better: bool = False, peers: tuple[str, ...] = LABEL_FREE_PEERS) -> pd.DataFrame:
+    """Per ``by`` group (trials averaged): ``method``'s score, Random's, the best of ``peers`` present
+    (its name and score), and whether ``method`` beats Random and that peer (strictly)."""
+    means = scores.groupby([*by, "method"], sort=False).score.mean().reset_index()
+    if method not in set(means.method):
+        raise ValueError(f"{method!r} is not in the table; it has {sorted(means.method.unique())}")
+    better = (lambda a, b: a < b) if lower_is_better else (lambda a, b: a > b)
+    rows = []
+    for key, g in means.groupby(list(by), sort=False):
+        score = g.set_index("method").score
+        others = g[g.method.isin(peers)]
+        if method not in score or "random" not in score or others.empty:
+            continue
+        best = others.loc[others.score.idxmin() if lower_is_better else others.score.idxmax()]
+        rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), method: score[method],
+                     "random": score["random"], "best peer": best.method, "peer score": best.score,
+                     "beats random": bool(better(score[method], score["random"])),
+                     "beats peers": bool(better(score[method], best.score))})
     return pd.DataFrame(rows)
