@@ -41,7 +41,8 @@ def test_named_columns_read_glue_dev_files_as_they_are():
 
 
 @pytest.mark.parametrize("content, name, options, message", [
-    ("sentence\tlabel\nw1 w2\t1\n", "d.tsv", {}, r"has no column 'text' \(it has sentence, label\); name the text column"),
+    ("sentence\tlabel\nw1 w2\t1\n", "d.tsv", {},
+     r"has no column 'text' \(it has sentence, label\); name the text column"),
     ("sentence\tlabel\nw1\t1\nw2\tw3\t0\n", "d.tsv", {"text": "sentence"}, "line 3: its fields do not match"),
     ("a\tb\nc\td\n", "d.txt", {}, "has tab-separated fields; name it .tsv"),
     ("text,label\nw1,yes\n", "d.csv", {}, "label column 'label' of .* is not numeric"),

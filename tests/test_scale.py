@@ -101,3 +101,20 @@ def test_verdict_asks_random_and_the_best_label_free_peer():
         "hfprune", False, True)
     ppl = scale.verdict(scores.assign(keep=0.8), "ours", by=("task",), lower_is_better=True).set_index("task")
     assert ppl.loc["stsb", ["beats random", "beats peers"]].tolist() == [True, False]  # 30 < 40, 30 > 20
+
+
+def test_compensated_models_are_never_averaged_with_their_method():
+    lm = pd.DataFrame({"method": ["mi-mds", "mi-mds", "random"], "ratio": [0.2] * 3, "trial": [0, 0, 0],
+                       "perplexity": [40.0, 20.0, 300.0], "dense_perplexity": [10.0] * 3,
+                       "compensation": ["none", "merge", None]})
+    s = scale.lm_scores(lm).set_index("method").score
+    assert (s["mi-mds"], s["mi-mds + merge"]) == (40.0, 20.0)
+    r = scale.retained_lm(lm, "m").set_index("method").retained
+    assert set(r.index) == {"mi-mds", "random"} and r["mi-mds"] == 0.25  # merge is not a criterion of its own
+    zs = pd.DataFrame({"pruning": ["mlp"] * 4 + ["dense"], "method": ["mi-mds"] * 4 + ["dense"],
+                       "level": [0.2] * 4 + [0.0], "task": ["piqa", "boolq"] * 2 + ["piqa"],
+                       "metric": ["acc"] * 5, "value": [0.5, 0.7, 0.6, 0.8, 0.9],
+                       "compensation": ["none", "none", "merge", "merge", "none"]})
+    z = scale.zeroshot_scores(zs).set_index("method").score
+    assert z.to_dict() == pytest.approx({"mi-mds": 60.0, "mi-mds + merge": 70.0})
+    assert (scale.zeroshot_scores(zs).keep == 0.8).all()

@@ -106,7 +106,8 @@ def check_architectures(python: Path, work: Path) -> list[str]:
                                "--method", "mi-mds", "--mds-seeds", "2", "--out", str(out), "--quiet"],
                               cwd=work, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         if done.returncode:
-            raise RuntimeError(f"minilib prune failed on {name}: {(done.stderr.strip() or done.stdout).splitlines()[-1]}")
+            last = (done.stderr.strip() or done.stdout).splitlines()[-1]
+            raise RuntimeError(f"minilib prune failed on {name}: {last}")
         auto = transformers.AutoModelForCausalLM if name in DECODERS else (
             transformers.AutoModel if name == "bert-bare" else transformers.AutoModelForSequenceClassification)
         back = auto.from_pretrained(out)

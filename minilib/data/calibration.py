@@ -184,13 +184,15 @@ def _table(path: Path, delimiter: str) -> list[dict]:
     """Rows of a CSV or TSV file with a header; a row with more or fewer fields than the header is an error."""
     with path.open(encoding="utf-8-sig", newline="") as f:  # -sig: a byte-order mark (MRPC's) is not a column
         # GLUE's .tsv files hold unbalanced quotes in their texts: a tab-separated file is read unquoted
-        reader = csv.DictReader(f, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
+        quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+        reader = csv.DictReader(f, delimiter=delimiter, quoting=quoting)
         rows = []
         for row in reader:
             if None in row or None in row.values():
                 kind = "tab" if delimiter == "\t" else "comma"
                 raise ValueError(f"{path} line {reader.line_num}: its fields do not match the header's "
-                                 f"{len(reader.fieldnames)} {kind}-separated columns; is it really a {path.suffix} file?")
+                                 f"{len(reader.fieldnames)} {kind}-separated columns; is it really a "
+                                 f"{path.suffix} file?")
             rows.append(row)
     return rows
 

@@ -43,7 +43,7 @@ MLP_PEERS = ("hfprune", "taylor-ce", "magnitude", "wanda", "random")  # chapter 
 MLP_METHODS = ("mi-mds", "mi-mds-wanda", *MLP_PEERS)  # the paper's method and the combination (chapter 8) first
 
 __all__ = ["BLOCK_METHODS", "MLP_PEERS", "MLP_METHODS", "settings", "Setup", "prepare", "choose_blocks", "block_sweep", "search_gap",
-           "keep_ratio", "prune_mlp", "mlp_sweep", "ZEROSHOT_LIMIT", "zeroshot_sweep", "zeroshot_summary", "speed", "UPDATE_KEYS", "run_all", "summarize", "dpi_check", "dpi_summary", "timings", "at_levels"]
+           "keep_ratio", "prune_mlp", "mlp_sweep", "ZEROSHOT_LIMIT", "zeroshot_sweep", "zeroshot_summary", "with_compensation", "speed", "UPDATE_KEYS", "run_all", "summarize", "dpi_check", "dpi_summary", "timings", "at_levels"]
 
 
 def settings(profile: str):
@@ -329,12 +329,9 @@ def zeroshot_summary(table: pd.DataFrame, metric: str = "acc") -> pd.DataFrame:
 
     The mean's standard error treats the tasks' subsets as independent: √(Σ se²) / n_tasks.
     """
-    t = table[table.metric == metric]
+    t = with_compensation(table[table.metric == metric])
     if t.empty:
         raise ValueError(f"no {metric!r} rows; the metrics are {sorted(table.metric.unique())}")
-    if "compensation" in t:  # a compensated model is its method's own row: "mi-mds + merge"
-        comp = t.compensation.fillna("none")
-        t = t.assign(method=t.method.where(comp == "none", t.method + " + " + comp))
     index = ["pruning", "method", "level"]
     value = 100 * t.pivot_table(index=index, columns="task", values="value", sort=False)
     err = 100 * t.pivot_table(index=index, columns="task", values="stderr", sort=False)
@@ -373,15 +370,27 @@ def speed(setup: Setup, n_blocks=(2, 4, 6), ratios=(0.2, 0.3, 0.5), repeats: int
     return pd.DataFrame(rows)
 
 
+def with_compensation(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with each compensated model as its method's own row (``"mi-mds + merge"``), so that no
+    summary averages a method's models with and without compensation."""
+    if "compensation" not in table:
+        return table
+    comp = table.compensation.fillna("none")
+    return table.assign(method=table.method.where(comp == "none", table.method + " + " + comp))
+
+
 def summarize(table: pd.DataFrame, x: str) -> pd.DataFrame:
-    """Mean and standard deviation of perplexity over trials per (method, ``x``), in the table's method order."""
-    return table.groupby(["method", x], sort=False).perplexity.agg(["mean", "std", "count"]).reset_index()
+    """Mean and standard deviation of perplexity over trials per (method, ``x``), in the table's method order
+    (compensated models apart: :func:`with_compensation`)."""
+    t = with_compensation(table)
+    return t.groupby(["method", x], sort=False).perplexity.agg(["mean", "std", "count"]).reset_index()
 
 
 def at_levels(table: pd.DataFrame, x: str, levels: list) -> pd.DataFrame:
     """Methods × levels of mean perplexity (chapter 7's table)."""
     s = summarize(table[table[x].isin(levels)], x)
-    return s.pivot(index="method", columns=x, values="mean").reindex(table.method.unique()).dropna(how="all")
+    order = with_compensation(table).method.unique()
+    return s.pivot(index="method", columns=x, values="mean").reindex(order).dropna(how="all")
 
 
 def dpi_check(mi: blocks.BlockMI, max_length: int | None = None) -> pd.DataFrame:

@@ -24,10 +24,11 @@ from __future__ import annotations
 import pandas as pd
 
 from minilib.data import glue
+from minilib.experiments.lm_sweep import with_compensation
 from minilib.methods import METHODS
 
 __all__ = ["headline", "headline_scores", "lm_scores", "retained_glue", "retained_lm", "retained_zeroshot", "criterion_spread",
-           "gap_to_best", "LABEL_FREE_PEERS", "verdict"]
+           "gap_to_best", "LABEL_FREE_PEERS", "verdict", "zeroshot_scores"]
 
 #: The registry's label-free criteria that read no similarity map: the paper's method's peers
 #: (Random is the baseline of :func:`verdict`, not a peer).
@@ -77,15 +78,26 @@ def _kept(removed: pd.Series) -> pd.Series:
 
 def lm_scores(table: pd.DataFrame) -> pd.DataFrame:
     """An MLP sweep (:func:`minilib.experiments.lm_sweep.mlp_sweep`) in :func:`gap_to_best`'s form:
-    keep (the fraction of each block's neurons kept), method, trial and score (the perplexity)."""
+    keep (the fraction of each block's neurons kept), method (``"mi-mds + merge"`` for a compensated
+    model), trial and score (the perplexity)."""
+    table = with_compensation(table)
     return pd.DataFrame({"keep": _kept(table.ratio), "method": table.method, "trial": table.trial,
                          "score": table.perplexity})
+
+
+def zeroshot_scores(table: pd.DataFrame, metric: str = "acc") -> pd.DataFrame:
+    """A zero-shot sweep's MLP-pruned models in :func:`gap_to_best`'s form: keep, method (compensated
+    models apart) and score, the ``metric`` in percent averaged over the tasks."""
+    t = with_compensation(table[(table.metric == metric) & (table.pruning == "mlp")])
+    mean = t.groupby(["level", "method"], sort=False).value.mean().reset_index()
+    return pd.DataFrame({"keep": _kept(mean.level), "method": mean.method, "score": 100 * mean.value})
 
 
 def retained_lm(table: pd.DataFrame, model: str) -> pd.DataFrame:
     """An MLP sweep as retained quality (dense over pruned perplexity) per (keep fraction, method),
     its unsupervised methods only."""
-    t = table[_unsupervised(table.method)]
+    t = with_compensation(table)
+    t = t[_unsupervised(t.method)]  # a compensated model ("mi-mds + merge") is not a criterion of its own
     t = lm_scores(t).assign(retained=t.dense_perplexity / t.perplexity)
     return t.groupby(["keep", "method"]).retained.mean().reset_index().assign(model=model)
 
@@ -94,7 +106,7 @@ def retained_zeroshot(table: pd.DataFrame, model: str, metric: str = "acc") -> p
     """A zero-shot sweep (:func:`minilib.experiments.lm_sweep.zeroshot_sweep`) as retained quality:
     each MLP-pruned model's ``metric`` averaged over tasks, over the dense model's, per (keep
     fraction, method), its unsupervised methods only."""
-    t = table[table.metric == metric]
+    t = with_compensation(table[table.metric == metric])
     dense = t[t.pruning == "dense"]
     if dense.empty:
         raise ValueError(f"the zero-shot table has no dense {metric!r} rows; pass the whole table of one sweep")

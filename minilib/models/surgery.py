@@ -60,7 +60,7 @@ def load_pruned(path: str | os.PathLike, model_class: type[PreTrainedModel] = Au
     (``from_pretrained`` covers a uniform model whose family's config can switch the bias on); ``kwargs``
     go to ``from_pretrained`` (``dtype=…``). A dense model loads as ``from_pretrained`` would load it."""
     path = Path(path)
-    if not path.exists():  # a Hub id: an ordinary model
+    if not path.exists() and not path.is_absolute() and len(path.parts) <= 2:  # a Hub id: an ordinary model
         return model_class.from_pretrained(str(path), **kwargs)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"no model at {path} (config.json missing); save one with model.save_pretrained")
