@@ -24,6 +24,8 @@ ZOO = {
     "mistral": (tf.MistralForCausalLM, tf.MistralConfig, _DECODER),
     "qwen2": (tf.Qwen2ForCausalLM, tf.Qwen2Config, _DECODER),
     "qwen3": (tf.Qwen3ForCausalLM, tf.Qwen3Config, {**_DECODER, "head_dim": 4}),
+    "xlm-roberta": (tf.XLMRobertaForSequenceClassification, tf.XLMRobertaConfig,
+                    {**_ENCODER, "num_labels": 2, "pad_token_id": 1}),
     "deberta-v2": (tf.DebertaV2ForSequenceClassification, tf.DebertaV2Config, {**_ENCODER, "num_labels": 2}),
     "distilbert": (tf.DistilBertForSequenceClassification, tf.DistilBertConfig,
                    dict(vocab_size=VOCAB, dim=16, n_layers=2, n_heads=2, hidden_dim=24, max_position_embeddings=40,
