@@ -158,22 +158,26 @@ def _model_config(source: str):
                       f" ({str(err).splitlines()[0][:120]})") from None
 
 
+def _model_class(config):
+    """The ``transformers`` class the config names (``architectures``), else ``AutoModel``."""
+    import transformers
+
+    names = getattr(config, "architectures", None) or []
+    return (getattr(transformers, names[0], None) if names else None) or transformers.AutoModel
+
+
 def load_model(source: str, config=None, dtype: str = "float32"):
     """A model of the class its config names (``architectures``), else ``AutoModel``, with its tokenizer
     (a pruned model whose layers differ in width or gained a bias too: :func:`~minilib.models.surgery.load_pruned`)."""
     import torch
-    import transformers
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from minilib.models.bert import quiet
-
     from minilib.models.surgery import load_pruned
 
     config = config or _model_config(source)
-    names = getattr(config, "architectures", None) or []
-    cls = getattr(transformers, names[0], None) if names else None
     with quiet():
-        model = load_pruned(source, cls or AutoModel, dtype=getattr(torch, dtype))
+        model = load_pruned(source, _model_class(config), dtype=getattr(torch, dtype))
         tokenizer = AutoTokenizer.from_pretrained(source)
     return model.eval(), tokenizer
 
@@ -245,18 +249,16 @@ def prune_main(argv: Sequence[str] | None = None) -> None:
 def _estimate(args: argparse.Namespace, config, family, data, settings, mode: str, device) -> str:
     """``--estimate``: the stages' predicted time and memory, from the calibration data and the config alone."""
     import torch
-    import transformers
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from minilib.data.calibration import as_batches, count_samples
     from minilib.estimate import estimate
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     samples = count_samples(as_batches(data, tokenizer, args.batch_size or family.batch_size, args.max_length))
-    names = getattr(config, "architectures", None) or []
-    cls = getattr(transformers, names[0], None) if names else None
     with torch.device("meta"):  # the architecture's shapes without its weights
-        model = cls(config) if cls is not None else AutoModel.from_config(config)
+        cls = _model_class(config)
+        model = cls.from_config(config) if hasattr(cls, "from_config") else cls(config)  # Auto or concrete
     parameters = sum(p.numel() for p in model.parameters())
     table = estimate(config, args.method, settings, samples["examples"], samples["tokens"], args.keep,
                      parameters=parameters, dtype_bytes=torch.finfo(getattr(torch, args.dtype)).bits // 8,

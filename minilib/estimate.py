@@ -39,8 +39,8 @@ import pandas as pd
 import torch
 
 from minilib.estimator.cost import BOOK_CPU_RATES, BOOK_CPU_RATES_HIGH_RANK, Workload, predict
-from minilib.methods import METHODS, Settings
-from minilib.methods import selection
+from minilib.estimator.entropy import squared_distances
+from minilib.methods import METHODS, Settings, selection
 from minilib.models.families import family_of
 
 __all__ = ["FORWARD_EFFICIENCY", "gemm_rate", "selection_seconds", "estimate"]
@@ -54,14 +54,13 @@ _SELECTION_PROBE = 1024
 def gemm_rate(device: torch.device | str = "cpu", size: int = 1024, repeats: int = 3) -> float:
     """Float32 multiply-adds per second of one ``size``² product on ``device`` (the best of ``repeats``)."""
     a = torch.randn(size, size, device=device)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     best = math.inf
     for _ in range(repeats + 1):  # the first call warms up
-        if torch.device(device).type == "cuda":
-            torch.cuda.synchronize()
+        sync()
         t0 = time.perf_counter()
         a @ a
-        if torch.device(device).type == "cuda":
-            torch.cuda.synchronize()
+        sync()
         best = min(best, time.perf_counter() - t0)
     return size**3 / best
 
@@ -70,8 +69,8 @@ def selection_seconds(method: str, settings: Settings, neurons: int, keep: float
     """Seconds of one layer's keep-set rule (one seed) for ``neurons`` neurons, timed on a random map."""
     d = min(neurons, _SELECTION_PROBE)
     rng = np.random.default_rng(seed)
-    x = rng.random((d, 16))
-    S = np.exp(-((x[:, None] - x[None]) ** 2).sum(-1))  # a smooth similarity map, 1 on the diagonal
+    x = torch.from_numpy(rng.random((d, 16)))
+    S = np.exp(-squared_distances(x).numpy())  # a smooth similarity map, 1 on the diagonal
     k = max(1, round(keep * d))
     t0 = time.perf_counter()
     if method == "mi-alg1":

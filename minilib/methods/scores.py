@@ -310,10 +310,8 @@ def least_squares_tuning(dense: nn.Module, pruned: nn.Module, batches: Iterable[
         try:
             for b in batches:
                 pruned(**model_inputs(pruned, b))
-                mask = b.get("attention_mask")
-                rows = (torch.ones(b["input_ids"].shape, dtype=torch.bool) if mask is None else mask.bool())
-                rows = rows.to(captured["a"].device)
-                shape = b["input_ids"].shape
+                mask, shape = b.get("attention_mask"), b["input_ids"].shape
+                rows = (torch.ones(shape, dtype=torch.bool) if mask is None else mask.bool()).to(captured["a"].device)
                 a = token_grid(captured["a"], shape)[rows].double()  # (tokens, kept), the pruned model's activations
                 y = token_grid(down_d(family.activation(block_d, captured["x"])), shape)[rows].double()  # dense FFN
                 if down_p.bias is not None:
