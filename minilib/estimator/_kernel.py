@@ -1,22 +1,30 @@
-"""The compiled per-pair kernel of the all-pairs MI matrix (numba; :mod:`minilib.estimator.pairwise`
-sends it the pairs outside its GEMM blocks).
+"""The compiled per-pair kernels of the all-pairs MI matrix (numba; :mod:`minilib.estimator.pairwise`
+calls them on every block pair of its low-rank path).
 
-For a pair (i, j) the joint matrix is ``P = B_i∘B_j`` (unit trace). A greedy pivoted Cholesky
-factorisation ``P ≈ L Lᵀ`` adds the column of the largest residual diagonal until the residual
+For a pair (i, j) the joint matrix ``P = B_i∘B_j`` has unit trace. A greedy pivoted Cholesky
+factorisation ``P ≈ L Lᵀ`` adds the column of the largest residual diagonal until the discarded
 trace ``tr(P − L Lᵀ)`` is within the budget ε. The residual is positive semi-definite, so its
 trace is its trace norm and the error of the joint entropy obeys
-:func:`~minilib.estimator.pairwise.joint_error_bound`: the same certificate as the torch path, at a
-rank close to the smallest any factor reaches (the number of eigenvalues of ``P`` above its ε tail).
-The non-zero spectrum of ``L Lᵀ`` is that of the small ``k × k`` matrix ``LᵀL``. A budget below
-round-off (N machine epsilons of the trace), or a factor that round-off ends before the budget, takes
-the exact spectrum of ``P`` instead, as the torch path's exact fallback does. The small symmetric
-eigenproblems are solved here (Householder tridiagonalisation, implicit QL): LAPACK called from
-numba (``dsytrd`` + ``dsterf``, or ``eigvalsh``) measured no faster at these sizes (6–10 µs at
-k = 16–20, chapter 3b), and an own solver keeps every thread's arithmetic the same.
+:func:`~minilib.estimator.pairwise.joint_error_bound`: the certificate of the torch path, at a rank
+close to the smallest any factor reaches (the number of eigenvalues of ``P`` above its ε tail).
+The non-zero spectrum of ``L Lᵀ`` is that of the small ``k × k`` matrix ``LᵀL``. Two kernels:
 
-Each pair is computed alone, by the same operations in the same order on any thread, so the
-result does not depend on the number of threads. numba is a dependency; where it cannot be
-installed :data:`AVAILABLE` is False and the torch path runs.
+* :func:`hadamard_entropies` factors ``P`` itself, reading its columns from ``B_i`` and ``B_j``
+  (N per column). It gives up (NaN) at ``cap`` columns, where the exact ``eigvalsh`` of ``P`` is
+  the cheaper way, or where the budget is below round-off (N machine epsilons of the trace).
+* :func:`gram_entropies` factors ``MᵀM`` instead, for marginals of low rank: with
+  ``A_i = L_i L_iᵀ`` truncated to R_i columns, ``P̃ = M Mᵀ`` has the R_i R_j columns
+  ``m_kl = L_i[:, k] ⊙ L_j[:, l]``, and the entries of ``MᵀM`` are read from the block product
+  ``Q = W_Iᵀ W_J`` of the torch path. The trace the marginal cut left out counts against the
+  same budget; by Weyl a factor of ``MᵀM`` has eigenvalues below those of ``P̃``, hence below
+  those of ``P``, so the certificate is unchanged.
+
+The small symmetric eigenproblems are solved here (Householder tridiagonalisation, implicit QL):
+LAPACK called from numba (``dsytrd`` + ``dsterf``, or ``eigvalsh``) measured no faster at these
+sizes (6–10 µs at k = 16–20, chapter 3b). Each pair is computed alone, by the same operations in
+the same order on any thread, so the result does not depend on the number of threads. The
+kernels release the GIL; the caller's thread pool runs them in parallel. numba is a dependency;
+where it cannot be installed :data:`AVAILABLE` is False and the torch path runs.
 """
 
 from __future__ import annotations
@@ -27,12 +35,12 @@ import numpy as np
 
 try:
     import numba
-    from numba import njit, prange
+    from numba import njit
 except ImportError:  # the torch path stays the fallback
     numba = None
 AVAILABLE = numba is not None
 
-__all__ = ["AVAILABLE", "joint_entropies"]
+__all__ = ["AVAILABLE", "hadamard_entropies", "gram_entropies"]
 
 _LOG2 = math.log(2.0)
 _EPS64 = float(np.finfo(np.float64).eps)
@@ -41,22 +49,35 @@ _EPS64 = float(np.finfo(np.float64).eps)
 _FAST = {"reassoc", "contract"}
 
 
-def joint_entropies(B: np.ndarray, i: np.ndarray, j: np.ndarray, alpha: float, eps: float,
-                    threads: int) -> np.ndarray:
-    """The Rényi-α entropy (bits) of ``B[i[t]]∘B[j[t]]`` for every t, each within the budget ``eps`` of
-    discarded trace, in parallel over the pairs on ``threads`` threads.
+def _require() -> None:
+    if not AVAILABLE:
+        raise RuntimeError("the compiled MI kernel needs numba: pip install 'numba>=0.59', or use kernel='torch'")
+
+
+def hadamard_entropies(B: np.ndarray, i: np.ndarray, j: np.ndarray, alpha: float, eps: float,
+                       cap: int) -> np.ndarray:
+    """The Rényi-α entropy (bits) of ``B[i[t]]∘B[j[t]]`` for every t, within the budget ``eps`` of
+    discarded trace; NaN where that needs more than ``cap`` columns (or ``eps`` is below round-off).
 
     ``B``: (D, N, N) float64, C-contiguous, with unit-trace Hadamard products.
     """
-    if not AVAILABLE:
-        raise RuntimeError("the compiled MI kernel needs numba: pip install 'numba>=0.59', or use kernel='torch'")
-    previous = numba.get_num_threads()
-    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
-    try:
-        out = np.empty(len(i))
-        _pairs(B, i.astype(np.int64), j.astype(np.int64), float(alpha), float(eps), out)
-    finally:
-        numba.set_num_threads(previous)
+    _require()
+    out = np.empty(len(i))
+    _hadamard_pairs(B, i.astype(np.int64), j.astype(np.int64), float(alpha), float(eps), int(cap), out)
+    return out
+
+
+def gram_entropies(Q: np.ndarray, table: np.ndarray, base: np.ndarray, scale: float, alpha: float,
+                   eps: float) -> np.ndarray:
+    """The entropy of ``M Mᵀ`` for every pair of a block pair, from the entries of ``MᵀM`` in ``Q``.
+
+    Entry (c, c') of pair t's ``MᵀM`` is ``Q[base[t] + table[c, c']]`` (``Q``: the flat block
+    product, ``table``: S × S offsets with S = R_I R_J); ``scale`` turns it into a share of
+    ``tr P``. NaN where the budget is not met with all S columns (the marginals' cut took too much).
+    """
+    _require()
+    out = np.empty(len(base))
+    _gram_pairs(Q, table.astype(np.int64), base.astype(np.int64), float(scale), float(alpha), float(eps), out)
     return out
 
 
@@ -78,6 +99,7 @@ if AVAILABLE:
                 p = v / total
                 acc += -p * math.log(p) if alpha == 1.0 else p**alpha
         return acc / _LOG2 if alpha == 1.0 else math.log2(acc) / (1.0 - alpha)
+
 
     @njit(cache=True, nogil=True, fastmath=_FAST)
     def _tridiagonal(A: np.ndarray, n: int, d: np.ndarray, e: np.ndarray, u: np.ndarray, w: np.ndarray) -> None:
@@ -168,60 +190,99 @@ if AVAILABLE:
                     e[m] = 0.0
 
     @njit(cache=True, nogil=True, fastmath=_FAST)
-    def _joint(Bi: np.ndarray, Bj: np.ndarray, alpha: float, eps: float, L: np.ndarray, G: np.ndarray,
-               v: np.ndarray) -> float:
-        """The entropy of one pair's ``Bi∘Bj`` from its pivoted Cholesky factor.
-
-        ``L[t]`` is the factor's column t (rows of length N: the updates are contiguous axpys); ``G``
-        (N × N) and ``v`` (5 × N) are scratch."""
-        r, col, e, u, w = v[0], v[1], v[2], v[3], v[4]
-        n = Bi.shape[0]
-        for a in range(n):
-            r[a] = Bi[a, a] * Bj[a, a]
-        left = r.sum()
-        budget = eps * left
-        k = 0
-        while k < n and left > budget and budget > n * _EPS64 * left:
-            p = np.argmax(r)  # r[p] > 0: the residual trace is above a positive budget
-            for a in range(n):  # column p of P (= row p: B is symmetric)
-                col[a] = Bi[p, a] * Bj[p, a]
-            for t in range(k):
-                f = L[t, p]
-                for a in range(n):
-                    col[a] -= L[t, a] * f
-            if col[p] <= 0.0:  # round-off has used up the residual: what is left is below any budget
-                break
-            scale = 1.0 / math.sqrt(col[p])
-            left = 0.0
+    def _add_column(col: np.ndarray, p: int, L: np.ndarray, k: int, r: np.ndarray) -> bool:
+        """Turn ``col``, column p of the matrix, into the factor's column ``L[k]`` (rows of ``L`` are
+        columns, so the updates are contiguous axpys) and take it from the residual diagonal ``r``.
+        False where round-off has used the residual up: what is left is below any budget."""
+        n = col.shape[0]
+        for t in range(k):
+            f = L[t, p]
             for a in range(n):
-                x = col[a] * scale
-                L[k, a] = x
-                r[a] = max(r[a] - x * x, 0.0)
-                left += r[a]
-            r[p] = 0.0
-            k += 1
-        if left > budget:  # a budget below round-off, or round-off ended the factor early: the exact spectrum
-            k = n
-            for s in range(n):
-                for t in range(s + 1):
-                    G[s, t] = Bi[s, t] * Bj[s, t]
-        else:
-            for s in range(k):  # LᵀL in reverse pivot order: graded, its large entries at the bottom right,
-                for t in range(s, k):  # where QL converges fastest (lower triangle only)
-                    acc = 0.0
-                    for a in range(n):
-                        acc += L[s, a] * L[t, a]
-                    G[k - 1 - s, k - 1 - t] = acc
-        d = col  # free now
-        _tridiagonal(G, k, d, e, u, w)
+                col[a] -= L[t, a] * f
+        if col[p] <= 0.0:
+            return False
+        scale = 1.0 / math.sqrt(col[p])
+        for a in range(n):
+            x = col[a] * scale
+            L[k, a] = x
+            r[a] = max(r[a] - x * x, 0.0)
+        r[p] = 0.0
+        return True
+
+    @njit(cache=True, nogil=True, fastmath=_FAST)
+    def _factor_entropy(L: np.ndarray, k: int, alpha: float, G: np.ndarray, v: np.ndarray) -> float:
+        """The entropy of ``L[:k]ᵀ``'s Gram matrix, from the spectrum of the k × k ``L Lᵀ`` (scratch
+        ``G`` and ``v[1:5]``)."""
+        n = L.shape[1]
+        for s in range(k):  # in reverse pivot order: graded, its large entries at the bottom right,
+            for t in range(s, k):  # where QL converges fastest (lower triangle only)
+                acc = 0.0
+                for a in range(n):
+                    acc += L[s, a] * L[t, a]
+                G[k - 1 - s, k - 1 - t] = acc
+        d, e = v[1], v[2]
+        _tridiagonal(G, k, d, e, v[3], v[4])
         _tridiagonal_eigenvalues(d, e, k)
         return _entropy(d[:k], alpha)
 
-    @njit(parallel=True, cache=True, nogil=True)
-    def _pairs(B, i, j, alpha, eps, out):  # pragma: no cover - compiled
-        n, m = B.shape[1], len(i)
-        chunk = 64  # pairs per task, which allocates its scratch once
-        for c in prange((m + chunk - 1) // chunk):
-            L, G, v = np.zeros((n, n)), np.empty((n, n)), np.empty((5, n))
-            for t in range(c * chunk, min(m, (c + 1) * chunk)):
-                out[t] = _joint(B[i[t]], B[j[t]], alpha, eps, L, G, v)
+    @njit(cache=True, nogil=True, fastmath=_FAST)
+    def _hadamard(Bi: np.ndarray, Bj: np.ndarray, alpha: float, eps: float, cap: int, L: np.ndarray,
+                  G: np.ndarray, v: np.ndarray) -> float:
+        """One pair of :func:`hadamard_entropies`; ``L``, ``G`` (cap × N, cap × cap) and ``v``
+        (5 × N) are scratch."""
+        r, col = v[0], v[1]
+        n = Bi.shape[0]
+        for a in range(n):
+            r[a] = Bi[a, a] * Bj[a, a]
+        total = r.sum()
+        left, budget = total, eps * total
+        if budget <= n * _EPS64 * total:
+            return np.nan
+        k = 0
+        while left > budget and k < cap:
+            p = np.argmax(r)  # r[p] > 0: the residual trace is above a positive budget
+            for a in range(n):  # column p of P (= row p: B is symmetric)
+                col[a] = Bi[p, a] * Bj[p, a]
+            if not _add_column(col, p, L, k, r):
+                break
+            k += 1
+            left = r.sum()
+        return np.nan if left > budget else _factor_entropy(L, k, alpha, G, v)
+
+    @njit(cache=True, nogil=True, fastmath=_FAST)
+    def _gram(Q: np.ndarray, table: np.ndarray, scale: float, alpha: float, eps: float, L: np.ndarray,
+              G: np.ndarray, v: np.ndarray) -> float:
+        """One pair of :func:`gram_entropies`; ``Q`` starts at the pair's base offset."""
+        S = table.shape[0]
+        r, col = v[0], v[1]
+        for c in range(S):
+            r[c] = Q[table[c, c]] * scale
+        left = 1.0  # tr P = 1: what the marginals' cut left out, plus the residual
+        gap = 1.0 - r.sum()
+        if eps <= S * _EPS64:
+            return np.nan
+        k = 0
+        while left > eps and k < S:
+            p = np.argmax(r)
+            row = table[p]
+            for c in range(S):  # column p = row p: MᵀM is symmetric
+                col[c] = Q[row[c]] * scale
+            if not _add_column(col, p, L, k, r):
+                break
+            k += 1
+            left = gap + r.sum()
+        return np.nan if left > eps else _factor_entropy(L, k, alpha, G, v)
+
+    @njit(cache=True, nogil=True)
+    def _hadamard_pairs(B, i, j, alpha, eps, cap, out):  # pragma: no cover - compiled
+        n = B.shape[1]
+        L, G, v = np.zeros((cap, n)), np.empty((cap, cap)), np.empty((5, n))
+        for t in range(len(i)):
+            out[t] = _hadamard(B[i[t]], B[j[t]], alpha, eps, cap, L, G, v)
+
+    @njit(cache=True, nogil=True)
+    def _gram_pairs(Q, table, base, scale, alpha, eps, out):  # pragma: no cover - compiled
+        S = table.shape[0]
+        L, G, v = np.zeros((S, S)), np.empty((S, S)), np.empty((5, S))
+        for t in range(len(base)):
+            out[t] = _gram(Q[base[t]:], table, scale, alpha, eps, L, G, v)

@@ -10,13 +10,14 @@ chapter 3, "the all-pairs matrix at scale"):
   over threads each running LAPACK single-threaded.
 * **Certified low rank** (the default for α ≠ 2, ``tol`` bits), in torch below: the reference, the
   fallback without numba, and the GPU path. On the CPU with numba (``kernel="numba"``, the default
-  there) the blocks of pairs whose marginals both have rank ≤ 8 run as below (one GEMM gives all
-  their small matrices: hard to beat pair by pair), and every other pair goes to a compiled kernel
-  (:mod:`minilib.estimator._kernel`): a greedy pivoted Cholesky factor of the joint matrix
-  ``P = B_i∘B_j`` grows until its residual trace is within the same budget ε, then its small
+  there) every pair goes to a compiled kernel (:mod:`minilib.estimator._kernel`): a greedy pivoted
+  Cholesky factor grows until its residual trace is within the same budget ε, then its small
   eigenproblem gives the entropy. The residual is positive semi-definite, so the certificate is the
-  one below, at a rank close to the smallest any factor reaches, where the hyperbolic cross of
-  high-rank marginals keeps two to three times as many columns.
+  one below, at a rank close to the smallest any factor reaches, where the hyperbolic cross keeps
+  up to two to three times as many columns. Pairs whose marginals both have rank ≤ 8 factor the
+  small ``MᵀM`` of all their R_i R_j columns (its entries from the block GEMM below); the others
+  factor the joint matrix ``P = B_i∘B_j`` itself and give up to the exact path at N/2 columns,
+  where one ``eigvalsh`` is cheaper (full-rank joints, from narrow kernel widths).
 
   The torch path: write each marginal in its
   eigenbasis, ``A_i = Σ_k λ_k u_k u_kᵀ``. Then ``A_i∘A_j = Σ_{k,l} m_kl m_klᵀ`` with columns
@@ -35,16 +36,16 @@ per-variable products ``W_i[a, (k, k')] = L_i[a, k] L_i[a, k']`` (``L_i = U_i Λ
 costly part is a GEMM and small batched ``eigvalsh`` calls. Variables are sorted by rank and
 cut into blocks, and the work is the list of block pairs: it is fixed by the data alone, so
 the result does not depend on the thread count (chunk sizes move only the last bits: vectorised
-kernels round a batch of one differently). The compiled kernel computes each pair alone by the
-same instructions on any thread, and the split between the two is fixed by the ranks: the result
-is bit for bit the same at any thread count.
+kernels round a batch of one differently). The compiled kernels compute each pair alone by the
+same instructions on any thread, and what they give up is fixed by the data: the result is bit
+for bit the same at any thread count.
 
 **Memory** (:func:`memory_bytes`), in bytes: ``8 (D N² + D N (64 + R + T) + D²)`` for the marginal
 matrices, the factors while they are built (at most 64 columns) and trimmed to the largest kept rank R,
 the products W (T ≤ 36 columns per variable: only ranks up to 8 use them) and the output; plus, per
 thread, ``3 × max_chunk_mb + 16 MB + 2 × 8 × 2048²`` for a chunk with its operands and LAPACK's copy,
 LAPACK's workspaces, and a block product. Exact path: ``8 (D N² + D²)`` plus the per-thread chunks.
-With the compiled kernel, add ``8 (2 N² + 5 N)`` of scratch per thread.
+With the compiled kernel, add ``8 max(3 N²/4 + 5 N, 2 × 64² + 5 × 64)`` of scratch per thread.
 α = 2: ``8 (D P + D² + 3 × 256 P + 2 × 1024 D)`` with ``P = N(N−1)/2``. At D = 11,008 and N = 100
 the worst case (R = 64) is under 4 GB. Chunks are 2 MB: from 8 MB up, glibc keeps freed chunks
 mapped on top of the live ones.
@@ -80,7 +81,7 @@ _GEMM_RANK = 8  # blocks up to this rank get all their small Gram entries from o
 _ALPHA2_ROWS = 1024  # rows of the α = 2 product per step (CPU)
 _ALPHA2_COLS = 256  # variables whose squared kernels are built at a time
 _BUCKET = 4  # kept columns are rounded up to a multiple of this: fewer distinct batch shapes for eigvalsh
-_KERNEL_PAIRS = 1 << 16  # pairs per call of the compiled kernel: a progress step, an interrupt point
+_CAP_SHARE = 0.5  # the compiled kernel gives a pair up to eigvalsh past this share of N pivots
 
 #: The implementations of the certified low-rank path: "auto" (compiled where numba is installed and
 #: the data are on the CPU, else torch), "numba" (compiled, an error without numba) and "torch".
@@ -156,7 +157,10 @@ def memory_bytes(n_vars: int, n_samples: int, alpha: float = 1.01, tol: float | 
     R = min(N, _MAX_RANK) if rank is None else int(rank)
     T = min(R, _GEMM_RANK) * (min(R, _GEMM_RANK) + 1) // 2
     factors = D * N * (min(N, _MAX_RANK) + R + T)  # L while it is built, L trimmed, the products W
-    scratch = n_jobs * 8 * (2 * N * N + 5 * N) if resolve_kernel(kernel) == "numba" else 0
+    S = _GEMM_RANK**2  # the compiled kernels' scratch: factor, Gram matrix, five vectors
+    cap = max(1, int(_CAP_SHARE * N))
+    scratch = 8 * max(cap * N + cap * cap + 5 * N, 2 * S * S + 5 * S)
+    scratch = n_jobs * scratch if resolve_kernel(kernel) == "numba" else 0
     return 8 * (D * N * N + factors + D * D) + chunks + n_jobs * 2 * 8 * _BLOCK_COLS**2 + scratch
 
 
@@ -267,8 +271,8 @@ class _Work:
     """One run of the all-pairs computation: the spectra, the blocks, the budget and the output."""
 
     def __init__(self, sp: _Spectra, blocks: list[torch.Tensor], alpha: float, eps: float | None,
-                 chunk_bytes: int) -> None:
-        self.sp, self.alpha, self.eps, self.chunk_bytes = sp, alpha, eps, chunk_bytes
+                 chunk_bytes: int, kernel: str = "torch") -> None:
+        self.sp, self.alpha, self.eps, self.chunk_bytes, self.kernel = sp, alpha, eps, chunk_bytes, kernel
         D, self.n = sp.B.shape[0], sp.B.shape[-1]
         dev = sp.B.device
         self.mi = torch.empty(D, D, dtype=torch.float64, device=dev)
@@ -297,6 +301,36 @@ class _Work:
             H = B[i[a : a + step]].mul_(B[j[a : a + step]])  # unit trace up to round-off, which the spectrum's renormalisation absorbs
             self._store(i[a : a + step], j[a : a + step], entropy_from_spectrum(torch.linalg.eigvalsh(H), self.alpha))
 
+    def _gram_entries(self, a: int, b: int, pi: torch.Tensor, pj: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A GEMM block pair's ``MᵀM`` entries: entry (c, c') of pair t is ``Q[base[t] + table[c S + c']]``.
+
+        ``Q[(i, t), (j, t')] = ⟨W_i[:, t], W_j[:, t']⟩`` is one product, read in place by flat
+        offsets (no permuted copy); columns are ``c = k R_J + l`` (:func:`_gather_table`).
+        """
+        RI, RJ, nJ = self.R[a], self.R[b], len(self.blocks[b])
+        TI, TJ = RI * (RI + 1) // 2, RJ * (RJ + 1) // 2
+        row, col = self.tables[RI, RJ]
+        return (self.W[a].T @ self.W[b]).reshape(-1), row * (nJ * TJ) + col, pi * (TI * nJ * TJ) + pj * TJ
+
+    def _compiled(self, a: int, b: int, pi: torch.Tensor, pj: torch.Tensor) -> None:
+        """The pairs (``pi``, ``pj``) of block pair (a, b) through the compiled kernels: GEMM blocks
+        factor ``MᵀM`` from their block product, the others ``P`` itself; the pairs a kernel gives up
+        take the exact path."""
+        I, J = self.blocks[a], self.blocks[b]
+        if a in self.W and b in self.W:
+            Q, table, base = self._gram_entries(a, b, pi, pj)
+            joint = _kernel.gram_entropies(Q.numpy(), table.view(self.R[a] * self.R[b], -1).numpy(), base.numpy(),
+                                           self.n, self.alpha, self.eps)
+        else:
+            joint = _kernel.hadamard_entropies(self.sp.B.numpy(), I[pi].numpy(), J[pj].numpy(), self.alpha,
+                                               self.eps, max(1, int(_CAP_SHARE * self.n)))
+        joint = torch.from_numpy(joint)
+        done = ~joint.isnan()
+        self._store(I[pi[done]], J[pj[done]], joint[done])
+        if not done.all():
+            self._exact(I[pi[~done]], J[pj[~done]])
+
     def unit(self, a: int, b: int) -> None:
         """Every pair (i ∈ block a, j ∈ block b), each unordered pair once when ``a == b``."""
         I, J = self.blocks[a], self.blocks[b]
@@ -307,6 +341,8 @@ class _Work:
             return
         if self.eps is None:
             return self._exact(I[pi], J[pj])
+        if self.kernel == "numba":
+            return self._compiled(a, b, pi, pj)
         RI, RJ = self.R[a], self.R[b]
         S = RI * RJ
         LI, LJ = self.sp.L[I, :, :RI], self.sp.L[J, :, :RJ]
@@ -322,11 +358,8 @@ class _Work:
         size = torch.clamp((m + _BUCKET - 1) // _BUCKET * _BUCKET, max=S)
         size[exact] = 0
         gemm = a in self.W and b in self.W
-        if gemm:  # Q[(i, t), (j, t')] = ⟨W_i[:, t], W_j[:, t']⟩, read in place by flat offsets (no permuted copy)
-            TI, TJ = RI * (RI + 1) // 2, RJ * (RJ + 1) // 2
-            Q = (self.W[a].T @ self.W[b]).reshape(-1)
-            row, col = self.tables[RI, RJ]
-            base, table = pi * (TI * len(J) * TJ) + pj * TJ, row * (len(J) * TJ) + col
+        if gemm:
+            Q, table, base = self._gram_entries(a, b, pi, pj)
         for w in torch.unique(size[~exact]).tolist():
             sel = (size == w).nonzero().flatten()
             step = max(1, self.chunk_bytes // (8 * (w * w if gemm else n * (RI + RJ + 3 * w))))
@@ -342,32 +375,6 @@ class _Work:
                     G = M.transpose(1, 2) @ M
                 G /= torch.diagonal(G, dim1=-2, dim2=-1).sum(-1)[:, None, None]
                 self._store(I[pi[p]], J[pj[p]], entropy_from_spectrum(torch.linalg.eigvalsh(G), self.alpha))
-
-
-def _compiled(work: _Work, units: list[tuple[int, int]], threads: int, bar: tqdm) -> None:
-    """Every pair of the block pairs ``units`` through the compiled kernel, ``_KERNEL_PAIRS`` at a time."""
-    B = work.sp.B.numpy()
-    pending: list[tuple[torch.Tensor, torch.Tensor]] = []
-
-    def flush() -> None:
-        i, j = torch.cat([p[0] for p in pending]), torch.cat([p[1] for p in pending])
-        joint = _kernel.joint_entropies(B, i.numpy(), j.numpy(), work.alpha, work.eps, threads)
-        work._store(i, j, torch.from_numpy(joint))
-        pending.clear()
-
-    count = 0
-    for a, b in units:
-        I, J = work.blocks[a], work.blocks[b]
-        pi, pj = (torch.triu_indices(len(I), len(I), 1) if a == b else
-                  torch.cartesian_prod(torch.arange(len(I)), torch.arange(len(J))).T)
-        pending.append((I[pi], J[pj]))
-        count += pi.numel()
-        if count >= _KERNEL_PAIRS:
-            flush()
-            count = 0
-        bar.update()
-    if pending:
-        flush()
 
 
 def pairwise_mutual_information(
@@ -417,13 +424,9 @@ def pairwise_mutual_information(
         return _alpha2(X, s, rows=max(1, chunk_bytes // (8 * D)) if cuda else _ALPHA2_ROWS)
     eps = None if tol is None else trace_budget(tol, alpha, N)
     sp = _spectra(X, s, alpha, eps, chunk=max(1, chunk_bytes // (8 * N * N)))
-    work = _Work(sp, _blocks(sp.rank, D), alpha, eps, chunk_bytes)
+    work = _Work(sp, _blocks(sp.rank, D), alpha, eps, chunk_bytes, kernel)
     units = [(a, b) for a in range(len(work.blocks)) for b in range(a, len(work.blocks))]
     bar = tqdm(total=len(units), desc="MI pairs", unit="block", disable=not progress)
-    compiled = []
-    if eps is not None and kernel == "numba":  # GEMM blocks stay batched in torch, every other pair is compiled
-        compiled = [u for u in units if not (u[0] in work.W and u[1] in work.W)]
-        units = [u for u in units if u[0] in work.W and u[1] in work.W]
 
     def run(u: tuple[int, int]) -> None:
         work.unit(*u)
@@ -439,8 +442,6 @@ def pairwise_mutual_information(
             with ThreadPoolExecutor(max_workers=n_jobs or threads) as pool:
                 for _ in pool.map(run, units):
                     bar.update()
-            if compiled:
-                _compiled(work, compiled, n_jobs or threads, bar)
     finally:
         torch.set_num_threads(threads)
         bar.close()
