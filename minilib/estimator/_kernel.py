@@ -190,24 +190,30 @@ if AVAILABLE:
                     e[m] = 0.0
 
     @njit(cache=True, nogil=True, fastmath=_FAST)
-    def _add_column(col: np.ndarray, p: int, L: np.ndarray, k: int, r: np.ndarray) -> bool:
+    def _add_column(col: np.ndarray, p: int, L: np.ndarray, k: int, r: np.ndarray) -> float:
         """Turn ``col``, column p of the matrix, into the factor's column ``L[k]`` (rows of ``L`` are
         columns, so the updates are contiguous axpys) and take it from the residual diagonal ``r``.
-        False where round-off has used the residual up: what is left is below any budget."""
+
+        Returns the residual trace ``Σ r``, or −1 where round-off has used the residual up (what is
+        left is below any budget)."""
         n = col.shape[0]
         for t in range(k):
             f = L[t, p]
             for a in range(n):
                 col[a] -= L[t, a] * f
         if col[p] <= 0.0:
-            return False
+            return -1.0
         scale = 1.0 / math.sqrt(col[p])
+        left = 0.0
         for a in range(n):
             x = col[a] * scale
             L[k, a] = x
-            r[a] = max(r[a] - x * x, 0.0)
+            ra = max(r[a] - x * x, 0.0)
+            r[a] = ra
+            left += ra
+        left -= r[p]
         r[p] = 0.0
-        return True
+        return left
 
     @njit(cache=True, nogil=True, fastmath=_FAST)
     def _factor_entropy(L: np.ndarray, k: int, alpha: float, G: np.ndarray, v: np.ndarray) -> float:
@@ -243,10 +249,11 @@ if AVAILABLE:
             p = np.argmax(r)  # r[p] > 0: the residual trace is above a positive budget
             for a in range(n):  # column p of P (= row p: B is symmetric)
                 col[a] = Bi[p, a] * Bj[p, a]
-            if not _add_column(col, p, L, k, r):
+            rest = _add_column(col, p, L, k, r)
+            if rest < 0.0:
                 break
             k += 1
-            left = r.sum()
+            left = rest
         return np.nan if left > budget else _factor_entropy(L, k, alpha, G, v)
 
     @njit(cache=True, nogil=True, fastmath=_FAST)
@@ -267,10 +274,11 @@ if AVAILABLE:
             row = table[p]
             for c in range(S):  # column p = row p: MᵀM is symmetric
                 col[c] = Q[row[c]] * scale
-            if not _add_column(col, p, L, k, r):
+            rest = _add_column(col, p, L, k, r)
+            if rest < 0.0:
                 break
             k += 1
-            left = gap + r.sum()
+            left = gap + rest
         return np.nan if left > eps else _factor_entropy(L, k, alpha, G, v)
 
     @njit(cache=True, nogil=True)

@@ -202,29 +202,40 @@ class _Spectra:
     rank: torch.Tensor | None  # (D,) kept rank per variable
 
 
-def _spectra(X: torch.Tensor, s: torch.Tensor, alpha: float, eps: float | None, chunk: int) -> _Spectra:
-    """Gram matrices and exact marginal entropies; with a budget ``eps`` also the factors cut at tail ε/4."""
+def _spectra(X: torch.Tensor, s: torch.Tensor, alpha: float, eps: float | None, chunk: int,
+             pool: ThreadPoolExecutor | None = None) -> _Spectra:
+    """Gram matrices and exact marginal entropies; with a budget ``eps`` also the factors cut at tail ε/4.
+
+    Chunks of ``chunk`` variables run on ``pool``'s threads where one is given (each its own slice:
+    the result does not depend on the thread count).
+    """
     N, D = X.shape
     B = torch.empty(D, N, N, dtype=torch.float64, device=X.device)
     marg = torch.empty(D, dtype=torch.float64, device=X.device)
-    if eps is None:
-        for a in range(0, D, chunk):
-            B[a : a + chunk] = gram_matrices(X[:, a : a + chunk], s[a : a + chunk]).div_(math.sqrt(N))
-            marg[a : a + chunk] = entropy_from_spectrum(torch.linalg.eigvalsh(B[a : a + chunk]), alpha)  # scale-free
-        return _Spectra(B, marg, None, None)
     cap = min(N, _MAX_RANK)
-    L = torch.empty(D, N, cap, dtype=torch.float64, device=X.device)
-    rank = torch.empty(D, dtype=torch.long, device=X.device)
-    for a in range(0, D, chunk):
-        B[a : a + chunk] = gram_matrices(X[:, a : a + chunk], s[a : a + chunk]).div_(math.sqrt(N))
-        lam, U = torch.linalg.eigh(B[a : a + chunk])
-        marg[a : a + chunk] = entropy_from_spectrum(lam, alpha)
+    L = None if eps is None else torch.empty(D, N, cap, dtype=torch.float64, device=X.device)
+    rank = None if eps is None else torch.empty(D, dtype=torch.long, device=X.device)
+
+    def fill(a: int) -> None:
+        c = slice(a, a + chunk)
+        B[c] = gram_matrices(X[:, c], s[c]).div_(math.sqrt(N))
+        if eps is None:
+            marg[c] = entropy_from_spectrum(torch.linalg.eigvalsh(B[c]), alpha)  # scale-free
+            return
+        lam, U = torch.linalg.eigh(B[c])
+        marg[c] = entropy_from_spectrum(lam, alpha)
         lam, U = lam.flip(-1).clamp(min=0) / math.sqrt(N), U.flip(-1)  # descending spectrum of A_i = K_i / N
         tail = lam.flip(-1).cumsum(-1).flip(-1)  # tail[:, k] = Σ_{m ≥ k} λ_m
         r = (tail > eps * _TAIL_SHARE).sum(1).clamp(min=1, max=cap)  # above the cap the budget decides per pair
         keep = torch.arange(cap, device=X.device) < r[:, None]
-        L[a : a + chunk] = U[:, :, :cap] * (lam[:, :cap] * keep).sqrt()[:, None, :]
-        rank[a : a + chunk] = r
+        L[c] = U[:, :, :cap] * (lam[:, :cap] * keep).sqrt()[:, None, :]
+        rank[c] = r
+
+    starts = range(0, D, chunk)
+    for _ in (pool.map(fill, starts) if pool is not None else map(fill, starts)):
+        pass
+    if eps is None:
+        return _Spectra(B, marg, None, None)
     return _Spectra(B, marg, L[:, :, : int(rank.max())].clone(), rank)
 
 
@@ -423,27 +434,17 @@ def pairwise_mutual_information(
     if alpha == 2.0:
         return _alpha2(X, s, rows=max(1, chunk_bytes // (8 * D)) if cuda else _ALPHA2_ROWS)
     eps = None if tol is None else trace_budget(tol, alpha, N)
-    sp = _spectra(X, s, alpha, eps, chunk=max(1, chunk_bytes // (8 * N * N)))
-    work = _Work(sp, _blocks(sp.rank, D), alpha, eps, chunk_bytes, kernel)
-    units = [(a, b) for a in range(len(work.blocks)) for b in range(a, len(work.blocks))]
-    bar = tqdm(total=len(units), desc="MI pairs", unit="block", disable=not progress)
-
-    def run(u: tuple[int, int]) -> None:
-        work.unit(*u)
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the same single-threaded kernels however many workers: results do not depend on n_jobs
-    try:
-        if cuda:
-            for u in units:
-                run(u)
-                bar.update()
-        else:
-            with ThreadPoolExecutor(max_workers=n_jobs or threads) as pool:
-                for _ in pool.map(run, units):
+    try:  # a GPU takes one stream of work: one worker keeps its kernels in order
+        with ThreadPoolExecutor(max_workers=1 if cuda else n_jobs or threads) as pool:
+            sp = _spectra(X, s, alpha, eps, max(1, chunk_bytes // (8 * N * N)), pool)
+            work = _Work(sp, _blocks(sp.rank, D), alpha, eps, chunk_bytes, kernel)
+            units = [(a, b) for a in range(len(work.blocks)) for b in range(a, len(work.blocks))]
+            with tqdm(total=len(units), desc="MI pairs", unit="block", disable=not progress) as bar:
+                for _ in pool.map(lambda u: work.unit(*u), units):
                     bar.update()
     finally:
         torch.set_num_threads(threads)
-        bar.close()
     work.mi.diagonal().copy_(sp.marg)
     return work.mi
