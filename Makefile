@@ -47,6 +47,7 @@ bench: venv
 	$(PY) benchmarks/bench_pairwise_mi.py --dims 1536 --activations smollm2:0 \
 		--out results/bench_pairwise_mi-smollm2.csv  # chapter 3b: a high-rank layer (~4 min)
 	$(PY) benchmarks/bench_mi_map.py --kernels numba torch --out results/mi-map-smollm2.csv  # chapter 3b (~20 min)
+	$(PY) benchmarks/bench_mi_map.py --model minilm --kernels numba torch --out results/mi-map-minilm.csv  # chapter 3b
 	$(PY) benchmarks/bench_selection.py                                         # MDS, k-means at 1,536-11,008 neurons
 	$(PY) benchmarks/bench_estimate.py --out results/bench-estimate.csv  # --estimate against measured prunings (~15 min)
 	$(PY) benchmarks/bench_finetune.py

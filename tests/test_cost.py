@@ -57,3 +57,17 @@ def test_bad_arguments():
         cost.predict(cost.WORKLOADS[0], RATES, "fast")
     with pytest.raises(ValueError, match="devices"):
         cost.predict(cost.WORKLOADS[0], RATES, devices=0)
+
+
+def test_measured_map_sums_each_kernels_layers_beside_the_prediction():
+    runs = pd.DataFrame({"layer": [0, 0, 1, 1], "kernel": ["numba", "torch"] * 2, "live neurons": [1000, 1000, 800, 800],
+                         "widths_s": [1.0, 1.0, 2.0, 2.0], "mi_s": [5.0, 9.0, 3.0, 7.0],
+                         "max_error_bits": [1e-7, 2e-7, 3e-7, 1e-7]})
+    rates = cost.Rates("cpu", {"default": 1e5, "default-torch": 5e4}, 1e-3, "test")
+    table = cost.measured_map(runs, {"model": rates})
+    assert list(table.index) == ["numba", "torch"]
+    assert table.loc["numba", "measured (min)"] == pytest.approx(11.0 / 60)
+    assert table.loc["torch", "all-pairs MI (s)"] == 16.0 and table.loc["torch", "max error (bits)"] == 2e-7
+    expected = (1000 * 999 / 2 + 800 * 799 / 2) / 1e5 + 1.8  # pairs at each layer's live width, plus the widths
+    assert table.loc["numba", "model (min)"] == pytest.approx(expected / 60)
+    assert table.loc["numba", "measured ÷ model"] == pytest.approx(11.0 / expected)

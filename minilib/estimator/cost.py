@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pandas as pd
 
 from minilib.estimator.pairwise import DEFAULT_TOL, memory_bytes
 
-__all__ = ["Workload", "WORKLOADS", "PATHS", "Rates", "BOOK_CPU_RATES", "BOOK_CPU_RATES_HIGH_RANK", "rates_from_benchmark", "predict", "cost_table"]
+__all__ = ["Workload", "WORKLOADS", "PATHS", "Rates", "BOOK_CPU_RATES", "BOOK_CPU_RATES_HIGH_RANK", "rates_from_benchmark",
+           "predict", "cost_table", "measured_map"]
 
 
 @dataclass(frozen=True)
@@ -74,17 +76,17 @@ class Rates:
                      source)
 
 
-#: The book's machine (2 CPU threads, idle) at commit b300ca5, on real activations: the default paths from
+#: The book's machine (2 CPU threads, idle) at commit 72244bf, on real activations: the default paths from
 #: SmolLM2-135M's whole map of one batch of 100 tokens (30 × 1,178,880 pairs; results/mi-map-smollm2.csv),
 #: exact and α = 2 on its first layer (results/bench_pairwise_mi-smollm2.csv). A test keeps them equal to
 #: those tables; they ship with the package, which has no results/ folder.
-BOOK_CPU_RATES = Rates("cpu", {"default": 87_870.0, "default-torch": 68_515.0, "exact": 8_020.0,
-                               "alpha2": 3_849_000.0}, 1.074e-3,
-                       "rates of the book's 2-thread CPU on SmolLM2-135M's activations (b300ca5)")
+BOOK_CPU_RATES = Rates("cpu", {"default": 123_116.0, "default-torch": 72_415.0, "exact": 8_023.0,
+                               "alpha2": 4_351_000.0}, 1.032e-3,
+                       "rates of the book's 2-thread CPU on SmolLM2-135M's activations (72244bf)")
 #: The same machine on SmolLM2's first layer alone, the highest-rank layer measured: the low-rank paths'
 #: rates fall with the rank of the activations, which is not known before the map is computed.
-BOOK_CPU_RATES_HIGH_RANK = Rates("cpu", {**BOOK_CPU_RATES.pairs_per_s, "default": 28_758.0, "default-torch": 9_580.0},
-                                 BOOK_CPU_RATES.width_s_per_neuron, "SmolLM2-135M's first layer (b300ca5)")
+BOOK_CPU_RATES_HIGH_RANK = Rates("cpu", {**BOOK_CPU_RATES.pairs_per_s, "default": 28_944.0, "default-torch": 9_982.0},
+                                 BOOK_CPU_RATES.width_s_per_neuron, "SmolLM2-135M's first layer (72244bf)")
 
 
 def rates_from_benchmark(path: str | os.PathLike, device: str = "cpu") -> Rates:
@@ -132,3 +134,26 @@ def cost_table(rates: list[tuple[Rates, int]], workloads: tuple[Workload, ...] =
                              "hours": p["seconds"] / 3600, "memory per device (GB)": p["memory_gb"],
                              "map (GB)": p["map_gb"], "rates": r.source})
     return pd.DataFrame(rows)
+
+
+def measured_map(runs: pd.DataFrame, rates: Mapping[str, Rates], samples: int = 100) -> pd.DataFrame:
+    """A whole map as ``benchmarks/bench_mi_map.py --out`` measured it, beside the model's predictions.
+
+    ``runs`` has a row per layer and kernel (columns ``layer``, ``kernel``, ``live neurons``,
+    ``widths_s``, ``mi_s``, ``max_error_bits``). One row per kernel: the measured seconds, and for
+    each named set of ``rates`` the prediction of :func:`predict` summed over the layers at their
+    live widths (path "default" for the compiled kernel, "default-torch" for torch) and the ratio.
+    """
+    rows = []
+    for kernel, run in runs.groupby("kernel", sort=False):
+        path = "default" if kernel == "numba" else "default-torch"
+        total = float(run.widths_s.sum() + run.mi_s.sum())
+        row = {"kernel": kernel, "layers": len(run), "widths (s)": run.widths_s.sum(),
+               "all-pairs MI (s)": run.mi_s.sum(), "measured (min)": total / 60}
+        for name, r in rates.items():
+            predicted = sum(predict(Workload("layer", int(d), 1, samples=samples), r, path)["seconds"]
+                            for d in run["live neurons"])
+            row[f"{name} (min)"] = predicted / 60
+            row[f"measured ÷ {name}"] = total / predicted
+        rows.append({**row, "max error (bits)": run.max_error_bits.max()})
+    return pd.DataFrame(rows).set_index("kernel")
