@@ -23,9 +23,10 @@ Peak memory is the model's weights plus the largest stage's working set: the cap
 the stored maps), a compensation layer's float64 statistics.
 
 Measured (``benchmarks/bench_estimate.py``, ``results/bench-estimate.csv``, 2 idle CPU threads at
-23409fe; all-MiniLM-L6-v2 with ``wanda`` and with ``mi-mds`` + merge, SmolLM2-135M with ``hfprune``
-and ``mi-mds``): every stage within a factor of 3 of its prediction (0.57–2.9), the totals within 2
-(0.67–2.0); the MI maps took 0.58 and 0.90 times the typical-rate prediction, well under "up to".
+31a8054; all-MiniLM-L6-v2 with ``wanda`` and with ``mi-mds`` + merge, SmolLM2-135M with ``hfprune``
+and ``mi-mds``): every stage within a factor of 4 of its prediction (0.56–4.0; the worst, MiniLM's
+compensation, took 9 s for 2.3 s predicted), the totals within 2.3 (0.81–2.3); the MI maps took 0.66
+and 0.97 times the typical-rate prediction, well under "up to".
 """
 
 from __future__ import annotations
