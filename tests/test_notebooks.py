@@ -24,6 +24,8 @@ def test_there_are_chapters():
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
 def test_source_notebook_is_clean_and_parameterised(notebook):
     nb = json.loads(notebook.read_text())
+    ids = [c.get("id") for c in nb["cells"]]
+    assert None not in ids and len(set(ids)) == len(ids), "every cell needs its own id (nbformat 4.5)"
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     assert all(not c["outputs"] and c["execution_count"] is None for c in code), "commit notebooks without outputs"
     params = [c for c in code if "parameters" in c["metadata"].get("tags", [])]
