@@ -28,6 +28,8 @@ def test_source_notebook_is_clean_and_parameterised(notebook):
     assert None not in ids and len(set(ids)) == len(ids), "every cell needs its own id (nbformat 4.5)"
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     assert all(not c["outputs"] and c["execution_count"] is None for c in code), "commit notebooks without outputs"
+    wide = [line for c in code for line in "".join(c["source"]).split("\n") if len(line) > 100]
+    assert not wide, f"code lines past 100 columns scroll sideways in the HTML: {wide[0]!r}"
     params = [c for c in code if "parameters" in c["metadata"].get("tags", [])]
     assert len(params) == 1 and 'profile = "quick"' in "".join(params[0]["source"])
     assert "import minilib" in "".join("".join(c["source"]) for c in code).replace("from minilib", "import minilib")

@@ -45,7 +45,7 @@ matrices, the factors while they are built (at most 64 columns) and trimmed to t
 the products W (T ≤ 36 columns per variable: only ranks up to 8 use them) and the output; plus, per
 thread, ``3 × max_chunk_mb + 16 MB + 2 × 8 × 2048²`` for a chunk with its operands and LAPACK's copy,
 LAPACK's workspaces, and a block product. Exact path: ``8 (D N² + D²)`` plus the per-thread chunks.
-With the compiled kernel, add ``8 max(3 N²/4 + 5 N, 2 × 64² + 5 × 64)`` of scratch per thread.
+With the compiled kernels, add ``8 max(3 N²/4 + 5 N, 2 × 64² + 5 × 64)`` of scratch per thread.
 α = 2: ``8 (D P + D² + 3 × 256 P + 2 × 1024 D)`` with ``P = N(N−1)/2``. At D = 11,008 and N = 100
 the worst case (R = 64) is under 4 GB. Chunks are 2 MB: from 8 MB up, glibc keeps freed chunks
 mapped on top of the live ones.
